@@ -1,0 +1,29 @@
+"""The core library must import and work without ROS: only vidyn_ros.nodes and vidyn_ros.msgs may load rclpy."""
+
+import subprocess
+import sys
+
+CHECK = r"""
+import importlib, pkgutil, sys
+import vidyn_ros
+skip = ("vidyn_ros.nodes", "vidyn_ros.msgs")
+names = [m.name for m in pkgutil.walk_packages(vidyn_ros.__path__, "vidyn_ros.") if not m.name.startswith(skip)]
+for name in names:
+    importlib.import_module(name)
+loaded = sorted(m for m in sys.modules if m == "rclpy" or m.startswith("rclpy."))
+print(len(names), "modules;", "rclpy loaded by:" if loaded else "rclpy not loaded", loaded[:3])
+sys.exit(1 if loaded else 0)
+"""
+
+
+def test_core_library_does_not_import_rclpy():
+    proc = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    n_modules = int(proc.stdout.split()[0])
+    assert n_modules >= 5
+
+
+def test_cli_help_is_fast_and_lists_commands():
+    proc = subprocess.run([sys.executable, "-m", "vidyn_ros.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "COMMAND" in proc.stdout

@@ -1,0 +1,1 @@
+"""Camera sources without ROS: simulated MuJoCo rig, RealSense, calibration, synchronisation, segmentation."""

@@ -1,0 +1,303 @@
+"""Multi-view synchroniser: N cameras' color / depth / mask / CameraInfo -> one MultiViewFrame per timestep.
+
+message_filters (ApproximateTime) is not installable from PyPI, so this is a small ROS-free equivalent tailored to
+RGB-D rigs. Two stages:
+
+1. **Per camera**, the parts of one capture (color, aligned depth, optional mask) carry the *same* header stamp
+   (realsense-ros and the simulated rig stamp aligned depth with the color stamp), so they are grouped by exact stamp
+   into a *view*. CameraInfo rarely changes: the latest one per camera is kept and attached to every view.
+2. **Across cameras**, complete views are matched with an approximate-time policy: a set is emitted when every camera
+   has a complete view and their stamps span at most ``slop_ns``. A view that can no longer be part of any set (the
+   other cameras' oldest views are already newer than it by more than the slop) is dropped and counted.
+
+Robustness, each counted in :class:`SyncStats`: duplicated messages (same camera, part and stamp) are ignored; parts
+older than the last emitted set are "late" and ignored; incomplete views (e.g. a color whose depth never came) are
+dropped once a newer set is emitted; per-camera queues are bounded. Messages may arrive in any order within
+``latency_ns``: with ``latency_ns > 0`` a set is only emitted once some message at least ``latency_ns`` newer than it
+has arrived, which lets reordered messages catch up (at the cost of that much added latency). :meth:`flush` emits
+what can still be emitted at the end of a stream.
+
+Everything is numpy; consumers that want torch call :meth:`MultiViewFrame.to_torch`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vidyn_ros.types import CameraFrame, CameraModel, MultiViewFrame
+
+PARTS = ("color", "depth", "mask")
+
+# Topic suffix (after /<cam>) -> part name, following the realsense-ros topic names of the topic contract.
+TOPIC_SUFFIXES = {
+    "/color/image_raw": "color",
+    "/aligned_depth_to_color/image_raw": "depth",
+    "/mask": "mask",
+    "/color/camera_info": "info",
+}
+
+
+def topic_part(topic: str) -> tuple[str, str] | None:
+    """``/cam0/color/image_raw`` -> ("cam0", "color"); None for topics that are not camera parts."""
+    for suffix, part in TOPIC_SUFFIXES.items():
+        if topic.endswith(suffix):
+            cam = topic[: -len(suffix)].strip("/")
+            if cam and "/" not in cam:
+                return cam, part
+    return None
+
+
+def camera_topics(camera: str, with_mask: bool = False) -> dict[str, str]:
+    """Part name -> topic for one camera (color, depth, info and optionally mask)."""
+    out = {part: f"/{camera}{suffix}" for suffix, part in TOPIC_SUFFIXES.items()}
+    if not with_mask:
+        del out["mask"]
+    return out
+
+
+@dataclass
+class SyncStats:
+    """Counters since construction. ``emitted`` sets were complete; the rest explain what was thrown away."""
+
+    emitted: int = 0
+    dropped_incomplete: int = 0  # views missing a part (or a camera's view unmatched) when a newer set went out
+    dropped_unmatched: int = 0  # complete views that no other camera had a partner for within the slop
+    duplicates: int = 0  # same camera/part/stamp seen twice
+    late: int = 0  # parts older than the last emitted set
+    overflow: int = 0  # views evicted because a camera's queue was full
+    no_info: int = 0  # complete views discarded because the camera's CameraInfo never arrived
+    last_spread_ns: int = 0  # stamp spread of the last emitted set
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _View:
+    stamp_ns: int
+    parts: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class MultiViewSynchronizer:
+    """Approximate-time grouping of N cameras' RGB-D(+mask) parts into MultiViewFrames.
+
+    Args:
+        cameras: camera names, in the order the views appear in the emitted MultiViewFrame.
+        slop_ns: largest allowed spread of the stamps inside one set [ns] (e.g. half a frame period).
+        require_mask: a view is complete only with a mask too (for consumers that need instance masks).
+        latency_ns: hold sets back until a message this much newer arrived, so reordered messages can catch up.
+        queue_size: most views kept per camera; older ones are evicted (and counted).
+        poses: optional camera-to-world 4x4 per camera (from the rig calibration) put into each CameraModel.
+        callback: called with each emitted MultiViewFrame (in addition to being returned by :meth:`add`).
+
+    Thread-safe: :meth:`add` may be called from several subscription callbacks.
+    """
+
+    def __init__(
+        self,
+        cameras: list[str],
+        slop_ns: int = 15_000_000,
+        require_mask: bool = False,
+        latency_ns: int = 0,
+        queue_size: int = 30,
+        poses: dict[str, np.ndarray] | None = None,
+        callback: Callable[[MultiViewFrame], None] | None = None,
+    ) -> None:
+        if not cameras:
+            raise ValueError("MultiViewSynchronizer needs at least one camera")
+        self.cameras = list(cameras)
+        self.slop_ns = int(slop_ns)
+        self.latency_ns = int(latency_ns)
+        self.queue_size = int(queue_size)
+        self.required = ("color", "depth", "mask") if require_mask else ("color", "depth")
+        self.poses = dict(poses or {})
+        self.callback = callback
+        self.stats = SyncStats()
+        self._lock = threading.Lock()
+        self._pending: dict[str, dict[int, _View]] = {c: {} for c in self.cameras}  # stamp -> partial/complete view
+        self._ready: dict[str, list[int]] = {c: [] for c in self.cameras}  # sorted stamps of complete views
+        self._info: dict[str, CameraModel] = {}
+        self._last_emitted: dict[str, int] = {}  # per camera: stamp used in the last set
+        self._last_parts: dict[str, set[str]] = {}  # per camera: parts of that view (to tell duplicates from late)
+        self._newest_ns = -(2**62)
+
+    # ----------------------------------------------------------------------------------------------------- input
+    def set_camera_info(self, camera: str, model: CameraModel) -> None:
+        """Latest intrinsics of ``camera`` (its pose is replaced by ``poses[camera]`` when one was given)."""
+        if camera not in self._pending:
+            return
+        if camera in self.poses:
+            model = model.with_pose(self.poses[camera])
+        with self._lock:
+            self._info[camera] = model
+
+    def add(self, camera: str, part: str, stamp_ns: int, data: np.ndarray | CameraModel) -> list[MultiViewFrame]:
+        """Feed one message. ``part`` is color (HxWx3 uint8), depth (HxW float32 m), mask (HxW int) or info
+        (a CameraModel). Returns the MultiViewFrames that became complete (usually zero or one)."""
+        if part == "info":
+            assert isinstance(data, CameraModel)
+            self.set_camera_info(camera, data)
+            with self._lock:
+                out = self._emit_ready()
+            return self._deliver(out)
+        if camera not in self._pending or part not in PARTS:
+            return []
+        stamp_ns = int(stamp_ns)
+        with self._lock:
+            last = self._last_emitted.get(camera)
+            if last is not None and stamp_ns <= last:
+                if stamp_ns == last and part in self._last_parts.get(camera, ()):
+                    self.stats.duplicates += 1
+                else:  # e.g. an optional mask arriving after its view went out
+                    self.stats.late += 1
+                return []
+            view = self._pending[camera].setdefault(stamp_ns, _View(stamp_ns))
+            if part in view.parts:
+                self.stats.duplicates += 1
+                return []
+            view.parts[part] = data  # type: ignore[assignment]
+            self._newest_ns = max(self._newest_ns, stamp_ns)
+            ready = self._ready[camera]
+            if all(p in view.parts for p in self.required) and stamp_ns not in ready:
+                bisect.insort(ready, stamp_ns)
+                if len(ready) > self.queue_size:
+                    old = ready.pop(0)
+                    self._pending[camera].pop(old, None)
+                    self.stats.overflow += 1
+            if len(self._pending[camera]) > 2 * self.queue_size:  # parts that never complete: evict the oldest
+                old = min(self._pending[camera])
+                self._pending[camera].pop(old)
+                if old in ready:
+                    ready.remove(old)
+                self.stats.overflow += 1
+            out = self._emit_ready()
+        return self._deliver(out)
+
+    def flush(self) -> list[MultiViewFrame]:
+        """End of stream: emit every set that is complete regardless of ``latency_ns``; count the rest as dropped."""
+        with self._lock:
+            out = self._emit_ready(ignore_latency=True)
+            for cam in self.cameras:
+                for stamp, view in self._pending[cam].items():
+                    if stamp in self._ready[cam]:
+                        self.stats.dropped_unmatched += 1
+                    elif view.parts:
+                        self.stats.dropped_incomplete += 1
+                self._pending[cam].clear()
+                self._ready[cam].clear()
+        return self._deliver(out)
+
+    # -------------------------------------------------------------------------------------------------- matching
+    def _emit_ready(self, ignore_latency: bool = False) -> list[MultiViewFrame]:
+        out: list[MultiViewFrame] = []
+        while all(self._ready[c] for c in self.cameras):
+            heads = {c: self._ready[c][0] for c in self.cameras}
+            oldest_cam = min(heads, key=heads.__getitem__)
+            pivot = max(heads.values())
+            if not ignore_latency and self._newest_ns - pivot < self.latency_ns:
+                break  # a reordered message older than the pivot may still arrive and change the match: wait
+            if pivot - heads[oldest_cam] > self.slop_ns:
+                # Every view of the newest-head camera is >= pivot, so the oldest head has no partner.
+                self._drop(oldest_cam, heads[oldest_cam])
+                self.stats.dropped_unmatched += 1
+                continue
+            if any(c not in self._info for c in self.cameras):
+                # No intrinsics yet for some camera: the set cannot be described; drop its oldest view.
+                self._drop(oldest_cam, heads[oldest_cam])
+                self.stats.no_info += 1
+                continue
+            out.append(self._make_frame(heads))
+        return out
+
+    def _make_frame(self, heads: dict[str, int]) -> MultiViewFrame:
+        views = []
+        for cam in self.cameras:
+            stamp = heads[cam]
+            view = self._pending[cam].pop(stamp)
+            self._ready[cam].pop(0)
+            # Everything older than the emitted view is now obsolete: incomplete views there can never be used.
+            for old in [s for s in self._pending[cam] if s < stamp]:
+                self._pending[cam].pop(old)
+                self.stats.dropped_incomplete += 1
+            self._last_emitted[cam] = stamp
+            self._last_parts[cam] = set(view.parts)
+            mask = view.parts.get("mask")
+            views.append(
+                CameraFrame(
+                    camera=self._info[cam],
+                    stamp_ns=stamp,
+                    color=view.parts["color"],
+                    depth=view.parts["depth"],
+                    mask=None if mask is None else np.asarray(mask, dtype=np.int32),
+                )
+            )
+        self.stats.emitted += 1
+        self.stats.last_spread_ns = max(heads.values()) - min(heads.values())
+        # The set is stamped with the first camera's stamp: a real capture time, not an average of several.
+        return MultiViewFrame(stamp_ns=heads[self.cameras[0]], views=views)
+
+    def _drop(self, cam: str, stamp: int) -> None:
+        self._ready[cam].remove(stamp)
+        self._pending[cam].pop(stamp, None)
+
+    def _deliver(self, frames: list[MultiViewFrame]) -> list[MultiViewFrame]:
+        if self.callback is not None:
+            for f in frames:
+                self.callback(f)
+        return frames
+
+
+def decode_message(part: str, msgtype: str, cdr: bytes, camera: str) -> tuple[int, np.ndarray | CameraModel]:
+    """CDR bytes of one camera part -> (stamp_ns, numpy array or CameraModel), via vidyn_ros.msgs.
+
+    Depth arrives as 16UC1 millimetres and leaves as float32 metres; masks as int32 ids.
+    """
+    from vidyn_ros import msgs  # imported here: msgs pulls in the rosbags typestore
+
+    msg = msgs.deserialize(cdr, msgtype)
+    stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+    if part == "info":
+        return stamp_ns, msgs.camera_from_info(msg, name=camera)
+    if part == "depth":
+        return stamp_ns, msgs.depth_from_msg(msg)
+    if part == "mask":
+        return stamp_ns, msgs.mask_from_msg(msg)
+    return stamp_ns, msgs.image_to_array(msg)
+
+
+class TopicSynchronizer:
+    """Node helper: feed (topic, msgtype, cdr bytes) as they come off DDS or a bag; get MultiViewFrames.
+
+    Wraps :class:`MultiViewSynchronizer` with the topic contract (``/<cam>/color/image_raw`` ...) and the message
+    decoding, so a node only forwards raw subscription bytes.
+    """
+
+    def __init__(self, cameras: list[str], with_mask: bool = False, **kwargs) -> None:
+        self.sync = MultiViewSynchronizer(cameras, require_mask=with_mask, **kwargs)
+        self.with_mask = with_mask
+        self.decode_errors = 0
+
+    def topics(self) -> dict[str, str]:
+        """topic -> ROS message type, for every topic the synchroniser consumes."""
+        types = {"color": "sensor_msgs/msg/Image", "depth": "sensor_msgs/msg/Image", "mask": "sensor_msgs/msg/Image",
+                 "info": "sensor_msgs/msg/CameraInfo"}
+        out = {}
+        for cam in self.sync.cameras:
+            for part, topic in camera_topics(cam, self.with_mask).items():
+                out[topic] = types[part]
+        return out
+
+    def add_message(self, topic: str, msgtype: str, cdr: bytes) -> list[MultiViewFrame]:
+        where = topic_part(topic)
+        if where is None:
+            return []
+        cam, part = where
+        if cam not in self.sync.cameras or (part == "mask" and not self.with_mask):
+            return []
+        stamp_ns, data = decode_message(part, msgtype, cdr, cam)
+        return self.sync.add(cam, part, stamp_ns, data)

@@ -1,0 +1,130 @@
+"""SceneEstimator: what the scene node, ``vidyn track`` and ``vidyn eval-scene`` call.
+
+First frame -> initialise (fuse, downsample to the budget, optimise, vote ids); every later frame -> track.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vidyn_ros.types import CameraModel, GaussianSet, MultiViewFrame, ObjectPose
+
+from .init import FitConfig, fit_gaussians, fuse_views, init_gaussians, make_targets, split_budget
+from .track import TrackConfig, Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SceneConfig:
+    """Scene estimation parameters (the scene node exposes the same names as ROS parameters)."""
+
+    device: str = "cpu"  # torch device: cpu, cuda, cuda:1 ...
+    backend: str = "auto"  # renderer backend: auto (gsplat on CUDA), torch, gsplat
+    budget: int = 5000  # number of Gaussians at initialisation
+    object_share: float = 0.5  # fraction of the budget that goes to objects (mask id > 0)
+    downscale: int = 1  # integer image downscale for rendering losses (4: 640x480 -> 160x120)
+    init_iters: int = 60  # optimisation steps at initialisation
+    iters_per_frame: int = 0  # per-Gaussian refinement steps per tracked frame
+    vote_ids: bool = True  # cross-view id vote after the initial optimisation (needs masks)
+    seed: int = 0
+    fit: FitConfig = field(default_factory=FitConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+
+@dataclass
+class SceneUpdate:
+    """Result of one ``SceneEstimator.update``."""
+
+    stamp_ns: int
+    gaussians: GaussianSet
+    objects: list[ObjectPose]  # estimated centroid + rotation per object
+    visible: dict[int, bool]  # object id -> seen in this frame
+    loss: float  # last optimisation loss (init) or refinement loss (track); NaN if none
+    stats: dict[str, float]
+    seconds: float  # wall time of this update
+    initialised: bool  # True on the frame that initialised the scene
+
+
+class SceneEstimator:
+    """Live Gaussian scene from multi-view RGB-D frames (library API; no ROS)."""
+
+    def __init__(self, cfg: SceneConfig | None = None) -> None:
+        self.cfg = cfg or SceneConfig()
+        self.tracker: Tracker | None = None
+        self.init_losses: list[float] = []
+        self.n_updates = 0
+
+    @property
+    def gaussians(self) -> GaussianSet | None:
+        return self.tracker.gaussians if self.tracker is not None else None
+
+    def reset(self) -> None:
+        self.tracker = None
+        self.n_updates = 0
+
+    def initialise(self, frame: MultiViewFrame, progress: bool = False) -> GaussianSet:
+        """Build the scene from one frame (fuse -> downsample -> init -> optimise -> vote ids)."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        cloud = fuse_views(frame)
+        if len(cloud) == 0:
+            from vidyn_ros.errors import VidynError
+
+            raise VidynError("scene initialisation: no valid depth in any view")
+        cloud = split_budget(cloud, cfg.budget, cfg.object_share, seed=cfg.seed)
+        g = init_gaussians(cloud, frame.cameras, device=cfg.device)
+        targets = make_targets(frame, cfg.downscale, cfg.device)
+        if cfg.init_iters > 0:
+            fit = FitConfig(**{**cfg.fit.__dict__, "iterations": cfg.init_iters})
+            g, self.init_losses = fit_gaussians(g, targets, fit, backend=cfg.backend, progress=progress)
+        if cfg.vote_ids and targets.mask is not None:
+            from .voting import vote_object_ids
+
+            g.object_ids = vote_object_ids(g, targets.cameras, targets.mask, backend=cfg.backend)
+        self.tracker = Tracker(g, cfg.track, cameras=frame.cameras)
+        self.tracker.record(frame.stamp_ns)
+        return self.tracker.gaussians
+
+    def update(self, frame: MultiViewFrame) -> SceneUpdate:
+        """Initialise on the first frame, track on every later one."""
+        t0 = time.perf_counter()
+        init = self.tracker is None
+        stats: dict[str, float] = {}
+        if init:
+            self.initialise(frame)
+            loss = self.init_losses[-1] if self.init_losses else float("nan")
+        else:
+            assert self.tracker is not None
+            targets = make_targets(frame, self.cfg.downscale, self.cfg.device) if self.cfg.iters_per_frame else None
+            self.tracker.cfg.refine_iters = self.cfg.iters_per_frame
+            stats = self.tracker.step(frame, targets, backend=self.cfg.backend)
+            loss = stats.get("refine_loss", float("nan"))
+        self.n_updates += 1
+        assert self.tracker is not None
+        return SceneUpdate(
+            stamp_ns=frame.stamp_ns,
+            gaussians=self.tracker.gaussians,
+            objects=self.tracker.object_poses(),
+            visible={k: o.visible for k, o in self.tracker.objects.items()},
+            loss=float(loss),
+            stats=stats,
+            seconds=time.perf_counter() - t0,
+            initialised=init,
+        )
+
+    @torch.no_grad()
+    def render(self, cameras: list[CameraModel], background=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+        """Render the current scene: (rgb uint8 [C,H,W,3], depth float32 [C,H,W] m)."""
+        from vidyn_ros.render import render
+
+        if self.tracker is None:
+            raise RuntimeError("scene not initialised")
+        out = render(self.tracker.gaussians, cameras, background=background, backend=self.cfg.backend)
+        rgb = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        return rgb, out.depth.float().cpu().numpy()

@@ -1,0 +1,300 @@
+"""Per-frame tracking of a Gaussian scene: per-object rigid SE(3) step + short per-Gaussian refinement.
+
+Each object k carries a rigid pose T_k (4x4, world <- object's first-seen frame) and every Gaussian i of it a canonical
+position c_i (where it was when the object was first seen) and canonical rotation. Per new frame:
+
+1. **Warm start** by constant velocity: T_pred = (T_k T_{k,prev}^{-1}) T_k.
+2. **Rigid step** by point-to-plane ICP (open3d): the object's observed points (its mask pixels' depth, back-projected
+   from every view) are registered onto the object's Gaussians at T_pred, whose normals come from the canonical
+   surface. Observed -> model is the right direction: every observed point lies on the model surface, while the model
+   also has parts that no camera sees now.
+3. **Refinement** (optional, ``refine_iters``): a few Adam steps on the object Gaussians' positions against the rendered
+   colour + depth of the current frame, with a local-rigidity regulariser (neighbours' offsets must follow the
+   object's rotation: ||(x_j − x_i) − R_k (c_j − c_i)||, as in dynamic 3D Gaussian tracking) and an isometry term.
+
+Objects whose observed point count drops below ``min_points`` are marked not visible and hold their last pose; an
+instance id that appears for the first time spawns new Gaussians from its observed points. The background (id 0) is
+static. Per-Gaussian positions and rotations per frame are kept as trajectories (the dynamics' pseudo labels).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vidyn_ros.geometry import matrix_to_quat_wxyz
+from vidyn_ros.types import GaussianSet, MultiViewFrame, ObjectPose
+
+from .init import FusedCloud, Targets, downsample_to_budget, estimate_normals, fuse_views, init_gaussians
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackConfig:
+    """Tracking settings."""
+
+    icp_voxel: float = 0.004  # [m] observed points are voxel-downsampled to this before ICP
+    icp_max_distance: float = 0.02  # [m] correspondence gate for ICP
+    icp_iterations: int = 30
+    min_points: int = 30  # observed points below which an object counts as not visible
+    min_fitness: float = 0.3  # ICP result accepted only if this fraction of observed points found a partner
+    constant_velocity: bool = True  # warm start from the last frame-to-frame motion
+    refine_iters: int = 0  # per-Gaussian refinement steps per frame (rendering: expensive on CPU)
+    refine_lr: float = 5e-4  # [m]
+    lambda_rigid: float = 10.0  # local-rigidity weight
+    lambda_iso: float = 10.0  # isometry weight
+    knn: int = 8  # neighbours for the rigidity terms
+    new_object_budget: int = 400  # Gaussians for an object that enters the view
+
+
+@dataclass
+class ObjectTrack:
+    """State of one tracked object."""
+
+    object_id: int
+    T: np.ndarray = field(default_factory=lambda: np.eye(4))  # world <- canonical
+    T_prev: np.ndarray = field(default_factory=lambda: np.eye(4))
+    visible: bool = True
+    fitness: float = 1.0
+    rmse: float = 0.0
+    n_observed: int = 0
+
+
+def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product of (w, x, y, z) quaternions, broadcast [..., 4]."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
+
+
+class Tracker:
+    """Tracks the objects of an initialised Gaussian scene through new frames (see module docstring).
+
+    Args:
+        gaussians: the initialised scene (world frame), object ids set.
+        cfg: tracking settings.
+        cameras: the rig's cameras (orients normals).
+    """
+
+    def __init__(self, gaussians: GaussianSet, cfg: TrackConfig | None = None, cameras=None) -> None:
+        self.cfg = cfg or TrackConfig()
+        self.cameras = cameras
+        self.gaussians = gaussians.detach().clone()
+        self.canonical = self.gaussians.means.detach().cpu().numpy().astype(np.float64)  # [N,3]
+        self.canonical_quats = self.gaussians.quats.detach().clone()
+        self.normals = np.zeros_like(self.canonical)
+        self.objects: dict[int, ObjectTrack] = {}
+        self._knn: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        ids = self.gaussians.object_ids.cpu().numpy()
+        for k in np.unique(ids[ids > 0]):
+            self._add_object(int(k), np.flatnonzero(ids == k))
+        self.positions: list[np.ndarray] = []
+        self.quats: list[np.ndarray] = []
+        self.stamps: list[int] = []
+
+    # ------------------------------------------------------------------ objects
+    def _add_object(self, k: int, idx: np.ndarray) -> None:
+        from scipy.spatial import cKDTree
+
+        self.objects[k] = ObjectTrack(k)
+        pts = self.canonical[idx]
+        if len(idx) >= 4:
+            self.normals[idx] = estimate_normals(pts, k=min(12, len(idx)), cameras=self.cameras)
+            nn = min(self.cfg.knn, len(idx) - 1)
+            _, nbr = cKDTree(pts).query(pts, k=nn + 1)
+            self._knn[k] = (idx, idx[nbr[:, 1:]])  # global indices of each Gaussian and of its neighbours
+
+    def object_indices(self, k: int) -> np.ndarray:
+        return np.flatnonzero(self.gaussians.object_ids.cpu().numpy() == k)
+
+    def _spawn(self, k: int, cloud: FusedCloud) -> None:
+        """A new instance id: Gaussians from its observed points, appended to the scene."""
+        sub = downsample_to_budget(cloud, self.cfg.new_object_budget)
+        new = init_gaussians(sub, self.cameras, device=str(self.gaussians.device))
+        new.object_ids[:] = k
+        g = self.gaussians
+        self.gaussians = GaussianSet(
+            *(torch.cat([getattr(g, f), getattr(new, f)]) for f in
+              ("means", "quats", "log_scales", "colors", "opacity_logits", "object_ids"))
+        )  # fmt: skip
+        start = len(self.canonical)
+        self.canonical = np.concatenate([self.canonical, sub.points.astype(np.float64)])
+        self.canonical_quats = torch.cat([self.canonical_quats, new.quats])
+        self.normals = np.concatenate([self.normals, np.zeros((len(sub), 3))])
+        self._add_object(k, np.arange(start, start + len(sub)))
+        log.info("object %d entered the view: %d new Gaussians", k, len(sub))
+
+    # ------------------------------------------------------------------ per frame
+    def step(self, frame: MultiViewFrame, targets: Targets | None = None, backend: str = "auto") -> dict[str, float]:
+        """Track one new frame. ``targets`` (the rendered-resolution views) are needed only when refining.
+
+        Returns a dict of statistics (icp rmse / fitness means, refinement loss, number of visible objects).
+        """
+        cfg = self.cfg
+        cloud = fuse_views(frame)
+        stats: dict[str, float] = {}
+        rmses, fits = [], []
+        for k in np.unique(cloud.labels[cloud.labels > 0]):
+            if int(k) not in self.objects and (cloud.labels == k).sum() >= cfg.min_points:
+                self._spawn(int(k), cloud.select(cloud.labels == k))
+        for k, obj in self.objects.items():
+            obs = cloud.select(cloud.labels == k)
+            obj.n_observed = len(obs)
+            T_pred = obj.T @ np.linalg.inv(obj.T_prev) @ obj.T if cfg.constant_velocity else obj.T.copy()
+            if len(obs) < cfg.min_points:
+                obj.visible = False
+                obj.T_prev = obj.T.copy()  # hold still while unseen: no velocity to extrapolate with
+                continue
+            obj.visible = True
+            T_new, fit, rmse = self._rigid_step(k, obs.points, T_pred)
+            if fit < cfg.min_fitness and cfg.constant_velocity:
+                T_alt, fit_alt, rmse_alt = self._rigid_step(k, obs.points, obj.T)
+                if fit_alt > fit:
+                    T_new, fit, rmse = T_alt, fit_alt, rmse_alt
+            if fit < cfg.min_fitness:
+                log.debug("object %d: ICP fitness %.2f below %.2f, keeping the prediction", k, fit, cfg.min_fitness)
+                T_new = T_pred
+            obj.T_prev, obj.T = obj.T, T_new
+            obj.fitness, obj.rmse = fit, rmse
+            fits.append(fit)
+            rmses.append(rmse)
+        self._apply_poses()
+        if cfg.refine_iters > 0 and targets is not None:
+            stats["refine_loss"] = self._refine(targets, backend)
+        stats["icp_rmse_m"] = float(np.mean(rmses)) if rmses else float("nan")
+        stats["icp_fitness"] = float(np.mean(fits)) if fits else float("nan")
+        stats["visible_objects"] = float(sum(o.visible for o in self.objects.values()))
+        self.record(frame.stamp_ns)
+        return stats
+
+    def _rigid_step(self, k: int, observed: np.ndarray, T_init: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """Point-to-plane ICP of observed points onto the object's Gaussians at T_init. Returns (T, fitness, rmse)."""
+        import open3d as o3d
+
+        cfg = self.cfg
+        idx = self.object_indices(k)
+        if len(idx) < 4:
+            return T_init, 0.0, float("nan")
+        R, t = T_init[:3, :3], T_init[:3, 3]
+        model = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self.canonical[idx] @ R.T + t))
+        model.normals = o3d.utility.Vector3dVector(self.normals[idx] @ R.T)
+        src = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(observed.astype(np.float64)))
+        if cfg.icp_voxel > 0:
+            src = src.voxel_down_sample(cfg.icp_voxel)
+        reg = o3d.pipelines.registration
+        res = reg.registration_icp(
+            src, model, cfg.icp_max_distance, np.eye(4), reg.TransformationEstimationPointToPlane(),
+            reg.ICPConvergenceCriteria(relative_fitness=1e-7, relative_rmse=1e-7, max_iteration=cfg.icp_iterations),
+        )  # fmt: skip
+        # res maps observed -> model at T_init; the object therefore moved by its inverse
+        return np.linalg.inv(res.transformation) @ T_init, float(res.fitness), float(res.inlier_rmse)
+
+    def _apply_poses(self) -> None:
+        """Gaussian means and rotations of every object from its rigid pose and canonical state."""
+        g = self.gaussians
+        ids = g.object_ids.cpu().numpy()
+        means = g.means.detach().cpu().numpy().astype(np.float64)
+        for k, obj in self.objects.items():
+            idx = np.flatnonzero(ids == k)
+            means[idx] = self.canonical[idx] @ obj.T[:3, :3].T + obj.T[:3, 3]
+            qk = torch.as_tensor(matrix_to_quat_wxyz(obj.T[:3, :3]), dtype=g.quats.dtype, device=g.device)
+            ti = torch.as_tensor(idx, device=g.device)
+            g.quats[ti] = _quat_mul(qk.expand(len(idx), 4), self.canonical_quats[ti])
+        g.means.copy_(torch.as_tensor(means, dtype=g.means.dtype))
+
+    def _refine(self, targets: Targets, backend: str) -> float:
+        """A few Adam steps on the object Gaussians' positions with rendering + rigidity losses (see module doc)."""
+        from vidyn_ros.render import render
+
+        from .losses import depth_loss, photometric_loss
+
+        cfg = self.cfg
+        g = self.gaussians
+        moving = g.object_ids > 0
+        if not bool(moving.any()) or not self._knn:
+            return float("nan")
+        dev = g.device
+        pairs_i, pairs_j, rots = [], [], []
+        for k, (idx, nbr) in self._knn.items():
+            R = torch.as_tensor(self.objects[k].T[:3, :3], dtype=torch.float32, device=dev)
+            pairs_i.append(np.repeat(idx, nbr.shape[1]))
+            pairs_j.append(nbr.reshape(-1))
+            rots.append(R.expand(nbr.size, 3, 3))
+        pi = torch.as_tensor(np.concatenate(pairs_i), device=dev)
+        pj = torch.as_tensor(np.concatenate(pairs_j), device=dev)
+        Rs = torch.cat(rots)
+        canon = torch.as_tensor(self.canonical, dtype=torch.float32, device=dev)
+        d_canon = canon[pj] - canon[pi]  # [P,3]
+        rest = d_canon.norm(dim=1)
+        means = g.means.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([means], lr=cfg.refine_lr)
+        loss_v = float("nan")
+        for _ in range(cfg.refine_iters):
+            opt.zero_grad(set_to_none=True)
+            gi = GaussianSet(means, g.quats, g.log_scales, g.colors, g.opacity_logits, g.object_ids)
+            out = render(gi, targets.cameras, backend=backend)
+            loss = photometric_loss(out.rgb, targets.color, 0.0) + depth_loss(out.depth, targets.depth)
+            d = means[pj] - means[pi]
+            rigid = (d - torch.einsum("pij,pj->pi", Rs, d_canon)).norm(dim=1).mean()
+            iso = (d.norm(dim=1) - rest).abs().mean()
+            total = loss + cfg.lambda_rigid * rigid + cfg.lambda_iso * iso
+            total.backward()
+            means.grad[~moving] = 0.0
+            opt.step()
+            loss_v = float(loss)
+        with torch.no_grad():
+            g.means.copy_(means.detach())
+            # keep the refinement: canonical positions follow, expressed in each object's frame
+            ids = g.object_ids.cpu().numpy()
+            m = g.means.cpu().numpy().astype(np.float64)
+            for k, obj in self.objects.items():
+                idx = np.flatnonzero(ids == k)
+                self.canonical[idx] = (m[idx] - obj.T[:3, 3]) @ obj.T[:3, :3]
+        return loss_v
+
+    # ------------------------------------------------------------------ outputs
+    def record(self, stamp_ns: int) -> None:
+        self.positions.append(self.gaussians.means.detach().cpu().numpy().astype(np.float32).copy())
+        q = self.gaussians.quats.detach()
+        self.quats.append((q / q.norm(dim=1, keepdim=True)).cpu().numpy().astype(np.float32))
+        self.stamps.append(int(stamp_ns))
+
+    def object_poses(self) -> list[ObjectPose]:
+        """Per object: the centroid of its Gaussians and the rotation of its rigid pose (w.r.t. first sight)."""
+        out = []
+        ids = self.gaussians.object_ids.cpu().numpy()
+        means = self.gaussians.means.detach().cpu().numpy()
+        for k, obj in sorted(self.objects.items()):
+            idx = ids == k
+            if not idx.any():
+                continue
+            out.append(ObjectPose(k, means[idx].mean(axis=0).astype(np.float64), matrix_to_quat_wxyz(obj.T[:3, :3])))
+        return out
+
+    def trajectories(self) -> dict[str, np.ndarray]:
+        """positions [T,N,3], quats [T,N,4] (NaN before a Gaussian existed), object_ids [N], stamps [T] ns."""
+        n = len(self.gaussians)
+        T = len(self.positions)
+        pos = np.full((T, n, 3), np.nan, dtype=np.float32)
+        quat = np.full((T, n, 4), np.nan, dtype=np.float32)
+        for t, (p, q) in enumerate(zip(self.positions, self.quats, strict=True)):
+            pos[t, : len(p)] = p
+            quat[t, : len(q)] = q
+        return {
+            "positions": pos,
+            "quats": quat,
+            "object_ids": self.gaussians.object_ids.cpu().numpy().astype(np.int64),
+            "stamps": np.asarray(self.stamps, dtype=np.int64),
+        }

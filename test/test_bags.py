@@ -1,0 +1,249 @@
+"""vidyn_ros.bags: real rosbag2 bags on disk (MCAP and sqlite3), read back here and by the independent mcap reader."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidyn_ros import msgs
+from vidyn_ros.bags import BagReader, BagWriter, bag_summary, format_summary, write_rig_episode
+from vidyn_ros.errors import BagError, OutputError
+from vidyn_ros.geometry import look_at
+from vidyn_ros.types import CameraFrame, CameraModel, MultiViewFrame, ObjectPose, RigFrame
+
+N_FRAMES = 4
+DT_NS = 33_333_333
+T0_NS = 2_000_000_000
+
+
+def make_frames(n=N_FRAMES, seed=0):
+    rng = np.random.default_rng(seed)
+    K = np.array([[20.0, 0, 7.5], [0, 20.0, 5.5], [0, 0, 1]])
+    cams = [CameraModel("cam0", 16, 12, K, look_at([0.5, 0, 0.5], [0, 0, 0])),
+            CameraModel("cam1", 16, 12, K, look_at([0, 0.5, 0.5], [0, 0, 0]))]
+    out = []
+    for i in range(n):
+        t = T0_NS + i * DT_NS
+        views = [CameraFrame(c, t, rng.integers(0, 256, (12, 16, 3), dtype=np.uint8),
+                             rng.uniform(0.2, 1.5, (12, 16)).astype(np.float32),
+                             rng.integers(0, 3, (12, 16)).astype(np.int32)) for c in cams]
+        poses = [ObjectPose(1, np.array([0.01 * i, 0.0, 0.02]), np.array([1.0, 0, 0, 0])),
+                 ObjectPose(2, np.array([-0.05, 0.01 * i, 0.02]), np.array([1.0, 0, 0, 0]))]
+        out.append(RigFrame(MultiViewFrame(t, views), poses))
+    return out
+
+
+@pytest.fixture(scope="module", params=["mcap", "sqlite3"])
+def episode(request, tmp_path_factory):
+    frames = make_frames()
+    path = tmp_path_factory.mktemp(request.param) / "ep"
+    write_rig_episode(path, frames, storage=request.param)
+    return request.param, path, frames
+
+
+def test_roundtrip_keeps_content_and_stamps(episode):
+    storage, path, frames = episode
+    assert (path / "metadata.yaml").is_file() and (path / "rig_calibration.yaml").is_file()
+    with BagReader(path) as r:
+        assert r.storage == storage and not r.recovered
+        assert r.start_ns == T0_NS and r.end_ns == T0_NS + (N_FRAMES - 1) * DT_NS
+        assert r.duration_s == pytest.approx((N_FRAMES - 1) * DT_NS / 1e9)
+        assert len(r.topics) == 4 * 2 + 2  # color, depth, info, mask per camera + GT + clock
+        for info in r.topics.values():
+            assert info.count == N_FRAMES
+            assert info.rate_hz == pytest.approx(1e9 / DT_NS, rel=1e-6)
+        assert r.topics["/cam1/color/camera_info"].msgtype == msgs.CAMERA_INFO
+        # raw bytes are exactly what msgs.serialize produced, in time order
+        stamps = [s for _t, _mt, s, _d in r.messages(["/cam0/color/image_raw"])]
+        assert stamps == [f.frame.stamp_ns for f in frames]
+        calib = r.calibration()
+        np.testing.assert_allclose(calib["cam1"], frames[0].frame.views[1].camera.T_world_cam, atol=1e-6)
+        mvs = list(r.multiview_frames())
+        assert len(mvs) == N_FRAMES
+        for mv, rf in zip(mvs, frames, strict=True):
+            assert mv.stamp_ns == rf.frame.stamp_ns and [v.camera.name for v in mv.views] == ["cam0", "cam1"]
+            for a, b in zip(rf.frame.views, mv.views, strict=True):
+                np.testing.assert_array_equal(a.color, b.color)
+                np.testing.assert_array_equal(a.mask, b.mask)
+                np.testing.assert_allclose(a.depth, b.depth, atol=0.0005 + 1e-6)
+                np.testing.assert_allclose(b.camera.K, a.camera.K)
+                np.testing.assert_allclose(b.camera.T_world_cam, a.camera.T_world_cam, atol=1e-6)
+        gt = list(r.object_poses())
+        assert [s for s, _ in gt] == [f.frame.stamp_ns for f in frames]
+        np.testing.assert_allclose(gt[3][1][1].position, [-0.05, 0.03, 0.02])
+        clock = [msgs.stamp_to_ns(m.clock) for *_, m in r.decoded("/clock")]
+        assert clock == stamps
+
+
+def test_independent_mcap_reader_sees_identical_bytes_and_stamps(episode):
+    storage, path, frames = episode
+    if storage != "mcap":
+        pytest.skip("the mcap package reads MCAP storage only")
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    (mcap_file,) = path.glob("*.mcap")
+    seen = {}
+    with open(mcap_file, "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for schema, channel, message, ros in reader.iter_decoded_messages():
+            seen.setdefault(channel.topic, []).append((message.log_time, ros))
+            assert schema.encoding == "ros2msg" and channel.message_encoding == "cdr"
+    assert len(seen) == 10
+    color = seen["/cam1/color/image_raw"]
+    assert [t for t, _ in color] == [f.frame.stamp_ns for f in frames]
+    for (t, ros), rf in zip(color, frames, strict=True):
+        assert ros.encoding == "rgb8" and (ros.height, ros.width) == (12, 16)
+        assert ros.header.stamp.sec * 10**9 + ros.header.stamp.nanosec == t
+        assert bytes(ros.data) == rf.frame.views[1].color.tobytes()
+    depth = seen["/cam0/aligned_depth_to_color/image_raw"][2][1]
+    mm = np.frombuffer(bytes(depth.data), dtype="<u2").reshape(12, 16)
+    np.testing.assert_allclose(mm / 1000.0, frames[2].frame.views[0].depth, atol=0.0005 + 1e-6)
+    gt = seen[msgs.OBJECT_POSES_TOPIC][1][1]
+    assert gt.poses[1].position.y == pytest.approx(0.01)
+    info = seen["/cam0/color/camera_info"][0][1]
+    assert info.k[0] == 20.0 and info.distortion_model == "plumb_bob"
+
+
+def test_writer_accepts_bytes_and_messages_and_checks_types(tmp_path):
+    with BagWriter(tmp_path / "b") as w:
+        w.write("/vidyn/cmd", msgs.TWIST_STAMPED, msgs.twist_stamped_msg([0.1, 0, 0], stamp_ns=5), 5)
+        w.write("/vidyn/cmd", msgs.TWIST_STAMPED, msgs.serialize(msgs.twist_stamped_msg([0.2, 0, 0], stamp_ns=6)), 6)
+        with pytest.raises(BagError, match="/vidyn/cmd"):
+            w.write("/vidyn/cmd", msgs.CLOCK, msgs.clock_msg(7), 7)
+        with pytest.raises(BagError, match="no_such_msgs/msg/Foo"):
+            w.write("/x", "no_such_msgs/msg/Foo", b"", 7)
+    with BagReader(tmp_path / "b") as r:
+        lin = [msgs.twist_from_msg(m)[0][0] for *_, m in r.decoded()]
+    assert lin == [0.1, 0.2]
+
+
+def test_an_exception_while_writing_keeps_what_was_written(tmp_path):
+    def frames():
+        yield from make_frames(2)
+        raise RuntimeError("camera unplugged")
+
+    with pytest.raises(RuntimeError):
+        write_rig_episode(tmp_path / "b", frames())
+    with BagReader(tmp_path / "b") as r:
+        assert not r.recovered and r.topics["/cam0/color/image_raw"].count == 2
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import os, signal, sys, numpy as np
+    from vidyn_ros import msgs
+    from vidyn_ros.bags import BagWriter
+    w = BagWriter(sys.argv[1])
+    img = np.full((12, 16, 3), 7, np.uint8)
+    for i in range(5):
+        w.write("/cam0/color/image_raw", msgs.IMAGE, msgs.image_msg(img, i, "f"), i)
+    w.flush()
+    w.write("/cam0/color/image_raw", msgs.IMAGE, msgs.image_msg(img, 5, "f"), 5)  # never flushed
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_sigkilled_mcap_writer_leaves_a_readable_bag(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "k")], capture_output=True, timeout=120)
+    assert proc.returncode == -9
+    assert not (tmp_path / "k" / "metadata.yaml").exists()
+    with BagReader(tmp_path / "k") as r:
+        assert r.recovered
+        assert r.topics["/cam0/color/image_raw"].count == 5
+        data = [msgs.image_to_array(m) for *_, m in r.decoded()]
+    assert len(data) == 5 and all(int(d[0, 0, 0]) == 7 for d in data)
+    assert "recovered" in format_summary(bag_summary(tmp_path / "k"))
+
+
+def test_missing_and_non_bag_paths_give_one_line_errors(tmp_path):
+    for bad, pattern in [
+        (tmp_path / "nope", "no such bag"),
+        (tmp_path, "not a rosbag2 bag"),
+        (Path(__file__), "not a rosbag2 bag"),
+    ]:
+        with pytest.raises(BagError, match=pattern) as e:
+            BagReader(bad)
+        assert "\n" not in str(e.value) and str(bad) in str(e.value)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "junk.mcap").write_bytes(b"not an mcap file at all")
+    with pytest.raises(BagError, match="cannot read bag"):
+        BagReader(tmp_path / "junk")
+    (tmp_path / "junk" / "metadata.yaml").write_text("rosbag2_bagfile_information: [")
+    with pytest.raises(BagError, match="cannot read bag"):
+        BagReader(tmp_path / "junk")
+
+
+def test_truncated_mcap_gives_one_line_error(episode, tmp_path):
+    storage, path, _ = episode
+    if storage != "mcap":
+        pytest.skip("MCAP truncation")
+    import shutil
+
+    bad = tmp_path / "ep"
+    shutil.copytree(path, bad)
+    (f,) = bad.glob("*.mcap")
+    os.truncate(f, f.stat().st_size // 2)
+    with pytest.raises(BagError, match="truncated") as e:
+        BagReader(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_topic_names_the_topic(episode):
+    _, path, _ = episode
+    with BagReader(path) as r, pytest.raises(BagError, match="/cam9/color/image_raw") as e:
+        list(r.messages(["/cam9/color/image_raw"]))
+    assert "/cam0/color/image_raw" in str(e.value)  # and says which topics exist
+    with BagReader(path) as r, pytest.raises(BagError, match="/cam7/color/image_raw"):
+        list(r.multiview_frames(cameras=["cam7"]))
+
+
+def test_existing_or_unwritable_output_is_refused_without_losing_data(tmp_path, episode):
+    _, path, _ = episode
+    before = sorted(p.name for p in path.iterdir())
+    with pytest.raises(OutputError, match="already exists"):
+        BagWriter(path)
+    assert sorted(p.name for p in path.iterdir()) == before
+    other = tmp_path / "mywork"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="not a bag directory"):
+        BagWriter(other, overwrite=True)
+    assert (other / "notes.txt").read_text() == "keep me"
+    (tmp_path / "empty").mkdir()
+    with BagWriter(tmp_path / "empty") as w:  # an empty directory is fine
+        w.write("/clock", msgs.CLOCK, msgs.clock_msg(1), 1)
+    with BagWriter(tmp_path / "empty", overwrite=True) as w:  # and a bag may be replaced on request
+        w.write("/clock", msgs.CLOCK, msgs.clock_msg(2), 2)
+    with BagReader(tmp_path / "empty") as r:
+        assert r.start_ns == 2
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="a_file") as e:  # parent is a file: unwritable even for root
+        BagWriter(blocker / "bag")
+    assert "\n" not in str(e.value)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        with pytest.raises(OutputError, match=str(ro)) as e:
+            BagWriter(ro / "sub" / "bag")
+        assert "\n" not in str(e.value)
+    finally:
+        ro.chmod(0o700)
+    with pytest.raises(OutputError, match="storage"):
+        BagWriter(tmp_path / "x", storage="rosbag1")
+
+
+def test_summary_lists_topics_counts_and_rates(episode):
+    _, path, _ = episode
+    s = bag_summary(path)
+    assert s["topics"]["/cam0/mask"] == {"type": "sensor_msgs/msg/Image", "count": N_FRAMES, "rate_hz": 30.0}
+    assert s["cameras"] == ["cam0", "cam1"] and s["calibrated_cameras"] == ["cam0", "cam1"]
+    text = format_summary(s)
+    assert "/vidyn/sim/object_poses" in text and "geometry_msgs/msg/PoseArray" in text and "30.00" in text

@@ -1,0 +1,588 @@
+"""rosbag2 bags without ROS: write and read MCAP (default) and sqlite3 bags with the ``rosbags`` library.
+
+Messages are CDR bytes made by :mod:`vidyn_ros.msgs`, so a bag written here plays back with ``ros2 bag play`` and
+reads with any rosbag2 / MCAP tool, and bags recorded by ``ros2 bag record`` read here. A bag directory written by
+vidyn holds ``metadata.yaml``, the storage file (``<name>.mcap`` or ``<name>.db3``) and ``rig_calibration.yaml``.
+
+Interruptions: :class:`BagWriter` finishes the bag in ``close()`` (called by the context manager also when an
+exception or Ctrl-C unwinds through it), so everything written so far is kept. After SIGKILL (no ``close()``) an MCAP
+bag has no ``metadata.yaml`` and no summary section, but every message that reached the file is still there:
+:class:`BagReader` then reads the ``.mcap`` file directly (rosbags scans it) and sets ``recovered``. The MCAP writer
+keeps up to 1 MiB of messages in memory before writing a chunk; :meth:`BagWriter.flush` writes it out (recorders call
+it periodically). An sqlite3 bag commits once, in ``close()``; after SIGKILL it keeps only what ``flush()`` committed.
+
+Errors are one line: :class:`~vidyn_ros.errors.BagError` for a missing / unreadable / corrupt bag or an unknown
+topic, :class:`~vidyn_ros.errors.OutputError` for an output directory that exists or cannot be written.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidyn_ros import msgs
+from vidyn_ros.errors import BagError, OutputError, VidynError
+from vidyn_ros.types import MultiViewFrame, ObjectPose, RigFrame
+
+__all__ = [
+    "CALIBRATION_FILE",
+    "BagReader",
+    "BagWriter",
+    "TopicInfo",
+    "bag_summary",
+    "format_summary",
+    "write_rig_episode",
+]
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_FILE = "rig_calibration.yaml"
+STORAGES = ("mcap", "sqlite3")
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic in a bag. ``rate_hz`` = (count - 1) / bag duration (exact for topics spanning the whole bag)."""
+
+    msgtype: str
+    count: int
+    rate_hz: float
+
+
+def _oneline(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0].rstrip(".") if text else type(err).__name__
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+class BagWriter:
+    """Write a rosbag2 bag directory; topics (connections) are created on first use.
+
+    Usage::
+
+        with BagWriter("out/episode_0000") as w:          # MCAP, rosbag2 format version 9
+            w.write("/clock", msgs.CLOCK, msgs.clock_msg(t), t)
+            w.write_calibration({"cam0": T_world_cam0})
+
+    Args:
+        path: bag directory to create. It must not exist, or be an empty directory; with ``overwrite=True`` an
+            existing *bag* directory (one holding metadata.yaml / .mcap / .db3 files) is replaced. Any other existing
+            directory is never deleted.
+        storage: "mcap" (default) or "sqlite3".
+        custom_data: string key/values stored in metadata.yaml (e.g. the vidyn version).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        storage: str = "mcap",
+        overwrite: bool = False,
+        custom_data: Mapping[str, str] | None = None,
+    ) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+
+        if storage not in STORAGES:
+            raise OutputError(f"unknown bag storage {storage!r} (use one of {', '.join(STORAGES)})")
+        self.path = Path(path)
+        self.storage = storage
+        self._prepare_output_dir(overwrite)
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        for k, v in (custom_data or {}).items():
+            self._writer.set_custom_data(str(k), str(v))
+        try:
+            self._writer.open()
+        except (OSError, WriterError) as err:
+            raise OutputError(f"{self.path}: cannot create bag ({_oneline(err)})") from None
+        self._connections: dict[str, Any] = {}
+        self._closed = False
+        self.counts: dict[str, int] = {}
+
+    def _prepare_output_dir(self, overwrite: bool) -> None:
+        p = self.path
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise OutputError(f"{p}: exists and is not a directory")
+            entries = list(p.iterdir())
+            is_bag = any(e.name == "metadata.yaml" or e.suffix in (".mcap", ".db3") for e in entries)
+            if entries and not overwrite:
+                raise OutputError(f"{p}: already exists and is not empty (choose another path or overwrite)")
+            if entries and not is_bag:
+                # Never delete a directory that does not look like a bag: it may hold the user's other work.
+                raise OutputError(f"{p}: exists and is not a bag directory; refusing to overwrite it")
+            try:
+                shutil.rmtree(p)
+            except OSError as err:
+                raise OutputError(f"{p}: cannot remove the existing bag ({err.strerror})") from None
+        parent = p.parent if str(p.parent) else Path(".")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"{parent}: cannot create output directory ({err.strerror})") from None
+
+    def _connection(self, topic: str, msgtype: str) -> Any:
+        conn = self._connections.get(topic)
+        if conn is None:
+            if not topic.startswith("/"):
+                raise BagError(f"topic {topic!r} must start with '/'")
+            from rosbags.typesys import TypesysError
+
+            try:
+                conn = self._writer.add_connection(topic, msgtype, typestore=msgs._typestore())
+            except (KeyError, TypesysError):
+                raise BagError(f"topic {topic}: unknown message type {msgtype!r}") from None
+            self._connections[topic] = conn
+            self.counts[topic] = 0
+        elif conn.msgtype != msgtype:
+            raise BagError(f"topic {topic} already has type {conn.msgtype}, cannot write a {msgtype}")
+        return conn
+
+    def write(self, topic: str, msgtype: str, msg: Any, stamp_ns: int) -> None:
+        """Append one message. ``msg`` is a typestore message or its CDR bytes; ``stamp_ns`` the bag timestamp [ns]."""
+        if self._closed:
+            raise BagError(f"{self.path}: bag already closed")
+        conn = self._connection(topic, msgtype)
+        data = msg if isinstance(msg, bytes | bytearray | memoryview) else msgs.serialize(msg, msgtype)
+        try:
+            self._writer.write(conn, int(stamp_ns), data)
+        except OSError as err:
+            raise OutputError(f"{self.path}: cannot write ({err.strerror})") from None
+        self.counts[topic] += 1
+
+    def write_many(self, items: Iterable[tuple[str, str, Any, int]]) -> None:
+        """Write ``(topic, msgtype, msg, stamp_ns)`` tuples, e.g. from :func:`msgs.rig_frame_messages`."""
+        for topic, msgtype, msg, stamp in items:
+            self.write(topic, msgtype, msg, stamp)
+
+    def write_rig_frame(
+        self, rig_frame: RigFrame | MultiViewFrame, ground_truth: bool = True, clock: bool = True
+    ) -> None:
+        """All messages of one rig frame (images, depth, camera_info, masks, ground truth) plus /clock."""
+        self.write_many(msgs.rig_frame_messages(rig_frame, include_ground_truth=ground_truth))
+        if clock:
+            frame = rig_frame.frame if isinstance(rig_frame, RigFrame) else rig_frame
+            self.write(msgs.CLOCK_TOPIC, msgs.CLOCK, msgs.clock_msg(frame.stamp_ns), frame.stamp_ns)
+
+    def write_calibration(self, poses: Mapping[str, np.ndarray], serials: Mapping[str, str] | None = None) -> Path:
+        """Write ``rig_calibration.yaml`` (camera name -> 4x4 camera-to-world) inside the bag directory."""
+        from vidyn_ros.rig.calibration_io import save_rig_calibration
+
+        return save_rig_calibration(self.path / CALIBRATION_FILE, dict(poses), dict(serials) if serials else None,
+                                    comment="camera-to-world poses of the cameras in this bag (vidyn)")
+
+    def flush(self) -> None:
+        """Push buffered messages to disk so that they survive a SIGKILL (MCAP: write the pending chunk; sqlite3:
+        commit). Costs one small chunk / one transaction; a recorder calls it every few seconds."""
+        storage = getattr(self._writer, "storage", None)
+        if storage is None or self._closed:
+            return
+        try:
+            if self.storage == "mcap":
+                if storage.chunk.bio.tell():
+                    storage.close_chunk()
+                storage.bio.flush()
+            else:
+                storage.conn.commit()
+        except OSError as err:
+            raise OutputError(f"{self.path}: cannot write ({err.strerror})") from None
+
+    def close(self) -> None:
+        """Finish the bag (summary, metadata.yaml). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._writer.close()
+        except OSError as err:
+            raise OutputError(f"{self.path}: cannot finish bag ({err.strerror})") from None
+
+    def __enter__(self) -> BagWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Close (not abort) also on errors and Ctrl-C: what was written stays a readable bag.
+        self.close()
+
+
+def write_rig_episode(
+    path: str | Path,
+    frames: Iterable[RigFrame],
+    storage: str = "mcap",
+    overwrite: bool = False,
+    ground_truth: bool = True,
+    clock: bool = True,
+    custom_data: Mapping[str, str] | None = None,
+) -> Path:
+    """Write rig frames to a new bag plus ``rig_calibration.yaml`` (poses of the first frame's cameras).
+
+    The bag is finished even when ``frames`` raises part-way (frames already written are kept)."""
+    with BagWriter(path, storage=storage, overwrite=overwrite, custom_data=custom_data) as w:
+        calibrated = False
+        for rf in frames:
+            if not calibrated:
+                w.write_calibration({c.name: c.T_world_cam for c in rf.frame.cameras})
+                calibrated = True
+            w.write_rig_frame(rf, ground_truth=ground_truth, clock=clock)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class _SalvagedConnection:
+    id: int
+    topic: str
+    msgtype: str
+    msgcount: int = 0
+
+
+class _McapSalvage:
+    """Read-only view of an MCAP file that has no summary / footer (its writer was killed), built by streaming
+    records with the ``mcap`` package until the first incomplete one. Mimics the parts of rosbags' Reader that
+    BagReader uses."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.connections: list[_SalvagedConnection] = []
+        self.message_count = 0
+        self.start_time = 0
+        self.end_time = 0
+        self.good_bytes = 0
+        by_id: dict[int, _SalvagedConnection] = {}
+        stamps = []
+        for rec in self._records():
+            if type(rec).__name__ == "Channel":
+                conn = by_id.setdefault(rec.id, _SalvagedConnection(rec.id, rec.topic, ""))
+                conn.msgtype = self._schemas.get(rec.schema_id, "")
+            elif type(rec).__name__ == "Message" and rec.channel_id in by_id:
+                by_id[rec.channel_id].msgcount += 1
+                stamps.append(rec.log_time)
+        self.connections = [c for c in by_id.values() if c.msgtype]
+        self.message_count = sum(c.msgcount for c in self.connections)
+        if stamps:
+            self.start_time, self.end_time = min(stamps), max(stamps) + 1
+        self.duration = self.end_time - self.start_time
+
+    def _records(self) -> Iterator[Any]:
+        from mcap.stream_reader import StreamReader
+
+        self._schemas: dict[int, str] = {}
+        with open(self.path, "rb") as f:
+            it = StreamReader(f, skip_magic=False).records
+            while True:
+                try:
+                    rec = next(it)
+                except StopIteration:
+                    return
+                except Exception:  # the truncated tail: stop at the last complete record
+                    return
+                if type(rec).__name__ == "Schema":
+                    self._schemas[rec.id] = rec.name
+                self.good_bytes = f.tell()
+                yield rec
+
+    def messages(
+        self, connections: Sequence[Any] = (), start: int | None = None, stop: int | None = None
+    ) -> Iterator[tuple[Any, int, bytes]]:
+        wanted = {c.id: c for c in (connections or self.connections)}
+        for rec in self._records():
+            if type(rec).__name__ != "Message" or rec.channel_id not in wanted:
+                continue
+            if (start is not None and rec.log_time < start) or (stop is not None and rec.log_time >= stop):
+                continue
+            yield wanted[rec.channel_id], rec.log_time, rec.data
+
+    def close(self) -> None:
+        pass
+
+
+def _storage_files(d: Path) -> list[Path]:
+    return sorted([*d.glob("*.mcap"), *d.glob("*.db3")])
+
+
+class BagReader:
+    """Read a rosbag2 bag: a bag directory, or a single ``.mcap`` / ``.db3`` file.
+
+    Attributes:
+        topics: topic -> TopicInfo(msgtype, count, rate_hz).
+        start_ns, end_ns: bag timestamps of the first and the last message; duration_s = their difference [s].
+        storage: "mcap" or "sqlite3".
+        recovered: True when the bag had no metadata.yaml (e.g. the writer was killed) and was read from its
+            storage file directly.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        from rosbags.rosbag2 import Reader
+
+        self.path = Path(path)
+        self.recovered = False
+        p = self.path
+        if not p.exists():
+            raise BagError(f"{p}: no such bag")
+        if p.is_dir():
+            self.bag_dir = p
+            if (p / "metadata.yaml").is_file():
+                target = p
+            else:
+                files = _storage_files(p)
+                if len(files) != 1:
+                    why = "no metadata.yaml, .mcap or .db3 file" if not files else "no metadata.yaml and several files"
+                    raise BagError(f"{p}: not a rosbag2 bag ({why})")
+                target = files[0]
+                self.recovered = True
+                log.warning("%s: no metadata.yaml (writer interrupted?); reading %s directly", p, target.name)
+        else:
+            if p.suffix not in (".mcap", ".db3"):
+                raise BagError(f"{p}: not a rosbag2 bag (expected a bag directory, .mcap or .db3 file)")
+            self.bag_dir = p.parent
+            target = p
+        self._target = target
+        try:
+            self._reader = Reader(target)
+            self._reader.open()
+        except Exception as err:  # rosbags raises ReaderError, but also struct/KeyError/sqlite errors on bad files
+            if not (self.recovered or target == p) or target.suffix != ".mcap":
+                raise BagError(f"{p}: cannot read bag: corrupt, truncated or not rosbag2 ({_oneline(err)})") from None
+            # An MCAP file without its summary (writer killed): salvage every complete record by streaming it.
+            self._reader = _McapSalvage(target)
+            self.recovered = True
+            if not self._reader.connections:
+                why = f"{_oneline(err)}, no complete message in {target.name}"
+                raise BagError(f"{p}: cannot read bag ({why})") from None
+            log.warning("%s: %s is incomplete; read %d messages up to byte %d", p, target.name,
+                        self._reader.message_count, self._reader.good_bytes)
+        self._open = True
+        try:
+            self._init_metadata()
+        except Exception as err:
+            self.close()
+            raise BagError(f"{p}: cannot read bag ({_oneline(err)})") from None
+
+    def _init_metadata(self) -> None:
+        r = self._reader
+        files = [self._target] if self._target.is_file() else _storage_files(self._target)
+        self.storage = "sqlite3" if files and files[0].suffix == ".db3" else "mcap"
+        self.files = files
+        self.message_count = int(r.message_count)
+        if self.message_count:
+            # rosbags reports an exclusive end (last stamp + 1 ns); keep the stamp of the last message.
+            self.start_ns = int(r.start_time)
+            self.end_ns = int(r.end_time) - 1
+        else:
+            self.start_ns = self.end_ns = 0
+        self.duration_s = (self.end_ns - self.start_ns) / 1e9
+        self.topics: dict[str, TopicInfo] = {}
+        counts: dict[str, list] = {}
+        for c in r.connections:  # a topic may have several connections (e.g. two publishers when recorded)
+            entry = counts.setdefault(c.topic, [c.msgtype, 0])
+            entry[1] += int(c.msgcount)
+        for topic, (msgtype, count) in sorted(counts.items()):
+            rate = (count - 1) / self.duration_s if count > 1 and self.duration_s > 0 else 0.0
+            self.topics[topic] = TopicInfo(msgtype=msgtype or "?", count=count, rate_hz=rate)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files if f.exists())
+
+    def _connections(self, topics: Iterable[str] | None) -> list[Any]:
+        if topics is None:
+            return list(self._reader.connections)
+        topics = [topics] if isinstance(topics, str) else list(topics)
+        unknown = [t for t in topics if t not in self.topics]
+        if unknown:
+            raise BagError(f"{self.path}: no topic {unknown[0]} in this bag (has: {', '.join(self.topics) or 'none'})")
+        return [c for c in self._reader.connections if c.topic in topics]
+
+    def messages(
+        self, topics: Iterable[str] | str | None = None, start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[tuple[str, str, int, bytes]]:
+        """Raw messages in bag-time order: (topic, msgtype, bag stamp [ns], CDR bytes). Unknown topic -> BagError."""
+        conns = self._connections(topics)
+        if topics is not None and not conns:
+            return
+        it = self._reader.messages(connections=conns, start=start_ns, stop=stop_ns)
+        while True:
+            try:
+                conn, stamp, data = next(it)
+            except StopIteration:
+                return
+            except Exception as err:  # a truncated / corrupt chunk shows up only while iterating
+                raise BagError(f"{self.path}: corrupt bag data ({_oneline(err)})") from None
+            yield conn.topic, conn.msgtype, int(stamp), data
+
+    def decoded(
+        self, topics: Iterable[str] | str | None = None, start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[tuple[str, str, int, Any]]:
+        """Like :meth:`messages` with each message deserialised (typestore objects)."""
+        for topic, msgtype, stamp, data in self.messages(topics, start_ns, stop_ns):
+            try:
+                yield topic, msgtype, stamp, msgs.deserialize(data, msgtype)
+            except VidynError as err:
+                raise BagError(f"{self.path}: topic {topic} at {stamp}: {err}") from None
+
+    def calibration(self) -> dict[str, np.ndarray] | None:
+        """Camera-to-world poses from the bag's rig_calibration.yaml, or None when the bag has none."""
+        from vidyn_ros.rig.calibration_io import load_rig_calibration
+
+        f = self.bag_dir / CALIBRATION_FILE
+        return load_rig_calibration(f) if f.is_file() else None
+
+    def camera_names(self) -> list[str]:
+        """Cameras with a color topic in this bag."""
+        return msgs.camera_names_from_topics(self.topics)
+
+    def multiview_frames(
+        self, cameras: Sequence[str] | None = None, max_pending: int = 64, masks: bool = True
+    ) -> Iterator[MultiViewFrame]:
+        """Synchronised multi-view frames, grouped by exact header stamp.
+
+        For every stamp at which all cameras have color and depth (and a mask, for cameras whose mask topic is in
+        the bag and ``masks`` is set), yields a MultiViewFrame. CameraInfo is taken from the same stamp or else the
+        latest one seen for that camera. Poses come from rig_calibration.yaml (identity when the bag has none).
+        Incomplete stamps older than ``max_pending`` newer stamps are dropped (their count is logged).
+
+        Raises BagError when a camera has no color/depth/camera_info topic.
+        """
+        names = list(cameras) if cameras is not None else self.camera_names()
+        if not names:
+            raise BagError(f"{self.path}: no camera topics (/<cam>/color/image_raw) in this bag")
+        calib = self.calibration()
+        if calib is None:
+            log.warning("%s: no %s; camera poses set to identity", self.path, CALIBRATION_FILE)
+            calib = {}
+        for cam in names:
+            if cam in calib:
+                continue
+            if calib:
+                log.warning("%s: camera %s not in %s; pose set to identity", self.path, cam, CALIBRATION_FILE)
+        need: dict[str, str] = {}  # topic -> role
+        for cam in names:
+            for topic in (msgs.color_topic(cam), msgs.depth_topic(cam), msgs.info_topic(cam)):
+                if topic not in self.topics:
+                    raise BagError(f"{self.path}: no topic {topic} in this bag (camera {cam})")
+            need[msgs.color_topic(cam)] = need[msgs.depth_topic(cam)] = need[msgs.info_topic(cam)] = cam
+            if masks and msgs.mask_topic(cam) in self.topics:
+                need[msgs.mask_topic(cam)] = cam
+        required = [t for t in need if t not in {msgs.info_topic(c) for c in names}]
+        latest_info: dict[str, Any] = {}
+        pending: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        dropped = 0
+        for topic, _msgtype, _bag_stamp, msg in self.decoded(list(need)):
+            stamp = msgs.stamp_to_ns(msg.header)
+            if topic.endswith("/camera_info"):
+                latest_info[topic] = msg
+            group = pending.setdefault(stamp, {})
+            group[topic] = msg
+            if all(t in group for t in required) and all(msgs.info_topic(c) in group or msgs.info_topic(c) in
+                                                         latest_info for c in names):
+                del pending[stamp]
+                for c in names:
+                    group.setdefault(msgs.info_topic(c), latest_info[msgs.info_topic(c)])
+                try:
+                    yield msgs.multiview_from_messages(group, names, calib, stamp)
+                except VidynError as err:
+                    raise BagError(f"{self.path}: at stamp {stamp}: {err}") from None
+            while len(pending) > max_pending:
+                pending.popitem(last=False)
+                dropped += 1
+        dropped += sum(1 for g in pending.values() if any(t in g for t in required))
+        if dropped:
+            log.warning("%s: %d stamps had incomplete camera sets and were skipped", self.path, dropped)
+
+    def object_poses(self, topic: str = msgs.OBJECT_POSES_TOPIC) -> Iterator[tuple[int, list[ObjectPose]]]:
+        """Ground-truth object poses: (header stamp [ns], poses) per message on ``topic``."""
+        for _t, _mt, _s, msg in self.decoded([topic]):
+            yield msgs.stamp_to_ns(msg.header), msgs.object_poses_from_msg(msg)
+
+    def close(self) -> None:
+        if getattr(self, "_open", False):
+            self._open = False
+            try:
+                self._reader.close()
+            except Exception as err:  # closing a reader must not hide the error that made us close it
+                log.debug("closing %s: %s", self.path, err)
+
+    def __enter__(self) -> BagReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Summary
+
+
+def bag_summary(path: str | Path) -> dict[str, Any]:
+    """Topics, types, counts, rates, duration, storage, size and time span of a bag (JSON-serialisable)."""
+    with BagReader(path) as r:
+        calib = r.calibration() if (r.bag_dir / CALIBRATION_FILE).is_file() else None
+        return {
+            "path": str(r.path),
+            "storage": r.storage,
+            "size_bytes": r.size_bytes,
+            "message_count": r.message_count,
+            "start_ns": r.start_ns,
+            "end_ns": r.end_ns,
+            "duration_s": r.duration_s,
+            "recovered": r.recovered,
+            "cameras": r.camera_names(),
+            "calibrated_cameras": sorted(calib) if calib else [],
+            "topics": {
+                t: {"type": i.msgtype, "count": i.count, "rate_hz": round(i.rate_hz, 3)} for t, i in r.topics.items()
+            },
+        }
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _time_str(ns: int) -> str:
+    import datetime as dt
+
+    if ns < 10**9 * 86400 * 365:  # sim time: seconds since the start of the simulation
+        return f"{ns / 1e9:.3f} s (sim time)"
+    t = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A bag summary as a plain-text table (what ``vidyn info`` prints)."""
+    lines = [
+        f"bag:       {summary['path']}" + ("  (recovered: no metadata.yaml)" if summary.get("recovered") else ""),
+        f"storage:   {summary['storage']}    size: {_human_size(summary['size_bytes'])}    "
+        f"messages: {summary['message_count']}",
+        f"duration:  {summary['duration_s']:.3f} s",
+        f"start:     {_time_str(summary['start_ns'])}",
+        f"end:       {_time_str(summary['end_ns'])}",
+    ]
+    if summary.get("cameras"):
+        lines.append(f"cameras:   {', '.join(summary['cameras'])}"
+                     + (f"    (calibration: {', '.join(summary['calibrated_cameras'])})"
+                        if summary.get("calibrated_cameras") else "    (no rig_calibration.yaml)"))
+    rows = [("topic", "type", "count", "rate Hz")]
+    rows += [(t, i["type"], str(i["count"]), f"{i['rate_hz']:.2f}") for t, i in summary["topics"].items()]
+    widths = [max(len(r[k]) for r in rows) for k in range(4)]
+    lines.append("")
+    for n, r in enumerate(rows):
+        lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}")
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

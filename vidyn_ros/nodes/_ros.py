@@ -222,7 +222,9 @@ def remap_args(remappings: dict[str, str] | None) -> list[str]:
 
 def parameter_overrides(values: dict[str, Any] | None) -> list[Parameter]:
     """``{"fps": 30}`` -> ``[Parameter("fps", value=30)]`` for ``Node(..., parameter_overrides=...)``."""
-    return [Parameter(k, value=list(v) if isinstance(v, tuple) else v) for k, v in (values or {}).items()]
+    # An empty list has no ROS array type: leave it out (the table's default, an empty list, applies).
+    return [Parameter(k, value=list(v) if isinstance(v, tuple) else v) for k, v in (values or {}).items()
+            if not (isinstance(v, list | tuple) and len(v) == 0)]
 
 
 # ---------------------------------------------------------------------------------------------------------- diagnostics
@@ -525,14 +527,20 @@ def spin_nodes(
     return reason
 
 
-def close_nodes(nodes: Iterable[Node]) -> None:
-    """Call ``close()`` (stop threads, flush files) then ``destroy_node()`` on each node; never raises."""
+def close_nodes(nodes: Iterable[Node], before_destroy: Callable[[list[Node]], None] | None = None) -> None:
+    """Call ``close()`` (stop threads, flush files) on every node, then ``before_destroy(nodes)`` (e.g. collect
+    summaries: a destroyed node cannot even report its name), then ``destroy_node()``. Never raises for close errors.
+    """
+    nodes = list(nodes)
     for n in nodes:
         try:
             if hasattr(n, "close"):
                 n.close()
         except Exception as err:
             log.warning("%s: close failed: %s", n.get_name(), err)
+    if before_destroy is not None:
+        before_destroy(nodes)
+    for n in nodes:
         try:
             n.destroy_node()
         except Exception as err:

@@ -1,0 +1,161 @@
+"""bag_player node: replay any rosbag2 bag (MCAP or sqlite3) with its original timing.
+
+The CDR bytes from the bag are published unchanged (no decode), so a replayed stream is byte-identical to the
+recorded one. Options: rate factor, loop, /clock from the bag's log time (for ``use_sim_time`` consumers), topic
+filter, remapping (``from:=to``). Playback runs on its own thread; the executor only serves callbacks.
+When a non-looping bag ends, the node sets ``done`` (``vidyn launch`` then ends the graph; ``bag_player`` exits 0).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rclpy.node import Node
+
+from vidyn_ros.errors import BagError, ConfigError
+from vidyn_ros.nodes import _ros
+
+NODE_NAME = "bag_player"
+
+PARAMS = [
+    _ros.Param("bag", "", "bag to play: a bag directory, or a .mcap / .db3 file"),
+    _ros.Param("rate", 1.0, "playback speed factor (2.0 = twice as fast); 0 = as fast as possible"),
+    _ros.Param("loop", False, "start again at the end of the bag"),
+    _ros.Param("clock", False, "publish /clock from the bag's log time (for nodes with use_sim_time)"),
+    _ros.Param("topics", [], "only these topics (empty = all); an unknown topic is an error", kind="string"),
+    _ros.Param("remap", [], "topic remappings 'from:=to' applied to the published names", kind="string"),
+    _ros.Param("qos", "reliable", "publisher QoS: reliable, sensor (best effort) or latched"),
+    _ros.Param("start_delay_s", 0.0, "wait this long before playing (lets subscribers discover the publishers)"),
+    _ros.Param("wait_for_subscribers_s", 0.0, "wait up to this long until every publisher has a subscriber"),
+]
+
+
+def parse_remaps(items: Sequence[str]) -> dict[str, str]:
+    """``["/a:=/b"]`` -> ``{"/a": "/b"}``; ConfigError for anything else."""
+    out = {}
+    for item in items:
+        src, sep, dst = item.partition(":=")
+        if not sep or not src.strip() or not dst.strip():
+            raise ConfigError(f"bag_player: remap {item!r}: expected FROM:=TO")
+        out[src.strip()] = dst.strip()
+    return out
+
+
+class BagPlayer(Node):
+    """Publishes a bag's messages at their recorded pace; see the module docstring."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        node_kwargs.setdefault("node_name", NODE_NAME)
+        super().__init__(**node_kwargs)
+        self.p = _ros.declare_params(self, PARAMS)
+        if not self.p.bag:
+            raise ConfigError("bag_player: parameter 'bag' is required")
+        if self.p.rate < 0:
+            raise ConfigError(f"bag_player: rate must be >= 0, got {self.p.rate}")
+        remaps = parse_remaps(self.p.remap)
+
+        from vidyn_ros.bags import BagReader
+
+        self.reader = BagReader(self.p.bag)  # BagError (one line) for a missing / corrupt bag
+        unknown = [t for t in self.p.topics if t not in self.reader.topics]
+        if unknown:
+            self.reader.close()
+            raise BagError(f"{self.p.bag}: no topic {unknown[0]} in this bag "
+                           f"(has: {', '.join(self.reader.topics) or 'none'})")
+        unknown = [t for t in remaps if t not in self.reader.topics]
+        if unknown:
+            self.reader.close()
+            raise BagError(f"{self.p.bag}: cannot remap {unknown[0]}: no such topic in this bag")
+        self.topics = list(self.p.topics) or list(self.reader.topics)
+        qos = _ros.qos_by_name(self.p.qos)
+        self._pubs: dict[str, Any] = {}
+        for topic in self.topics:
+            msgtype = self.reader.topics[topic].msgtype
+            self._pubs[topic] = self.create_publisher(_ros.msg_class(msgtype), remaps.get(topic, topic), qos)
+        self._clock_pub = self.create_publisher(_ros.msg_class("rosgraph_msgs/msg/Clock"), "/clock", 10) \
+            if self.p.clock else None
+        self.diag = _ros.DiagnosticsPublisher(self)
+        self.counts: dict[str, int] = {}
+        self.loops = 0
+        self.done = False
+        self.fatal: str | None = None
+        self._thread = _ros.LoopThread(self._play_once, name="bag_player", on_error=self._on_error)
+        self._thread.start()
+        self.get_logger().info(
+            f"playing {self.p.bag}: {len(self.topics)} topics, {self.reader.message_count} messages, "
+            f"{self.reader.duration_s:.2f} s at rate {self.p.rate}" + (" (loop)" if self.p.loop else "")
+        )
+
+    def _on_error(self, err: BaseException) -> None:
+        self.fatal = str(err) if isinstance(err, BagError) else f"{type(err).__name__}: {err}"
+        self.diag.error(self.fatal)
+        self.done = True
+
+    def _sleep(self, seconds: float) -> bool:
+        """Interruptible sleep; False if the node is stopping."""
+        return not self._thread.stop_event.wait(seconds) if seconds > 0 else not self._thread.stop_event.is_set()
+
+    def _wait_for_subscribers(self) -> None:
+        t_end = time.monotonic() + self.p.wait_for_subscribers_s
+        while time.monotonic() < t_end:
+            if all(p.get_subscription_count() > 0 for p in self._pubs.values()):
+                return
+            if not self._sleep(0.05):
+                return
+
+    def _play_once(self) -> bool:
+        """One pass through the bag. Returns False when playback is over."""
+        if self.loops == 0:
+            if not self._sleep(self.p.start_delay_s):
+                return False
+            if self.p.wait_for_subscribers_s > 0:
+                self._wait_for_subscribers()
+        t_wall0 = time.monotonic()
+        t_bag0: int | None = None
+        last_clock = -1
+        clock_cls = "rosgraph_msgs/msg/Clock"
+        for topic, _msgtype, stamp, raw in self.reader.messages(self.topics):
+            if self._thread.stop_event.is_set():
+                return False
+            if t_bag0 is None:
+                t_bag0 = stamp
+            if self.p.rate > 0:
+                due = t_wall0 + (stamp - t_bag0) / 1e9 / self.p.rate
+                if not self._sleep(due - time.monotonic()):
+                    return False
+            if self._clock_pub is not None and stamp != last_clock:
+                from vidyn_ros import msgs
+
+                _ros.publish_cdr(self._clock_pub, msgs.clock_msg(stamp), clock_cls)
+                last_clock = stamp
+            self._pubs[topic].publish(bytes(raw))
+            self.counts[topic] = self.counts.get(topic, 0) + 1
+            self.diag.ok("playing", loops=self.loops, published=sum(self.counts.values()))
+        self.loops += 1
+        if self.p.loop and t_bag0 is not None:
+            return True
+        self.get_logger().info(f"end of bag after {sum(self.counts.values())} messages")
+        self.done = True
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        return {"bag": self.p.bag, "loops": self.loops, "counts": dict(sorted(self.counts.items()))}
+
+    def close(self) -> None:
+        self._thread.stop()
+        self.reader.close()
+
+
+def create_node(**node_kwargs: Any) -> BagPlayer:
+    return BagPlayer(**node_kwargs)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    return _ros.run_node(create_node, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -277,6 +277,7 @@ def run_graph(
     domain_id: int | None = None,
     install_signal_handlers: bool = True,
     on_started: Callable[[list[Any]], None] | None = None,
+    extra_nodes: Callable[[Any], list[Any]] | None = None,
 ) -> GraphRun:
     """Build every node of ``spec`` in one process and spin them with a MultiThreadedExecutor.
 
@@ -284,6 +285,8 @@ def run_graph(
     ``until(nodes)`` returns true. Each node's ``close()`` runs before return, also on errors, so the recorder's bag
     is always closed. A VidynError while building a node propagates (the CLI prints it as one line) after the nodes
     already built are closed. Uses its own rclpy Context, so it can run inside a process that uses rclpy elsewhere.
+    ``extra_nodes(context)`` adds nodes built by the caller (e.g. the demo's scripted command source) to the same
+    executor; they are closed and destroyed like the graph's nodes.
     """
     apply_env(spec)
     import rclpy
@@ -320,6 +323,8 @@ def run_graph(
                 raise ConfigError(f"{spec.source}: node module vidyn_ros.nodes.{ns.node} has no create_node()")
             opts = _ros.NodeOptions(ns.name, ns.namespace or None, node_parameters(spec, ns), ns.remappings, ctx)
             nodes.append(factory(**opts.node_kwargs(ns.name)))
+        if extra_nodes is not None:
+            nodes.extend(extra_nodes(ctx))
         if on_started is not None:
             on_started(nodes)
 

@@ -49,7 +49,8 @@ STORAGES = ("mcap", "sqlite3")
 
 @dataclass(frozen=True)
 class TopicInfo:
-    """One topic in a bag. ``rate_hz`` = (count - 1) / bag duration (exact for topics spanning the whole bag)."""
+    """One topic in a bag. ``rate_hz`` = (count - 1) / bag duration: exact for topics spanning the whole bag, low for
+    the others (:func:`bag_summary` computes exact per-topic rates)."""
 
     msgtype: str
     count: int
@@ -396,6 +397,14 @@ class BagReader:
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.files if f.exists())
 
+    def topic_spans(self) -> dict[str, tuple[int, int]]:
+        """Per topic (first, last) bag timestamp [ns]. Reads the whole bag once (no deserialisation)."""
+        spans: dict[str, tuple[int, int]] = {}
+        for topic, _mt, stamp, _d in self.messages():
+            first, last = spans.get(topic, (stamp, stamp))
+            spans[topic] = (min(first, stamp), max(last, stamp))
+        return spans
+
     def _connections(self, topics: Iterable[str] | None) -> list[Any]:
         if topics is None:
             return list(self._reader.connections)
@@ -525,10 +534,18 @@ class BagReader:
 # Summary
 
 
-def bag_summary(path: str | Path) -> dict[str, Any]:
-    """Topics, types, counts, rates, duration, storage, size and time span of a bag (JSON-serialisable)."""
+def bag_summary(path: str | Path, exact_rates: bool = True) -> dict[str, Any]:
+    """Topics, types, counts, rates, duration, storage, size and time span of a bag (JSON-serialisable).
+
+    With ``exact_rates`` each topic's rate is (count - 1) / (its last - its first stamp), which needs one pass over
+    the bag's bytes (~1 s per GB); without it, rates use the whole bag's duration (metadata only)."""
     with BagReader(path) as r:
         calib = r.calibration() if (r.bag_dir / CALIBRATION_FILE).is_file() else None
+        rates = {t: i.rate_hz for t, i in r.topics.items()}
+        if exact_rates:
+            for t, (first, last) in r.topic_spans().items():
+                n = r.topics[t].count
+                rates[t] = (n - 1) / ((last - first) / 1e9) if n > 1 and last > first else 0.0
         return {
             "path": str(r.path),
             "storage": r.storage,
@@ -541,7 +558,7 @@ def bag_summary(path: str | Path) -> dict[str, Any]:
             "cameras": r.camera_names(),
             "calibrated_cameras": sorted(calib) if calib else [],
             "topics": {
-                t: {"type": i.msgtype, "count": i.count, "rate_hz": round(i.rate_hz, 3)} for t, i in r.topics.items()
+                t: {"type": i.msgtype, "count": i.count, "rate_hz": round(rates[t], 3)} for t, i in r.topics.items()
             },
         }
 

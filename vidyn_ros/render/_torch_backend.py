@@ -148,36 +148,59 @@ def project(
 
 @dataclass
 class Pairs:
-    """(pixel, Gaussian) intersections that contribute, sorted by pixel then front to back.
+    """(pixel, splat) intersections that contribute, sorted by pixel and, within a pixel, front to back.
 
     Attributes:
-        splat: [P] int64 index into the flattened [C * N] (camera, Gaussian) entries.
+        splat: [P] int64 index of the splat (flattened (camera, Gaussian) entry).
         pixel: [P] int64 flattened pixel index into [C * H * W].
-        seg_start: [P] int64 position of the first pair of the same pixel.
-        weight: [P] γ = α T of the pair (no grad): the contribution statistic.
+        seg_start, seg_end: [P] int64 position of the first / last pair of the same pixel.
+        alpha: [P] the pair's alpha (no grad).
+        trans: [P] transmittance in front of the pair, T = Π_{j in front} (1 − α_j) (no grad).
     """
 
     splat: torch.Tensor
     pixel: torch.Tensor
     seg_start: torch.Tensor
-    weight: torch.Tensor
+    seg_end: torch.Tensor
+    alpha: torch.Tensor
+    trans: torch.Tensor
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """[P] γ = α T, the pair's contribution to its pixel (the id-voting statistic)."""
+        return self.alpha * self.trans
 
 
-def _alpha(
-    px: torch.Tensor, py: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, conic: torch.Tensor, opac: torch.Tensor
+def _sigma(
+    px: torch.Tensor, py: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor,
+    cc: torch.Tensor,
 ) -> torch.Tensor:
-    """Per-pair alpha (before the threshold). px..opac: [P]; conic [P, 3]. Returns [P] and sigma [P]."""
+    """Mahalanobis half-distance ½ dᵀ Σ⁻¹ d of each pair [P]; conic (ca, cb, cc) is Σ⁻¹'s upper triangle."""
     dx = mx - px
     dy = my - py
-    sigma = 0.5 * (conic[:, 0] * dx * dx + conic[:, 2] * dy * dy) + conic[:, 1] * dx * dy
-    return (opac * torch.exp(-sigma)).clamp_max(ALPHA_MAX), sigma
+    return 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
 
 
-def _segment_log_transmittance(log1m: torch.Tensor, seg_start: torch.Tensor) -> torch.Tensor:
-    """Exclusive per-segment cumsum of log(1 - alpha) in float64. log1m, seg_start: [P] (segments contiguous)."""
-    cs = torch.cumsum(log1m.double(), dim=0)
-    excl = cs - log1m.double()
-    return excl - excl.index_select(0, seg_start)
+def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For counts [K] -> (owner [sum], rank within owner [sum]): a ragged arange."""
+    total = int(counts.sum())
+    owner = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts, output_size=total)
+    first = torch.cumsum(counts, 0) - counts
+    return owner, torch.arange(total, device=counts.device) - first.index_select(0, owner)
+
+
+def _run_bounds(pixel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For sorted ``pixel`` [P]: index of the first and of the last entry of each entry's run of equal values."""
+    P = pixel.numel()
+    if P == 0:
+        return pixel.clone(), pixel.clone()
+    change = torch.nonzero(pixel[1:] != pixel[:-1]).squeeze(1) + 1
+    starts = torch.cat([change.new_zeros(1), change])
+    ends = torch.cat([change - 1, change.new_full((1,), P - 1)])
+    run = torch.zeros(P, dtype=torch.long, device=pixel.device)
+    run[change] = 1
+    run = torch.cumsum(run, 0)
+    return starts.index_select(0, run), ends.index_select(0, run)
 
 
 @torch.no_grad()
@@ -191,65 +214,148 @@ def intersect(
     width: int,
     height: int,
 ) -> Pairs:
-    """Find the contributing (pixel, splat) pairs of already-projected splats (gsplat pixel convention).
+    """Find the contributing (pixel, splat) pairs of projected splats (gsplat pixel convention) and composite them.
 
-    Only splats with radii > 0 are considered; ``Pairs.splat`` indexes the S inputs.
+    Only splats with radii > 0 take part; ``Pairs.splat`` indexes the S inputs. Candidates are enumerated row by
+    row inside each splat's ``alpha >= 1/255`` ellipse (clipped to its box and the image), so almost no candidate is
+    wasted, then the exact alpha test decides.
     """
-    device = means2d.device
-    valid = (radii > 0).any(-1)
-    sid = torch.nonzero(valid).squeeze(1)
+    device, dtype = means2d.device, means2d.dtype
+    sid = torch.nonzero((radii > 0).any(-1)).squeeze(1)
     # Front to back: stable depth order, so equal depths keep input order (gsplat's radix sort is stable too).
-    sid = sid[torch.sort(depths[sid], stable=True).indices]
-    m = means2d[sid]
-    r = radii[sid].to(m.dtype)
-    # Pixel j's centre is at j + 0.5; the box [m - r, m + r] contains the whole alpha >= 1/255 ellipse.
-    u0 = torch.ceil(m[:, 0] - r[:, 0] - 0.5).clamp(0, width - 1).long()
-    u1 = torch.floor(m[:, 0] + r[:, 0] - 0.5).clamp(0, width - 1).long()
-    v0 = torch.ceil(m[:, 1] - r[:, 1] - 0.5).clamp(0, height - 1).long()
-    v1 = torch.floor(m[:, 1] + r[:, 1] - 0.5).clamp(0, height - 1).long()
-    bw = (u1 - u0 + 1).clamp_min(0)
-    bh = (v1 - v0 + 1).clamp_min(0)
-    counts = bw * bh
-    total = int(counts.sum())
-    if total == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return Pairs(empty, empty, empty, torch.zeros(0, dtype=means2d.dtype, device=device))
-    owner = torch.repeat_interleave(torch.arange(sid.numel(), device=device), counts, output_size=total)
-    first = torch.cumsum(counts, 0) - counts
-    local = torch.arange(total, device=device) - first.index_select(0, owner)
-    bw_o = bw.index_select(0, owner)
-    u = u0.index_select(0, owner) + local % bw_o
-    v = v0.index_select(0, owner) + torch.div(local, bw_o, rounding_mode="floor")
-    splat = sid.index_select(0, owner)
-    alpha, sigma = _alpha(
-        u.to(m.dtype) + 0.5, v.to(m.dtype) + 0.5, m[owner, 0], m[owner, 1], conics[splat], opacities[splat]
+    sid = sid.index_select(0, torch.sort(depths.index_select(0, sid), stable=True).indices)
+    mx, my = means2d[:, 0].index_select(0, sid), means2d[:, 1].index_select(0, sid)
+    ca, cb, cc = (conics[:, k].index_select(0, sid) for k in range(3))
+    o = opacities.index_select(0, sid)
+    rx = radii[:, 0].index_select(0, sid).to(dtype)
+    ry = radii[:, 1].index_select(0, sid).to(dtype)
+    log_o = torch.log(o)
+    e2 = 2.0 * (log_o - math.log(ALPHA_THRESHOLD))  # alpha >= 1/255  <=>  2 sigma <= e2
+    # Rows: pixel row v has its centre at v + 0.5.
+    v0 = torch.ceil(my - ry - 0.5).clamp(0, height - 1).long()
+    v1 = torch.floor(my + ry - 0.5).clamp(-1, height - 1).long()
+    row_owner, row_rank = _expand((v1 - v0 + 1).clamp_min(0))
+    # Everything per row from here on: rows are ~10x fewer than pairs, so per-pair work is a few gathers from them.
+    v = v0.index_select(0, row_owner) + row_rank
+    a_r, b_r, c_r = ca.index_select(0, row_owner), cb.index_select(0, row_owner), cc.index_select(0, row_owner)
+    mx_r = mx.index_select(0, row_owner)
+    dy = v.to(dtype) + 0.5 - my.index_select(0, row_owner)
+    # a dx² + 2 b dx dy + c dy² <= e2 solved for dx, widened a little so rounding never drops a pixel.
+    disc = dy * dy * (b_r * b_r - a_r * c_r) + a_r * e2.index_select(0, row_owner)
+    half = torch.sqrt(disc.clamp_min(0.0)) / a_r + 1e-3
+    centre = mx_r - b_r * dy / a_r
+    rx_r = rx.index_select(0, row_owner)
+    u0 = torch.ceil(torch.maximum(centre - half, mx_r - rx_r) - 0.5).clamp(0, width - 1).long()
+    u1 = torch.floor(torch.minimum(centre + half, mx_r + rx_r) - 0.5).clamp(-1, width - 1).long()
+    counts = torch.where(disc >= 0, (u1 - u0 + 1).clamp_min(0), torch.zeros_like(u0))
+    pix_row, rank = _expand(counts)
+    if pix_row.numel() == 0:
+        e = torch.zeros(0, dtype=torch.long, device=device)
+        f = torch.zeros(0, dtype=dtype, device=device)
+        return Pairs(e, e, e, e, f, f)
+    # sigma − ln o along a row is a quadratic in dx = (u + 0.5) − mx:  A dx² + B dx + C0.
+    A = 0.5 * a_r
+    B = b_r * dy
+    C0 = 0.5 * c_r * dy * dy - log_o.index_select(0, row_owner)
+    dx0 = u0.to(dtype) + 0.5 - mx_r  # dx at the row's first pixel
+    row_pixel = (cam_ids.index_select(0, sid).index_select(0, row_owner) * height + v) * width + u0
+    rank_f = rank.to(dtype)
+    dx = dx0.index_select(0, pix_row) + rank_f
+    q = (A.index_select(0, pix_row) * dx + B.index_select(0, pix_row)) * dx + C0.index_select(0, pix_row)
+    alpha = torch.exp(-q).clamp_max(ALPHA_MAX)  # = min(0.999, o exp(−sigma))
+    # Below-threshold candidates (only rounding at the ellipse rim) get alpha 0: no effect on T, dropped below.
+    alpha = torch.where(alpha >= ALPHA_THRESHOLD, alpha, torch.zeros_like(alpha))
+    pixel = row_pixel.index_select(0, pix_row) + rank
+    # Stable sort by pixel keeps the front-to-back order within each pixel; int32 keys sort much faster on CPU.
+    if width * height * (int(cam_ids.max()) + 1) < 2**31 - 1:
+        pixel, order = torch.sort(pixel.int(), stable=True)
+        pixel = pixel.long()
+    else:
+        pixel, order = torch.sort(pixel, stable=True)
+    alpha = alpha.index_select(0, order)
+    seg_start, _ = _run_bounds(pixel)
+    log1m = torch.log1p(-alpha).double()
+    # Exclusive per-pixel cumsum of log(1 - alpha): one global float64 cumsum minus its value at the run start.
+    excl = torch.cumsum(log1m, 0) - log1m
+    log_t = excl - excl.index_select(0, seg_start)
+    # gsplat stops a pixel at the first Gaussian that would bring T to <= 1e-4 (that one excluded). T only falls
+    # along a pixel's run, so the live pairs are a prefix of each run.
+    live = torch.nonzero((log_t + log1m > _LOG_T_MIN) & (alpha > 0)).squeeze(1)
+    pixel = pixel.index_select(0, live)
+    seg_start, seg_end = _run_bounds(pixel)
+    splat = sid.index_select(0, row_owner.index_select(0, pix_row.index_select(0, order.index_select(0, live).long())))
+    return Pairs(
+        splat=splat,
+        pixel=pixel,
+        seg_start=seg_start,
+        seg_end=seg_end,
+        alpha=alpha.index_select(0, live),
+        trans=torch.exp(log_t.index_select(0, live).to(dtype)),
     )
-    keep = (alpha >= ALPHA_THRESHOLD) & (sigma >= 0)
-    splat, u, v, alpha = splat[keep], u[keep], v[keep], alpha[keep]
-    pixel = (cam_ids.index_select(0, splat) * height + v) * width + u
-    # Stable sort by pixel keeps the front-to-back order within each pixel. int32 keys sort much faster on CPU.
-    key = pixel.int() if pixel.numel() and int(pixel.max()) < 2**31 - 1 else pixel
-    order = torch.sort(key, stable=True).indices
-    splat, pixel, alpha = splat[order], pixel[order], alpha[order]
-    seg_start = _seg_start(pixel)
-    log1m = torch.log1p(-alpha)
-    log_t = _segment_log_transmittance(log1m, seg_start)
-    live = (log_t + log1m.double()) > _LOG_T_MIN  # exclusive stop, as in gsplat
-    # Everything behind a stop is dead too: T only falls along the segment, so `live` is already a prefix per pixel.
-    splat, pixel, alpha, log_t = splat[live], pixel[live], alpha[live], log_t[live]
-    seg_start = _seg_start(pixel)
-    weight = alpha * torch.exp(log_t).to(alpha.dtype)
-    return Pairs(splat=splat, pixel=pixel, seg_start=seg_start, weight=weight.to(means2d.dtype))
 
 
-def _seg_start(pixel: torch.Tensor) -> torch.Tensor:
-    """For sorted ``pixel`` [P], the index of the first entry of each entry's run."""
-    if pixel.numel() == 0:
-        return pixel.clone()
-    is_start = torch.ones_like(pixel, dtype=torch.bool)
-    is_start[1:] = pixel[1:] != pixel[:-1]
-    idx = torch.arange(pixel.numel(), device=pixel.device)
-    return torch.cummax(torch.where(is_start, idx, torch.zeros_like(idx)), 0).values
+class _Composite(torch.autograd.Function):
+    """Front-to-back compositing over precomputed pairs with an analytic backward (gsplat's rasterize backward,
+    vectorised): the forward reuses the no-grad alphas and transmittances of :func:`intersect`, and the backward
+    needs one per-pixel suffix sum instead of autograd's graph over all pairs.
+    """
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, features, splat, pixel, seg_end, alpha, trans, width, height,
+                n_pixels):
+        w = alpha * trans
+        D = features.shape[1]
+        out = features.new_zeros(n_pixels, D + 1)
+        for k in range(D):
+            out[:, k].index_add_(0, pixel, w * features[:, k].index_select(0, splat))
+        out[:, D].index_add_(0, pixel, w)
+        ctx.save_for_backward(means2d, conics, opacities, features, splat, pixel, seg_end, alpha, trans)
+        ctx.size = (width, height)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        means2d, conics, opacities, features, splat, pixel, seg_end, alpha, trans = ctx.saved_tensors
+        width, height = ctx.size
+        S, D = features.shape
+        dtype = features.dtype
+        grads = [None] * 12
+        if splat.numel() == 0:
+            grads[:4] = [torch.zeros_like(means2d), torch.zeros_like(conics), torch.zeros_like(opacities),
+                         torch.zeros_like(features)]
+            return tuple(grads)
+        w = alpha * trans
+        # g_p = <dL/dout[pixel], (features of the pair's splat, 1)>: how much the pixel's loss changes per unit weight.
+        g = grad_out[:, D].index_select(0, pixel).clone()
+        v_feat = torch.empty(S, D, dtype=dtype, device=features.device)
+        for k in range(D):
+            gk = grad_out[:, k].index_select(0, pixel)
+            g += gk * features[:, k].index_select(0, splat)
+            v_feat[:, k] = torch.zeros(S, dtype=dtype, device=features.device).index_add_(0, splat, w * gk)
+        # dL/dα_k = T_k g_k − (Σ_{j behind k} w_j g_j) / (1 − α_k): the suffix sum, per pixel, in float64.
+        wg = (w * g).double()
+        incl = torch.cumsum(wg, 0)
+        behind = (incl.index_select(0, seg_end) - incl).to(dtype)
+        v_alpha = trans * g - behind / (1.0 - alpha)
+        # α = min(0.999, o e^{−σ}): no gradient where clamped.
+        v_alpha = torch.where(alpha < ALPHA_MAX, v_alpha, torch.zeros_like(v_alpha))
+        u = (pixel % width).to(dtype) + 0.5
+        v = (torch.div(pixel, width, rounding_mode="floor") % height).to(dtype) + 0.5
+        dx = means2d[:, 0].index_select(0, splat) - u
+        dy = means2d[:, 1].index_select(0, splat) - v
+        ca, cb, cc = (conics[:, k].index_select(0, splat) for k in range(3))
+        o = opacities.index_select(0, splat)
+        v_sigma = -alpha * v_alpha  # dα/dσ = −α (unclamped)
+        def scatter(x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(S, dtype=dtype, device=x.device).index_add_(0, splat, x)
+
+        v_means2d = torch.stack([scatter(v_sigma * (ca * dx + cb * dy)), scatter(v_sigma * (cc * dy + cb * dx))], 1)
+        v_conics = torch.stack(
+            [scatter(0.5 * v_sigma * dx * dx), scatter(v_sigma * dx * dy), scatter(0.5 * v_sigma * dy * dy)], 1
+        )
+        v_opac = scatter(v_alpha * alpha / o)  # dα/do = e^{−σ} = α / o
+        grads[:4] = [v_means2d, v_conics, v_opac, v_feat]
+        return tuple(grads)
 
 
 def composite(
@@ -262,33 +368,17 @@ def composite(
     width: int,
     height: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable front-to-back compositing over the given pairs.
+    """Differentiable front-to-back compositing over ``pairs`` (from :func:`intersect` on the same splats).
 
-    Returns the accumulated features [n_pixels, D] (Σ w f) and alpha [n_pixels] (Σ w = 1 - T_final).
+    Returns the accumulated features [n_pixels, D] (Σ w f) and alpha [n_pixels] (Σ w = 1 − T_final), w = α T.
+    Gradients flow to means2d, conics, opacities and features.
     """
-    dtype = means2d.dtype
+    out = _Composite.apply(
+        means2d, conics, opacities, features, pairs.splat, pairs.pixel, pairs.seg_end, pairs.alpha, pairs.trans,
+        width, height, n_pixels,
+    )
     D = features.shape[1]
-    if pairs.splat.numel() == 0:
-        z = means2d.sum() * 0.0  # keep the graph connected so backward() works on an empty render
-        return features.new_zeros(n_pixels, D) + z, means2d.new_zeros(n_pixels) + z
-    s = pairs.splat
-    u = (pairs.pixel % width).to(dtype) + 0.5
-    v = (torch.div(pairs.pixel, width, rounding_mode="floor") % height).to(dtype) + 0.5
-    # 1-D index_select per column is much faster on CPU than gathering rows of a 2-D table.
-    mx = means2d[:, 0].index_select(0, s)
-    my = means2d[:, 1].index_select(0, s)
-    con = torch.stack([conics[:, k].index_select(0, s) for k in range(3)], dim=1)
-    op = opacities.index_select(0, s)
-    alpha, _ = _alpha(u, v, mx, my, con, op)
-    log1m = torch.log1p(-alpha)
-    T = torch.exp(_segment_log_transmittance(log1m, pairs.seg_start)).to(dtype)
-    w = alpha * T
-    acc = []
-    for k in range(D):
-        acc.append(torch.zeros(n_pixels, dtype=dtype, device=w.device).index_add(
-            0, pairs.pixel, w * features[:, k].index_select(0, s)))
-    alpha_img = torch.zeros(n_pixels, dtype=dtype, device=w.device).index_add(0, pairs.pixel, w)
-    return torch.stack(acc, dim=1), alpha_img
+    return out[:, :D], out[:, D]
 
 
 def rasterize(

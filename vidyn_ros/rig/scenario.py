@@ -11,6 +11,7 @@ No MuJoCo here: the simulator (:mod:`vidyn_ros.rig.sim`) turns a :class:`Scenari
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ __all__ = [
     "parse_scenario",
     "scenario_names",
     "scenario_path",
+    "shape_sdf",
+    "surface_distance",
 ]
 
 # Number of size parameters per shape, MuJoCo convention: box = half-extents (x, y, z); sphere = radius;
@@ -457,6 +460,39 @@ def rpy_to_quat_wxyz(roll: float, pitch: float, yaw: float) -> tuple[float, floa
     cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
     return (cr * cp * cy + sr * sp * sy, sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy,
             cr * cp * sy - sr * sp * cy)
+
+
+def shape_sdf(p: np.ndarray, shape: str, size: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Signed distance [m] from points in the shape's own frame to its surface (negative inside).
+
+    Args:
+        p: [N, 3] points in the object frame (origin at the shape centre, cylinder / capsule axis along z).
+        shape: box | sphere | cylinder | capsule; size: MuJoCo size parameters (see SHAPE_SIZE_LEN).
+    Returns:
+        [N] signed distances.
+    """
+    p = np.asarray(p, dtype=np.float64).reshape(-1, 3)
+    s = np.asarray(size, dtype=np.float64)
+    if shape == "box":
+        q = np.abs(p) - s[:3]
+        return np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(q.max(axis=1), 0.0)
+    if shape == "sphere":
+        return np.linalg.norm(p, axis=1) - s[0]
+    if shape == "cylinder":
+        q = np.stack([np.linalg.norm(p[:, :2], axis=1) - s[0], np.abs(p[:, 2]) - s[1]], axis=1)
+        return np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(q.max(axis=1), 0.0)
+    if shape == "capsule":
+        z = np.clip(p[:, 2], -s[1], s[1])
+        return np.linalg.norm(p - np.stack([np.zeros_like(z), np.zeros_like(z), z], axis=1), axis=1) - s[0]
+    raise ValueError(f"unknown shape {shape!r} (expected one of {', '.join(SHAPE_SIZE_LEN)})")
+
+
+def surface_distance(points_world: np.ndarray, shape: str, size: Sequence[float] | np.ndarray,
+                     position: np.ndarray, quat_wxyz: np.ndarray) -> np.ndarray:
+    """Unsigned distance [m] from world points [N, 3] to an object's surface at a pose (evaluation helper) -> [N]."""
+    R = quat_wxyz_to_matrix(np.asarray(quat_wxyz))
+    local = (np.asarray(points_world, dtype=np.float64).reshape(-1, 3) - np.asarray(position)) @ R
+    return np.abs(shape_sdf(local, shape, size))
 
 
 def _describe(v: Any) -> str:

@@ -247,3 +247,39 @@ def test_summary_lists_topics_counts_and_rates(episode):
     assert s["cameras"] == ["cam0", "cam1"] and s["calibrated_cameras"] == ["cam0", "cam1"]
     text = format_summary(s)
     assert "/vidyn/sim/object_poses" in text and "geometry_msgs/msg/PoseArray" in text and "30.00" in text
+
+
+def test_reads_foreign_bag_grouping_by_header_stamps(tmp_path):
+    """A bag as `ros2 bag record` writes it (rosbag2 v8, sqlite3): log times are arrival times, not header stamps,
+    camera_info arrives once, and the two cameras' messages interleave."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    frames = make_frames(3)
+    ts = msgs.TYPESTORE
+    path = tmp_path / "recorded"
+    rng = np.random.default_rng(1)
+    with Writer(path, version=8, storage_plugin=StoragePlugin.SQLITE3) as w:
+        conns = {}
+        items = []
+        for k, rf in enumerate(frames):
+            for topic, mt, m, stamp in msgs.rig_frame_messages(rf, include_ground_truth=False):
+                if topic.endswith("camera_info") and k > 0:
+                    continue
+                items.append((stamp + int(rng.integers(1_000_000, 9_000_000)), topic, mt, m))
+        for arrival, topic, mt, m in sorted(items, key=lambda x: x[0]):
+            if topic not in conns:
+                conns[topic] = w.add_connection(topic, mt, typestore=ts)
+            w.write(conns[topic], arrival, msgs.serialize(m, mt))
+    with BagReader(path) as r:
+        assert r.storage == "sqlite3" and r.calibration() is None
+        got = list(r.multiview_frames())
+    assert [mv.stamp_ns for mv in got] == [rf.frame.stamp_ns for rf in frames]
+    for mv, rf in zip(got, frames, strict=True):
+        for a, b in zip(rf.frame.views, mv.views, strict=True):
+            np.testing.assert_array_equal(a.color, b.color)
+            assert b.camera.name == a.camera.name and b.camera.width == 16
+            np.testing.assert_allclose(b.camera.T_world_cam, np.eye(4))  # no calibration file: identity
+    # the storage file on its own reads too
+    (db,) = path.glob("*.db3")
+    with BagReader(db) as r:
+        assert r.topics["/cam0/color/image_raw"].count == 3

@@ -118,3 +118,34 @@ def test_smooth_random_pusher_is_seeded_smooth_and_bounded():
     assert np.linalg.norm(a, axis=1).max() <= 0.3
     assert np.abs(np.diff(a, axis=0)).max() < 0.1  # no jumps between frames [m/s]
     assert np.linalg.norm(a, axis=1).mean() > 0.05  # and it does move
+
+
+def test_ctrl_c_keeps_a_finished_bag_and_the_index(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "vidyn_ros.cli", "make-dataset", "push", "--episodes", "3",
+                             "--frames", "400", "--scale", "0.25", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        t_end = time.monotonic() + 120
+        mcap = out / "episode_0000" / "episode_0000.mcap"
+        # wait until a first chunk (1 MiB, ~2 frames at 160x120) is on disk, then press Ctrl-C
+        while time.monotonic() < t_end and not (mcap.exists() and mcap.stat().st_size > 2**20):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    with BagReader(out / "episode_0000") as r:
+        assert not r.recovered  # closed properly: metadata.yaml written
+        n = r.topics["/cam0/color/image_raw"].count
+        assert 2 <= n < 400
+        assert r.topics[msgs.OBJECT_POSES_TOPIC].count == n
+    doc = yaml.safe_load((out / "dataset.yaml").read_text())
+    assert doc["complete"] is False
+    assert doc["episodes"][0]["frames"] == n and doc["episodes"][0]["complete"] is False

@@ -193,9 +193,13 @@ def run(args: argparse.Namespace) -> int:
             for e, name in enumerate(names):
                 seed = args.seed + e
                 bar.set_description(f"{scn.name} {name}")
-                entry = _render_episode(scn, seed, n_frames, args, out / name, use_pusher, bar, BagWriter, msgs)
-                doc["episodes"].append({"name": name, "seed": seed, **entry})
-                _write_yaml(out / "dataset.yaml", doc)  # after every episode: an interruption keeps the index
+                # Listed before rendering and updated in place: an interrupted episode is still indexed (its bag is
+                # finished by BagWriter on the way out), marked complete: false.
+                entry: dict[str, Any] = {"name": name, "seed": seed, "bag": name, "frames": 0, "complete": False}
+                doc["episodes"].append(entry)
+                _render_episode(scn, seed, n_frames, args, out / name, use_pusher, bar, entry, BagWriter, msgs)
+                entry["complete"] = True
+                _write_yaml(out / "dataset.yaml", doc)  # after every episode
             doc["complete"] = True
         finally:
             _write_yaml(out / "dataset.yaml", doc)
@@ -204,10 +208,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render_episode(scn: Any, seed: int, n_frames: int, args: argparse.Namespace, path: Any, use_pusher: bool,
-                    bar: Any, BagWriter: Any, msgs: Any) -> dict[str, Any]:
+                    bar: Any, entry: dict[str, Any], BagWriter: Any, msgs: Any) -> None:
+    """Render one episode into the bag at ``path``; fills ``entry`` (the dataset.yaml record) as it goes."""
     from vidyn_ros.rig.sim import SimRig
 
-    written = 0
     custom = {"vidyn.scenario": scn.name, "vidyn.seed": str(seed), "vidyn.source": "make-dataset"}
     with SimRig(scn, seed=seed, render_scale=args.scale, masks=not args.no_masks) as rig, \
             BagWriter(path, storage=args.storage, overwrite=args.overwrite, custom_data=custom) as bag:
@@ -217,12 +221,15 @@ def _render_episode(scn: Any, seed: int, n_frames: int, args: argparse.Namespace
             p = scn.pusher
             policy = SmoothRandomPusher(seed, p.max_speed, p.workspace)
         dt_s = 1.0 / rig.fps
+        entry["cameras"] = [c.name for c in rig.cameras]
+        entry["image_size"] = [rig.cameras[0].width, rig.cameras[0].height] if rig.cameras else []
         rf = rig.observe()
-        initial = {int(o.object_id): [round(float(v), 6) for v in (*o.position, *o.quat_wxyz)]
-                   for o in rf.object_poses}
+        # id -> [x, y, z, qw, qx, qy, qz]: lets a user check what the seed randomised without opening the bag
+        entry["initial_object_poses"] = {int(o.object_id): [round(float(v), 6) for v in (*o.position, *o.quat_wxyz)]
+                                         for o in rf.object_poses}
         for k in range(n_frames):
             bag.write_rig_frame(rf)
-            written += 1
+            entry["frames"] = k + 1
             bar.update(1)
             if k == n_frames - 1:
                 break
@@ -237,10 +244,3 @@ def _render_episode(scn: Any, seed: int, n_frames: int, args: argparse.Namespace
                 bag.write(msgs.CMD_TOPIC, msgs.TWIST_STAMPED,
                           msgs.twist_stamped_msg(rig.pusher_velocity, (0.0, 0.0, 0.0), stamp, "world"), stamp)
             rf = rig.step()
-    return {
-        "bag": path.name,
-        "frames": written,
-        "cameras": [c.name for c in rig.cameras],
-        "image_size": [rig.cameras[0].width, rig.cameras[0].height] if rig.cameras else [],
-        "initial_object_poses": initial,  # id -> [x, y, z, qw, qx, qy, qz]
-    }

@@ -521,9 +521,20 @@ def spin_nodes(
     except (KeyboardInterrupt, ExternalShutdownException):
         reason = "signal"
     finally:
+        # Let callbacks already handed to the thread pool finish first: rclpy's shutdown destroys its guard
+        # condition without waiting for them (the in-flight handler then fails, and its message is lost).
+        futures = list(getattr(executor, "_futures", []))
+        t_wait = time.monotonic() + 2.0
+        while any(not f.done() for f in futures) and time.monotonic() < t_wait:
+            time.sleep(0.005)
         for n in nodes:
             executor.remove_node(n)
         executor.shutdown(timeout_sec=2.0)
+        for fut in futures:
+            # A callback that failed in the last spin is re-raised nowhere else: report it, don't lose it.
+            exc = fut.exception() if fut.done() else None
+            if exc is not None:
+                log.warning("callback failed during shutdown: %s: %s", type(exc).__name__, exc)
     return reason
 
 

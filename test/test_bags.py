@@ -283,3 +283,25 @@ def test_reads_foreign_bag_grouping_by_header_stamps(tmp_path):
     (db,) = path.glob("*.db3")
     with BagReader(db) as r:
         assert r.topics["/cam0/color/image_raw"].count == 3
+
+
+def test_multiview_skips_incomplete_stamps_and_waits_for_a_late_camera_info(tmp_path, caplog):
+    frames = make_frames(3)
+    with BagWriter(tmp_path / "b") as w:
+        for k, rf in enumerate(frames):
+            for topic, mt, m, stamp in msgs.rig_frame_messages(rf, include_ground_truth=False):
+                if topic.endswith("camera_info") and k == 0:
+                    continue  # frame 0's camera_info is only sent after the frame's images (below)
+                if k == 1 and topic == "/cam1/aligned_depth_to_color/image_raw":
+                    continue  # frame 1 loses one depth image: that stamp cannot be complete
+                w.write(topic, mt, m, stamp)
+            if k == 0:
+                for topic, mt, m, stamp in msgs.rig_frame_messages(rf, include_ground_truth=False):
+                    if topic.endswith("camera_info"):
+                        w.write(topic, mt, m, stamp + 1)
+    with BagReader(tmp_path / "b") as r:
+        got = [mv.stamp_ns for mv in r.multiview_frames()]
+        assert got == [frames[0].frame.stamp_ns, frames[2].frame.stamp_ns]
+        assert "1 stamps had incomplete camera sets" in caplog.text
+        only_cam0 = [mv.stamp_ns for mv in r.multiview_frames(cameras=["cam0"])]
+        assert only_cam0 == [rf.frame.stamp_ns for rf in frames]

@@ -330,6 +330,8 @@ class BagReader:
         self.path = Path(path)
         self.recovered = False
         p = self.path
+        if p.name == "metadata.yaml":  # `vidyn info bag/metadata.yaml` means the bag
+            p = p.parent
         if not p.exists():
             raise BagError(f"{p}: no such bag")
         if p.is_dir():
@@ -484,28 +486,34 @@ class BagReader:
             need[msgs.color_topic(cam)] = need[msgs.depth_topic(cam)] = need[msgs.info_topic(cam)] = cam
             if masks and msgs.mask_topic(cam) in self.topics:
                 need[msgs.mask_topic(cam)] = cam
-        required = [t for t in need if t not in {msgs.info_topic(c) for c in names}]
+        required = [t for t in need if not t.endswith("/camera_info")]
         latest_info: dict[str, Any] = {}
         pending: OrderedDict[int, dict[str, Any]] = OrderedDict()
         dropped = 0
+        info_topics = {msgs.info_topic(c) for c in names}
+
+        def complete(group: dict[str, Any]) -> bool:
+            return all(t in group for t in required) and all(t in group or t in latest_info for t in info_topics)
+
         for topic, _msgtype, _bag_stamp, msg in self.decoded(list(need)):
             stamp = msgs.stamp_to_ns(msg.header)
-            if topic.endswith("/camera_info"):
+            pending.setdefault(stamp, {})[topic] = msg
+            if topic in info_topics:
                 latest_info[topic] = msg
-            group = pending.setdefault(stamp, {})
-            group[topic] = msg
-            if all(t in group for t in required) and all(msgs.info_topic(c) in group or msgs.info_topic(c) in
-                                                         latest_info for c in names):
-                del pending[stamp]
-                for c in names:
-                    group.setdefault(msgs.info_topic(c), latest_info[msgs.info_topic(c)])
+                ready = [s for s, g in pending.items() if complete(g)]  # a late camera_info may complete older stamps
+            else:
+                ready = [stamp] if complete(pending[stamp]) else []
+            for s in ready:
+                group = pending.pop(s)
+                for t in info_topics:
+                    group.setdefault(t, latest_info[t])
                 try:
-                    yield msgs.multiview_from_messages(group, names, calib, stamp)
+                    yield msgs.multiview_from_messages(group, names, calib, s)
                 except VidynError as err:
-                    raise BagError(f"{self.path}: at stamp {stamp}: {err}") from None
+                    raise BagError(f"{self.path}: at stamp {s}: {err}") from None
             while len(pending) > max_pending:
-                pending.popitem(last=False)
-                dropped += 1
+                _, group = pending.popitem(last=False)
+                dropped += any(t in group for t in required)  # a lone camera_info is no lost frame
         dropped += sum(1 for g in pending.values() if any(t in g for t in required))
         if dropped:
             log.warning("%s: %d stamps had incomplete camera sets and were skipped", self.path, dropped)

@@ -205,6 +205,9 @@ def test_bowling_ball_knocks_pins() -> None:
     with SimRig("bowling", seed=0, render_scale=0.25, masks=False) as rig:
         start = rig.object_poses()
         assert start[0].linear_velocity[0] > 0.8  # the ball starts rolling towards the pins
+        # ... spinning about world +y (velocities are reported in world axes, whatever the body's orientation)
+        np.testing.assert_allclose(start[0].angular_velocity, [0.0, 33.3, 0.0], atol=1e-6)
+        assert np.linalg.norm(start[1].linear_velocity) < 1e-9  # pins stand still
         for _ in range(45):
             rig.step(render=False)
         end = rig.object_poses()

@@ -1,0 +1,81 @@
+"""Simulated rig speed: physics step and multi-camera render time per frame, per scenario and resolution.
+
+For each shipped scenario (4 cameras) at 640x480 and 160x120: median wall time of ``SimRig.step(render=False)``
+(physics only), of ``SimRig.observe()`` (colour + depth + mask for every camera) and of colour + depth only.
+Writes a markdown table and JSON to bench/results/sim_rig_speed.{md,json}.
+
+    MUJOCO_GL=osmesa .venv/bin/python bench/sim_rig_speed.py [--frames 20] [--scenarios push]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def measure(name: str, scale: float, frames: int) -> dict:
+    from vidyn_ros.rig.sim import SimRig
+
+    row: dict = {"scenario": name, "scale": scale}
+    for masks in (True, False):
+        with SimRig(name, seed=0, render_scale=scale, masks=masks) as rig:
+            rig.set_pusher_velocity([0.1, 0.0, 0.0])
+            rig.observe()  # warm-up: GL context and buffers
+            phys, rend = [], []
+            for _ in range(frames):
+                t0 = time.perf_counter()
+                rig.step(render=False)
+                t1 = time.perf_counter()
+                rig.observe()
+                t2 = time.perf_counter()
+                phys.append(t1 - t0)
+                rend.append(t2 - t1)
+            cam = rig.cameras[0]
+            row.update(cameras=len(rig.cameras), width=cam.width, height=cam.height)
+            key = "render_rgbd_mask_ms" if masks else "render_rgbd_ms"
+            row[key] = round(1e3 * float(np.median(rend)), 2)
+            if masks:
+                row["physics_ms"] = round(1e3 * float(np.median(phys)), 2)
+    return row
+
+
+def main() -> None:
+    from vidyn_ros.rig.scenario import scenario_names
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--scenarios", nargs="*", default=None, help="default: all shipped scenarios")
+    args = ap.parse_args()
+    rows = []
+    for name in args.scenarios or scenario_names():
+        for scale in (1.0, 0.25):
+            rows.append(measure(name, scale, args.frames))
+            print(rows[-1], flush=True)
+    import mujoco
+
+    meta = {"mujoco": mujoco.__version__, "gl": os.environ.get("MUJOCO_GL"), "cpu_count": os.cpu_count(),
+            "machine": platform.platform(), "frames": args.frames}
+    lines = ["| scenario | cameras | size | physics / frame [ms] | render colour+depth+mask [ms] | "
+             "render colour+depth [ms] |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['scenario']} | {r['cameras']} | {r['width']}x{r['height']} | {r['physics_ms']} | "
+                     f"{r['render_rgbd_mask_ms']} | {r['render_rgbd_ms']} |")
+    md = "\n".join(lines) + f"\n\n{meta}\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "sim_rig_speed.md").write_text(md)
+    (RESULTS / "sim_rig_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -45,6 +45,14 @@ def episode(request, tmp_path_factory):
     return request.param, path, frames
 
 
+@pytest.fixture(scope="module")
+def mcap_episode(tmp_path_factory):
+    frames = make_frames()
+    path = tmp_path_factory.mktemp("mcap_only") / "ep"
+    write_rig_episode(path, frames, storage="mcap")
+    return path, frames
+
+
 def test_roundtrip_keeps_content_and_stamps(episode):
     storage, path, frames = episode
     assert (path / "metadata.yaml").is_file() and (path / "rig_calibration.yaml").is_file()
@@ -79,10 +87,8 @@ def test_roundtrip_keeps_content_and_stamps(episode):
         assert clock == stamps
 
 
-def test_independent_mcap_reader_sees_identical_bytes_and_stamps(episode):
-    storage, path, frames = episode
-    if storage != "mcap":
-        pytest.skip("the mcap package reads MCAP storage only")
+def test_independent_mcap_reader_sees_identical_bytes_and_stamps(mcap_episode):
+    path, frames = mcap_episode
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
@@ -177,11 +183,10 @@ def test_missing_and_non_bag_paths_give_one_line_errors(tmp_path):
         BagReader(tmp_path / "junk")
 
 
-def test_truncated_mcap_gives_one_line_error(episode, tmp_path):
-    storage, path, _ = episode
-    if storage != "mcap":
-        pytest.skip("MCAP truncation")
+def test_truncated_mcap_gives_one_line_error(mcap_episode, tmp_path):
     import shutil
+
+    path, _ = mcap_episode
 
     bad = tmp_path / "ep"
     shutil.copytree(path, bad)
@@ -201,8 +206,8 @@ def test_unknown_topic_names_the_topic(episode):
         list(r.multiview_frames(cameras=["cam7"]))
 
 
-def test_existing_or_unwritable_output_is_refused_without_losing_data(tmp_path, episode):
-    _, path, _ = episode
+def test_existing_or_unwritable_output_is_refused_without_losing_data(tmp_path, mcap_episode):
+    path, _ = mcap_episode
     before = sorted(p.name for p in path.iterdir())
     with pytest.raises(OutputError, match="already exists"):
         BagWriter(path)
@@ -225,19 +230,22 @@ def test_existing_or_unwritable_output_is_refused_without_losing_data(tmp_path, 
     with pytest.raises(OutputError, match="a_file") as e:  # parent is a file: unwritable even for root
         BagWriter(blocker / "bag")
     assert "\n" not in str(e.value)
+    with pytest.raises(OutputError, match="storage"):
+        BagWriter(tmp_path / "x", storage="rosbag1")
+
+
+def test_read_only_parent_directory_is_refused(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
         if os.access(ro, os.W_OK):
-            pytest.skip("running as root: permissions are not enforced")
+            pytest.skip("running as root: directory permissions are not enforced (the file-as-parent case covers it)")
         with pytest.raises(OutputError, match=str(ro)) as e:
             BagWriter(ro / "sub" / "bag")
         assert "\n" not in str(e.value)
     finally:
         ro.chmod(0o700)
-    with pytest.raises(OutputError, match="storage"):
-        BagWriter(tmp_path / "x", storage="rosbag1")
 
 
 def test_summary_lists_topics_counts_and_rates(episode):

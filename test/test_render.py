@@ -1,10 +1,20 @@
-"""CPU tests of the differentiable Gaussian renderer (torch reference backend)."""
+"""CPU tests of the differentiable Gaussian renderer (torch reference backend).
+
+Analytic cases use a camera at the origin looking along +z (T_world_cam = I), so a Gaussian at (x, y, z) projects to
+(f x / z + cx, f y / z + cy) and pixel (u, v)'s centre is at integer (u, v) (OpenCV convention).
+"""
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 import torch
 
+from vidyn_ros.errors import ConfigError
 from vidyn_ros.geometry import look_at
 from vidyn_ros.render import _torch_backend as tb
 from vidyn_ros.render import render
@@ -12,6 +22,38 @@ from vidyn_ros.render._dispatch import camera_tensors
 from vidyn_ros.types import CameraModel, GaussianSet
 
 ORIGIN = np.zeros(3)
+PARAMS = ("means", "quats", "log_scales", "colors", "opacity_logits")
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def gaussians(
+    means: list[list[float]],
+    sigma: float | list[float],
+    colors: list[list[float]],
+    opacity: float | list[float],
+    dtype: torch.dtype = torch.float32,
+) -> GaussianSet:
+    """Isotropic Gaussians from plain lists."""
+    n = len(means)
+    sig = torch.as_tensor(sigma, dtype=dtype).expand(n)
+    op = torch.as_tensor(opacity, dtype=dtype).expand(n)
+    return GaussianSet(
+        means=torch.tensor(means, dtype=dtype).reshape(n, 3),
+        quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]] * n, dtype=dtype).reshape(n, 4),
+        log_scales=sig.log()[:, None].expand(n, 3).clone(),
+        colors=torch.tensor(colors, dtype=dtype).reshape(n, 3),
+        opacity_logits=torch.log(op / (1 - op)),
+        object_ids=torch.arange(1, n + 1),
+    )
+
+
+def axis_camera(width: int = 31, height: int = 21, f: float = 100.0) -> CameraModel:
+    """Camera at the origin looking along +z; the principal point is the centre pixel ((W-1)/2, (H-1)/2)."""
+    K = np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
+    return CameraModel("axis", width, height, K, np.eye(4))
 
 
 def random_scene(n: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> GaussianSet:
@@ -22,9 +64,9 @@ def random_scene(n: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> G
         quats=torch.randn(n, 4, generator=g).to(dtype),
         log_scales=torch.log(torch.rand(n, 3, generator=g) * 0.01 + 0.003).to(dtype),
         colors=torch.rand(n, 3, generator=g).to(dtype),
-        # opacities below 0.99 keep every pixel away from the 0.999 clamp
+        # opacities up to sigmoid(3.5) = 0.97 stay clear of the 0.999 clamp
         opacity_logits=(torch.randn(n, generator=g).clamp(-3, 3) + 0.5).to(dtype),
-        object_ids=torch.zeros(n, dtype=torch.long),
+        object_ids=torch.randint(0, 4, (n,), generator=g),
     )
 
 
@@ -37,18 +79,157 @@ def ring_cameras(n: int = 4, width: int = 160, height: int = 120, f: float = 150
     ]
 
 
+def dense_reference(scene: GaussianSet, cams: list[CameraModel], background: torch.Tensor) -> dict[str, torch.Tensor]:
+    viewmats, Ks, W, H = camera_tensors(cams, scene.device, scene.means.dtype)
+    return tb.rasterize_dense(
+        scene.means, scene.quats, scene.scales, scene.opacities, scene.colors, viewmats, Ks, W, H,
+        backgrounds=background.expand(len(cams), 3),
+    )
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+
+
+def test_gradcheck_float64_tiny_scene() -> None:
+    """Analytic compositing backward + autograd projection vs finite differences, also w.r.t. the camera pose."""
+    scene = gaussians(
+        [[0.0, 0.0, 0.0], [0.02, 0.01, 0.05], [-0.02, 0.0, -0.03], [0.01, -0.02, 0.02]],
+        [0.03, 0.025, 0.035, 0.02], [[0.9, 0.1, 0.2], [0.1, 0.8, 0.3], [0.2, 0.3, 0.9], [0.7, 0.7, 0.1]],
+        [0.7, 0.5, 0.8, 0.6], dtype=torch.float64,
+    )
+    torch.manual_seed(0)
+    quats = torch.randn(4, 4, dtype=torch.float64)  # anisotropic, rotated
+    log_scales = scene.log_scales + 0.3 * torch.randn(4, 3, dtype=torch.float64)
+    cam = CameraModel("c", 8, 6, np.array([[8.0, 0, 3.5], [0, 8.0, 2.5], [0, 0, 1]]),
+                      look_at(np.array([0.0, -0.3, 0.2]), ORIGIN))
+    viewmat = torch.tensor(np.linalg.inv(cam.T_world_cam), dtype=torch.float64)[None]
+    Ks = torch.tensor(cam.K, dtype=torch.float64)[None]
+    bg = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64)
+
+    def f(means, quats, log_scales, colors, logits, viewmat):
+        o = tb.rasterize(means, quats, log_scales.exp(), logits.sigmoid(), colors, viewmat, Ks, 8, 6, backgrounds=bg)
+        return o["rgb"], o["depth"], o["alpha"]
+
+    inputs = [t.detach().clone().requires_grad_(True)
+              for t in (scene.means, quats, log_scales, scene.colors, scene.opacity_logits, viewmat)]
+    alpha = f(*inputs)[2]
+    assert alpha.max() > 0.5 and (alpha > 0).sum() > 30  # the scene covers most of the 8x6 image
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_gradients_match_brute_force_autograd() -> None:
+    """On a random 200-Gaussian scene the analytic backward equals autograd through the dense cumprod renderer."""
+    scene = random_scene(200, seed=3)
+    cams = ring_cameras(2, 64, 48, 60.0)
+    bg = torch.tensor([0.2, 0.3, 0.4])
+    w = torch.rand(2, 48, 64, 5, generator=torch.Generator().manual_seed(1))
+
+    def grads(fn) -> list[torch.Tensor]:
+        s = scene.clone()
+        for p in PARAMS:
+            getattr(s, p).requires_grad_(True)
+        rgb, depth, alpha = fn(s)
+        loss = (rgb * w[..., :3]).sum() + (depth * w[..., 3]).sum() + (alpha * w[..., 4]).sum()
+        loss.backward()
+        return [getattr(s, p).grad for p in PARAMS]
+
+    def culled(s: GaussianSet) -> tuple[torch.Tensor, ...]:
+        out = render(s, cams, background=bg, backend="torch")
+        return out.rgb, out.depth, out.alpha
+
+    def dense(s: GaussianSet) -> tuple[torch.Tensor, ...]:
+        out = dense_reference(s, cams, bg)
+        return out["rgb"], out["depth"], out["alpha"]
+
+    for name, g1, g2 in zip(PARAMS, grads(culled), grads(dense), strict=True):
+        assert g1.abs().max() > 0, name
+        assert (g1 - g2).abs().max() <= 1e-4 * g2.abs().max() + 1e-6, name
+
+
+# --- culling ---------------------------------------------------------------------------------------------------
+
+
 def test_culled_matches_brute_force_on_random_scene() -> None:
     scene = random_scene(200)
     cams = ring_cameras(2)
-    out = render(scene, cams, background=(0.2, 0.3, 0.4), backend="torch")
-    viewmats, Ks, W, H = camera_tensors(cams, torch.device("cpu"), torch.float32)
-    ref = tb.rasterize_dense(
-        scene.means, scene.quats, scene.scales, scene.opacities, scene.colors, viewmats, Ks, W, H,
-        backgrounds=torch.tensor([[0.2, 0.3, 0.4]] * 2),
-    )
-    assert out.alpha.max() > 0.5  # the scene is actually in view
+    bg = torch.tensor([0.2, 0.3, 0.4])
+    masks = torch.zeros(2, 120, 160, dtype=torch.int64)
+    masks[:, 20:70, 30:100] = 5
+    masks[:, 60:110, 80:150] = 2
+    out = render(scene, cams, background=bg, masks=masks, backend="torch")
+    ref = dense_reference(scene, cams, bg)
+    assert out.alpha.max() > 0.5 and (out.alpha > 0.1).float().mean() > 0.1  # the scene is in view
     for key in ("rgb", "depth", "alpha"):
         assert (getattr(out, key) - ref[key]).abs().max() < 1e-5, key
+    # Γ and visibility from the pair path = per-mask max of the brute-force γ
+    assert out.mask_ids.tolist() == [2, 5]
+    gamma = ref["gamma"]  # [C, HW, N]
+    flat = masks.reshape(2, -1)
+    for m, mid in enumerate([2, 5]):
+        expect = torch.where((flat == mid)[..., None], gamma, torch.zeros_like(gamma)).amax(1)  # [C, N]
+        assert (out.mask_contribution[:, m] - expect).abs().max() < 1e-5
+    assert torch.equal(out.visible, (gamma > 0).any(1))
+    assert out.visible.any()
+
+
+def test_output_shapes_dtype_and_background_per_camera() -> None:
+    scene = random_scene(50, dtype=torch.float64)
+    cams = ring_cameras(3, 40, 30, 40.0)
+    bg = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    out = render(scene, cams, background=bg, backend="torch")
+    assert out.rgb.shape == (3, 30, 40, 3) and out.depth.shape == (3, 30, 40) and out.alpha.shape == (3, 30, 40)
+    assert out.rgb.dtype == torch.float64 and out.visible.shape == (3, 50)
+    assert out.mask_contribution is None and out.mask_ids is None
+    empty = out.alpha == 0
+    assert empty.any()
+    for c in range(3):
+        assert torch.equal(out.rgb[c][empty[c]], bg[c].expand(int(empty[c].sum()), 3))
+
+
+# --- analytic cases ----------------------------------------------------------------------------------------------
+
+
+def test_isotropic_gaussian_peak_and_footprint() -> None:
+    """Peak = colour · opacity at the projected centre; the alpha profile is a Gaussian of std √((σf/z)² + 0.3)."""
+    sigma, z, f, o = 0.03, 1.0, 100.0, 0.8
+    cam = axis_camera(41, 31, f)
+    out = render(gaussians([[0.0, 0.0, z]], sigma, [[0.2, 0.6, 1.0]], o), [cam], backend="torch")
+    alpha = out.alpha[0].double()
+    assert torch.argmax(alpha).item() == 15 * 41 + 20  # centre pixel (u=20, v=15)
+    assert alpha[15, 20].item() == pytest.approx(o, abs=1e-6)
+    assert out.rgb[0, 15, 20].tolist() == pytest.approx([0.2 * o, 0.6 * o, 1.0 * o], abs=1e-6)
+    # fit std from the row profile: ln(alpha / o) = -d² / (2 s²)
+    d = torch.arange(1, 8, dtype=torch.float64)
+    prof = alpha[15, 20 + 1 : 20 + 8]
+    s2 = -(d * d) / (2 * torch.log(prof / o))
+    s_fit = math.sqrt(float(s2.mean()))
+    assert s_fit == pytest.approx(math.sqrt((sigma * f / z) ** 2 + tb.EPS2D), rel=1e-3)
+    assert s_fit == pytest.approx(sigma * f / z, rel=0.02)
+    assert torch.allclose(alpha[15, 20 - 7 : 20].flip(0), prof)  # symmetric
+    # footprint ends where alpha drops below 1/255
+    r_cut = math.sqrt(2 * math.log(o * 255)) * s_fit
+    row = alpha[15]
+    lit = torch.nonzero(row > 0).squeeze(1)
+    assert (lit.max() - 20).item() == math.floor(r_cut) and (20 - lit.min()).item() == math.floor(r_cut)
+
+
+def test_occlusion_order_and_input_order_independence() -> None:
+    cam = axis_camera()
+    red, blue = [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]
+    near_red = gaussians([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0]], [0.05, 0.1], [red, blue], 0.97)
+    centre = render(near_red, [cam], backend="torch").rgb[0, 10, 15]
+    assert centre[0] > 0.95 and centre[2] < 0.05
+    near_blue = gaussians([[0.0, 0.0, 2.0], [0.0, 0.0, 1.0]], [0.1, 0.05], [red, blue], 0.97)
+    centre = render(near_blue, [cam], backend="torch").rgb[0, 10, 15]
+    assert centre[2] > 0.95 and centre[0] < 0.05
+    # the same scene with the Gaussians listed in the other order renders identically
+    scene = random_scene(100, seed=7)
+    cams = ring_cameras(2, 64, 48, 60.0)
+    perm = torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    a = render(scene, cams, backend="torch")
+    b = render(scene.subset(perm), cams, backend="torch")
+    assert (a.rgb - b.rgb).abs().max() < 1e-6 and (a.depth - b.depth).abs().max() < 1e-6
+    assert torch.equal(a.visible[:, perm], b.visible)
 
 
 def test_empty_scene_renders_background() -> None:
@@ -56,4 +237,96 @@ def test_empty_scene_renders_background() -> None:
     out = render(scene, ring_cameras(1), background=(0.1, 0.5, 0.9), backend="torch")
     assert out.rgb.shape == (1, 120, 160, 3)
     assert torch.allclose(out.rgb, torch.tensor([0.1, 0.5, 0.9]).expand(1, 120, 160, 3))
-    assert out.alpha.abs().max() == 0 and out.depth.abs().max() == 0
+    assert out.alpha.abs().max() == 0 and out.depth.abs().max() == 0 and out.visible.shape == (1, 0)
+
+
+def test_gaussians_behind_the_camera_contribute_nothing() -> None:
+    cam = axis_camera()
+    front = gaussians([[0.0, 0.0, 1.0]], 0.05, [[0.0, 1.0, 0.0]], 0.9)
+    # behind the camera, huge, opaque: a wrong sign in the projection would cover the whole image
+    behind = gaussians([[0.0, 0.0, -1.0], [0.05, 0.0, -0.3], [0.0, 0.0, 0.005]], 0.5, [[1.0, 0.0, 0.0]] * 3, 0.99)
+    only_behind = render(behind, [cam], backend="torch")
+    assert only_behind.alpha.abs().max() == 0 and not only_behind.visible.any()
+    both = GaussianSet(**{k: torch.cat([getattr(front, k), getattr(behind, k)]) for k in (*PARAMS, "object_ids")})
+    for p in PARAMS:
+        getattr(both, p).requires_grad_(True)
+    a = render(front, [cam], backend="torch")
+    b = render(both, [cam], backend="torch")
+    assert torch.equal(a.rgb, b.rgb) and torch.equal(a.alpha, b.alpha)
+    assert b.visible[0].tolist() == [True, False, False, False]
+    b.rgb.sum().backward()
+    assert both.means.grad[1:].abs().max() == 0 and torch.isfinite(both.means.grad).all()
+
+
+def test_depth_is_z_of_a_single_gaussian() -> None:
+    cam = axis_camera()
+    out = render(gaussians([[0.02, -0.01, 1.5]], 0.05, [[0.5, 0.5, 0.5]], 0.99), [cam], backend="torch")
+    lit = out.alpha[0] > 0
+    assert lit.sum() > 50
+    # expected depth is alpha-normalised, so every lit pixel sees exactly z; unlit pixels are 0
+    assert torch.allclose(out.depth[0][lit], torch.tensor(1.5), atol=1e-6)
+    assert out.depth[0][~lit].abs().max() == 0
+    # two at different depths: the normalised expectation lies between, weighted towards the nearer one
+    two = render(gaussians([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0]], [0.05, 0.1], [[1, 0, 0], [0, 0, 1]], 0.5), [cam],
+                 backend="torch")
+    d = two.depth[0, 10, 15].item()
+    w1, w2 = 0.5, 0.5 * 0.5  # γ of the near and the far Gaussian at the centre pixel
+    assert d == pytest.approx((w1 * 1.0 + w2 * 2.0) / (w1 + w2), abs=1e-5)
+
+
+def test_mask_contribution_side_by_side_and_occluded() -> None:
+    cam = axis_camera(81, 21)
+    # A left (u = 10), B right (u = 70), C right behind A (same ray, hidden by A's wide opaque core)
+    scene = gaussians(
+        [[-0.3, 0.0, 1.0], [0.3, 0.0, 1.0], [-0.6, 0.0, 2.0]],
+        [0.06, 0.03, 0.01], [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [0.9995, 0.7, 0.9],
+    )
+    masks = torch.zeros(1, 21, 81, dtype=torch.int32)
+    masks[0, :, :40] = 3
+    masks[0, :, 40:] = 7
+    out = render(scene, [cam], masks=masks, backend="torch")
+    assert out.mask_ids.tolist() == [3, 7]
+    G = out.mask_contribution[0]  # [M=2, N=3]
+    assert G.shape == (2, 3)
+    assert G[0, 0].item() == pytest.approx(0.999, abs=1e-5)  # A's peak (alpha clamps at 0.999), in its own mask
+    assert G[1, 1].item() == pytest.approx(0.7, abs=1e-5)  # B's peak
+    assert G[1, 0] == 0 and G[0, 1] == 0  # nothing in the other mask
+    assert G[0, 2] < 0.01 * G[0, 0]  # C is behind A's opaque core
+    assert int(torch.argmax(G[:, 0])) == 0 and int(torch.argmax(G[:, 1])) == 1
+    # without A in front, C shows up in mask 3 with its full peak
+    alone = render(scene.subset(torch.tensor([1, 2])), [cam], masks=masks, backend="torch")
+    assert alone.mask_contribution[0, 0, 1].item() == pytest.approx(0.9, abs=1e-5)
+
+
+# --- interface ---------------------------------------------------------------------------------------------------
+
+
+def test_bad_arguments_raise_config_errors() -> None:
+    scene = random_scene(10)
+    cams = ring_cameras(2, 40, 30)
+    with pytest.raises(ConfigError, match="backend"):
+        render(scene, cams, backend="vulkan")
+    with pytest.raises(ConfigError, match="CUDA"):
+        render(scene, cams, backend="gsplat")
+    with pytest.raises(ConfigError, match="resolution"):
+        render(scene, [cams[0], cams[1].scaled(0.5)])
+    with pytest.raises(ConfigError, match="masks"):
+        render(scene, cams, masks=torch.zeros(1, 30, 40, dtype=torch.int64))
+    with pytest.raises(ConfigError, match="no cameras"):
+        render(scene, [])
+
+
+def test_auto_backend_on_cpu_is_torch_and_gsplat_not_imported() -> None:
+    code = (
+        "import sys, torch, numpy as np\n"
+        "from vidyn_ros.render import render\n"
+        "from vidyn_ros.types import GaussianSet, CameraModel\n"
+        "g = GaussianSet(torch.zeros(1, 3) + torch.tensor([0, 0, 1.0]), torch.tensor([[1.0, 0, 0, 0]]),"
+        " torch.full((1, 3), -3.0), torch.ones(1, 3), torch.ones(1), torch.ones(1, dtype=torch.long))\n"
+        "cam = CameraModel('c', 16, 12, np.array([[10.0, 0, 7.5], [0, 10.0, 5.5], [0, 0, 1]]))\n"
+        "out = render(g, [cam])\n"
+        "assert out.alpha.max() > 0.3\n"
+        "assert 'gsplat' not in sys.modules, 'gsplat imported on a CPU-only render'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -421,14 +421,15 @@ def rasterize(
         rgb = rgb + (1.0 - alpha)[..., None] * backgrounds[:, None, None, :].to(rgb.dtype)
     depth = acc[..., 3] / alpha.clamp_min(1e-10)
     out = {"rgb": rgb, "depth": depth, "alpha": alpha}
-    out["visible"] = _visible(pairs, C, N, means.device)
+    out["visible"] = visible_from_pairs(pairs, C, N)
     if masks is not None:
         out["mask_contribution"] = contribution(pairs, masks, mask_ids, C, N)
     return out
 
 
-def _visible(pairs: Pairs, C: int, N: int, device: torch.device) -> torch.Tensor:
-    vis = torch.zeros(C * N, dtype=torch.bool, device=device)
+def visible_from_pairs(pairs: Pairs, C: int, N: int) -> torch.Tensor:
+    """[C, N] bool: the (camera, Gaussian) entry contributes to at least one pixel."""
+    vis = torch.zeros(C * N, dtype=torch.bool, device=pairs.splat.device)
     vis[pairs.splat] = True
     return vis.reshape(C, N)
 
@@ -470,7 +471,9 @@ def rasterize_dense(
     far: float = 1e10,
 ) -> dict[str, torch.Tensor]:
     """Brute-force twin of :func:`rasterize` without any culling: every Gaussian against every pixel, [C, H*W, N]
-    tensors and a plain cumprod. Only for tests on small scenes (the reference for the culled path).
+    tensors, a plain cumprod and autograd. Only for tests on small scenes (the reference for the culled path).
+
+    Returns rgb, depth, alpha like :func:`rasterize` plus gamma [C, H*W, N], every pixel's γ per Gaussian.
     """
     C, N = viewmats.shape[0], means.shape[0]
     H, W = height, width
@@ -503,4 +506,5 @@ def rasterize_dense(
     acc_z = (w * z[:, None, :]).sum(-1).reshape(C, H, W)
     if backgrounds is not None:
         rgb = rgb + (1.0 - acc_a)[..., None] * backgrounds[:, None, None, :].to(rgb.dtype)
-    return {"rgb": rgb, "depth": acc_z / acc_a.clamp_min(1e-10), "alpha": acc_a}
+    gamma = torch.zeros_like(w).scatter(2, idx[:, None, :].expand_as(w), w)  # back to input order
+    return {"rgb": rgb, "depth": acc_z / acc_a.clamp_min(1e-10), "alpha": acc_a, "gamma": gamma}

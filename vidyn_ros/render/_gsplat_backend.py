@@ -1,0 +1,90 @@
+"""gsplat (CUDA) backend: ``gsplat.rasterization`` for the images, the torch pair path for the id-voting statistics.
+
+gsplat is imported inside :func:`rasterize` only: importing it JIT-compiles / loads its CUDA extension.
+
+Conventions: gsplat puts pixel j's centre at j + 0.5, our intrinsics at j (OpenCV), so K's principal point is shifted
+by +0.5 px on the way in (``_torch_backend.gsplat_intrinsics``). gsplat's "RGB+ED" depth is the alpha-normalised
+expected z, as in our contract; colours are post-activation (``sh_degree=None``).
+
+Γ (mask_contribution) and ``visible`` are not produced by gsplat: they are computed without grad by re-running
+:func:`vidyn_ros.render._torch_backend.intersect` on gsplat's own projected 2D Gaussians (``meta`` means2d, conics,
+opacities, depths, radii), so they describe exactly the splats gsplat rasterised.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vidyn_ros.render import _torch_backend as tb
+
+
+def rasterize(
+    means: torch.Tensor,  # [N, 3]
+    quats: torch.Tensor,  # [N, 4] (w, x, y, z)
+    scales: torch.Tensor,  # [N, 3]
+    opacities: torch.Tensor,  # [N]
+    colors: torch.Tensor,  # [N, 3]
+    viewmats: torch.Tensor,  # [C, 4, 4] world-to-camera
+    Ks: torch.Tensor,  # [C, 3, 3] OpenCV convention
+    width: int,
+    height: int,
+    backgrounds: torch.Tensor | None = None,  # [C, 3]
+    masks: torch.Tensor | None = None,  # [C, H, W] int
+    mask_ids: torch.Tensor | None = None,  # [M]
+    near: float = 0.01,
+    far: float = 1e10,
+    with_visible: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Same outputs as :func:`vidyn_ros.render._torch_backend.rasterize`, rendered by gsplat (float32, CUDA)."""
+    from gsplat import rasterization
+
+    C, N = viewmats.shape[0], means.shape[0]
+    f32 = torch.float32
+    Kg = tb.gsplat_intrinsics(Ks.to(f32))
+    if N == 0:  # gsplat's kernels do not accept empty inputs
+        alpha = means.new_zeros(C, height, width, dtype=f32)
+        bg = backgrounds if backgrounds is not None else means.new_zeros(C, 3, dtype=f32)
+        out = {"rgb": bg[:, None, None, :].expand(C, height, width, 3).clone(), "depth": alpha.clone(), "alpha": alpha}
+        out["visible"] = torch.zeros(C, 0, dtype=torch.bool, device=means.device)
+        if masks is not None:
+            out["mask_contribution"] = means.new_zeros(C, int(mask_ids.numel()), 0, dtype=f32)
+        return out
+    render_colors, render_alphas, meta = rasterization(
+        means.to(f32),
+        quats.to(f32),
+        scales.to(f32),
+        opacities.to(f32),
+        colors.to(f32),
+        viewmats.to(f32),
+        Kg,
+        width,
+        height,
+        near_plane=near,
+        far_plane=far,
+        eps2d=tb.EPS2D,
+        packed=False,  # meta then holds dense [C, N, ...] projections, which the Γ path below indexes directly
+        render_mode="RGB+ED",
+        backgrounds=None if backgrounds is None else backgrounds.to(f32),
+        rasterize_mode="classic",
+    )
+    out = {
+        "rgb": render_colors[..., :3],
+        "depth": render_colors[..., 3],
+        "alpha": render_alphas[..., 0],
+    }
+    if masks is not None or with_visible:
+        with torch.no_grad():
+            pairs = tb.intersect(
+                meta["means2d"].detach().reshape(C * N, 2),
+                meta["conics"].detach().reshape(C * N, 3),
+                meta["opacities"].detach().reshape(C * N),
+                meta["depths"].detach().reshape(C * N),
+                meta["radii"].reshape(C * N, 2),
+                torch.arange(C, device=means.device).repeat_interleave(N),
+                width,
+                height,
+            )
+        out["visible"] = tb.visible_from_pairs(pairs, C, N)
+        if masks is not None:
+            out["mask_contribution"] = tb.contribution(pairs, masks, mask_ids, C, N)
+    return out

@@ -38,8 +38,11 @@ class TrackConfig:
     """Tracking settings."""
 
     icp_voxel: float = 0.004  # [m] observed points are voxel-downsampled to this before ICP
+    model_voxel: float = 0.003  # [m] voxel of each object's ICP model cloud (its points in the first frame)
     icp_max_distance: float = 0.02  # [m] correspondence gate for ICP
     icp_iterations: int = 30
+    relocalise_fitness: float = 0.6  # below this ICP fitness, also try principal-axis guesses (object lost)
+    coarse_factor: float = 3.0  # the coarse ICP pass gates correspondences at this multiple of icp_max_distance
     min_points: int = 30  # observed points below which an object counts as not visible
     min_fitness: float = 0.3  # ICP result accepted only if this fraction of observed points found a partner
     constant_velocity: bool = True  # warm start from the last frame-to-frame motion
@@ -86,10 +89,20 @@ class Tracker:
         gaussians: the initialised scene (world frame), object ids set.
         cfg: tracking settings.
         cameras: the rig's cameras (orients normals).
+        model_cloud: the fused observation the scene was initialised from; each object's points in it (voxel
+            ``model_voxel``) are the ICP model. Registering raw observations onto raw observations avoids the bias of
+            registering them onto optimised Gaussian centres. None: the Gaussian centres are the model.
     """
 
-    def __init__(self, gaussians: GaussianSet, cfg: TrackConfig | None = None, cameras=None) -> None:
+    def __init__(
+        self,
+        gaussians: GaussianSet,
+        cfg: TrackConfig | None = None,
+        cameras=None,
+        model_cloud: FusedCloud | None = None,
+    ) -> None:
         self.cfg = cfg or TrackConfig()
+        self.background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # colour behind the Gaussians (refinement)
         self.cameras = cameras
         self.gaussians = gaussians.detach().clone()
         self.canonical = self.gaussians.means.detach().cpu().numpy().astype(np.float64)  # [N,3]
@@ -97,15 +110,18 @@ class Tracker:
         self.normals = np.zeros_like(self.canonical)
         self.objects: dict[int, ObjectTrack] = {}
         self._knn: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._model: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> canonical ICP model points, normals
         ids = self.gaussians.object_ids.cpu().numpy()
         for k in np.unique(ids[ids > 0]):
-            self._add_object(int(k), np.flatnonzero(ids == k))
+            obs = model_cloud.select(model_cloud.labels == k) if model_cloud is not None else None
+            self._add_object(int(k), np.flatnonzero(ids == k), obs)
         self.positions: list[np.ndarray] = []
         self.quats: list[np.ndarray] = []
         self.stamps: list[int] = []
 
     # ------------------------------------------------------------------ objects
-    def _add_object(self, k: int, idx: np.ndarray) -> None:
+    def _add_object(self, k: int, idx: np.ndarray, observed: FusedCloud | None = None) -> None:
+        import open3d as o3d
         from scipy.spatial import cKDTree
 
         self.objects[k] = ObjectTrack(k)
@@ -115,6 +131,14 @@ class Tracker:
             nn = min(self.cfg.knn, len(idx) - 1)
             _, nbr = cKDTree(pts).query(pts, k=nn + 1)
             self._knn[k] = (idx, idx[nbr[:, 1:]])  # global indices of each Gaussian and of its neighbours
+        if observed is not None and len(observed) >= self.cfg.min_points:
+            pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(observed.points.astype(np.float64)))
+            if self.cfg.model_voxel > 0:
+                pc = pc.voxel_down_sample(self.cfg.model_voxel)
+            mp = np.asarray(pc.points).copy()
+            self._model[k] = (mp, estimate_normals(mp, cameras=self.cameras))
+        elif len(idx) >= 4:
+            self._model[k] = (pts.copy(), self.normals[idx].copy())
 
     def object_indices(self, k: int) -> np.ndarray:
         return np.flatnonzero(self.gaussians.object_ids.cpu().numpy() == k)
@@ -133,7 +157,7 @@ class Tracker:
         self.canonical = np.concatenate([self.canonical, sub.points.astype(np.float64)])
         self.canonical_quats = torch.cat([self.canonical_quats, new.quats])
         self.normals = np.concatenate([self.normals, np.zeros((len(sub), 3))])
-        self._add_object(k, np.arange(start, start + len(sub)))
+        self._add_object(k, np.arange(start, start + len(sub)), cloud)
         log.info("object %d entered the view: %d new Gaussians", k, len(sub))
 
     # ------------------------------------------------------------------ per frame
@@ -158,11 +182,7 @@ class Tracker:
                 obj.T_prev = obj.T.copy()  # hold still while unseen: no velocity to extrapolate with
                 continue
             obj.visible = True
-            T_new, fit, rmse = self._rigid_step(k, obs.points, T_pred)
-            if fit < cfg.min_fitness and cfg.constant_velocity:
-                T_alt, fit_alt, rmse_alt = self._rigid_step(k, obs.points, obj.T)
-                if fit_alt > fit:
-                    T_new, fit, rmse = T_alt, fit_alt, rmse_alt
+            T_new, fit, rmse = self._register(k, obs.points, [T_pred, obj.T])
             if fit < cfg.min_fitness:
                 log.debug("object %d: ICP fitness %.2f below %.2f, keeping the prediction", k, fit, cfg.min_fitness)
                 T_new = T_pred
@@ -179,23 +199,81 @@ class Tracker:
         self.record(frame.stamp_ns)
         return stats
 
-    def _rigid_step(self, k: int, observed: np.ndarray, T_init: np.ndarray) -> tuple[np.ndarray, float, float]:
+    def _register(self, k: int, observed: np.ndarray, inits: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
+        """Best rigid pose over several starting guesses (the constant-velocity prediction, the last pose, and each
+        shifted so that the model's centroid meets the observed centroid — this catches fast motion, e.g. a ball at
+        1 m/s moves 33 mm per frame, beyond the ICP gate). Each is refined coarse (wide gate) then fine.
+        """
+        cfg = self.cfg
+        mp, _ = self._model.get(k, (None, None))
+        cands = list(inits)
+        if mp is not None:
+            for T in inits:
+                shift = observed.mean(axis=0) - (mp @ T[:3, :3].T + T[:3, 3]).mean(axis=0)
+                Ts = T.copy()
+                Ts[:3, 3] += shift
+                cands.append(Ts)
+        best = (inits[0], -1.0, float("inf"))
+        for i, T0 in enumerate(cands):
+            T1, fit, rmse = self._rigid_step(k, observed, T0, cfg.icp_max_distance * cfg.coarse_factor)
+            T2, fit, rmse = self._rigid_step(k, observed, T1, cfg.icp_max_distance)
+            if fit > best[1] + 1e-3 or (abs(fit - best[1]) <= 1e-3 and rmse < best[2]):
+                best = (T2, fit, rmse)
+            if i == 0 and fit > 0.9:  # the prediction was good: skip the other guesses (the common case, cheap)
+                break
+        if best[1] < cfg.relocalise_fitness and mp is not None:
+            # lost (e.g. a pin knocked over: 90 degrees in a few frames): guesses that put the model's principal
+            # axes onto the observed points' principal axes, all sign flips, then ICP as above
+            for T0 in self._pca_guesses(mp, observed):
+                T1, fit, rmse = self._rigid_step(k, observed, T0, cfg.icp_max_distance * cfg.coarse_factor)
+                T2, fit, rmse = self._rigid_step(k, observed, T1, cfg.icp_max_distance)
+                if fit > best[1] + 1e-3 or (abs(fit - best[1]) <= 1e-3 and rmse < best[2]):
+                    best = (T2, fit, rmse)
+        return best
+
+    @staticmethod
+    def _pca_guesses(model: np.ndarray, observed: np.ndarray) -> list[np.ndarray]:
+        """World <- canonical poses aligning principal axes of the canonical model with the observed points'."""
+        def axes(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            c = p.mean(axis=0)
+            _, _, vt = np.linalg.svd(p - c, full_matrices=False)
+            return c, vt.T  # columns: principal axes, largest first
+
+        cm, Am = axes(model)
+        co, Ao = axes(observed)
+        out = []
+        for sx in (1.0, -1.0):
+            for sy in (1.0, -1.0):
+                B = Ao * np.array([sx, sy, 1.0])
+                B[:, 2] = np.cross(B[:, 0], B[:, 1])
+                A = Am.copy()
+                A[:, 2] = np.cross(A[:, 0], A[:, 1])
+                R = B @ A.T
+                T = np.eye(4)
+                T[:3, :3] = R
+                T[:3, 3] = co - R @ cm
+                out.append(T)
+        return out
+
+    def _rigid_step(
+        self, k: int, observed: np.ndarray, T_init: np.ndarray, max_distance: float | None = None
+    ) -> tuple[np.ndarray, float, float]:
         """Point-to-plane ICP of observed points onto the object's Gaussians at T_init. Returns (T, fitness, rmse)."""
         import open3d as o3d
 
         cfg = self.cfg
-        idx = self.object_indices(k)
-        if len(idx) < 4:
+        if k not in self._model:
             return T_init, 0.0, float("nan")
+        mp, mn = self._model[k]
         R, t = T_init[:3, :3], T_init[:3, 3]
-        model = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self.canonical[idx] @ R.T + t))
-        model.normals = o3d.utility.Vector3dVector(self.normals[idx] @ R.T)
+        model = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(mp @ R.T + t))
+        model.normals = o3d.utility.Vector3dVector(mn @ R.T)
         src = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(observed.astype(np.float64)))
         if cfg.icp_voxel > 0:
             src = src.voxel_down_sample(cfg.icp_voxel)
         reg = o3d.pipelines.registration
         res = reg.registration_icp(
-            src, model, cfg.icp_max_distance, np.eye(4), reg.TransformationEstimationPointToPlane(),
+            src, model, max_distance or cfg.icp_max_distance, np.eye(4), reg.TransformationEstimationPointToPlane(),
             reg.ICPConvergenceCriteria(relative_fitness=1e-7, relative_rmse=1e-7, max_iteration=cfg.icp_iterations),
         )  # fmt: skip
         # res maps observed -> model at T_init; the object therefore moved by its inverse
@@ -244,7 +322,7 @@ class Tracker:
         for _ in range(cfg.refine_iters):
             opt.zero_grad(set_to_none=True)
             gi = GaussianSet(means, g.quats, g.log_scales, g.colors, g.opacity_logits, g.object_ids)
-            out = render(gi, targets.cameras, backend=backend)
+            out = render(gi, targets.cameras, background=self.background, backend=backend)
             loss = photometric_loss(out.rgb, targets.color, 0.0) + depth_loss(out.depth, targets.depth)
             d = means[pj] - means[pi]
             rigid = (d - torch.einsum("pij,pj->pi", Rs, d_canon)).norm(dim=1).mean()

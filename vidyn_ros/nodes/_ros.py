@@ -494,9 +494,12 @@ def spin_nodes(
     until: Callable[[], bool] | None = None,
     shutdown: Shutdown | None = None,
     num_threads: int | None = None,
+    drain_s: float = 0.3,
 ) -> str:
     """Spin ``nodes`` in one MultiThreadedExecutor until a signal, ``duration_s`` of wall time, or ``until()`` is true.
 
+    After ``until()`` first becomes true (a node finished), spinning goes on for ``drain_s`` so that messages still in
+    flight (the last frame a rig published, the tail of a bag) reach their subscribers before anything is closed.
     Returns why it stopped: "signal", "duration", "done" or "external". Nodes are NOT destroyed here (the caller does
     that, after calling each node's ``close()`` if it has one).
     """
@@ -506,6 +509,7 @@ def spin_nodes(
         executor.add_node(n)
     t_end = None if duration_s is None else time.monotonic() + duration_s
     reason = "external"
+    t_done: float | None = None
     try:
         while rclpy.ok(context=context):
             executor.spin_once(timeout_sec=0.05)
@@ -515,7 +519,9 @@ def spin_nodes(
             if t_end is not None and time.monotonic() >= t_end:
                 reason = "duration"
                 break
-            if until is not None and until():
+            if t_done is None and until is not None and until():
+                t_done = time.monotonic() + drain_s
+            if t_done is not None and time.monotonic() >= t_done:
                 reason = "done"
                 break
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -102,6 +102,9 @@ class BagPlayer(Node):
         t_end = time.monotonic() + self.p.wait_for_subscribers_s
         while time.monotonic() < t_end:
             if all(p.get_subscription_count() > 0 for p in self._pubs.values()):
+                # The writer matches the reader before the reader has matched the writer; samples sent in that
+                # window are dropped by the reader. A short settle time closes it.
+                self._sleep(0.25)
                 return
             if not self._sleep(0.05):
                 return

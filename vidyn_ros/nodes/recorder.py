@@ -160,7 +160,7 @@ class Recorder(Node):
         self._subs[topic] = self.create_subscription(
             cls, topic, lambda raw, t=topic: self._on_message(t, raw), self._qos_for(topic), raw=True
         )
-        self.get_logger().info(f"recording {topic} [{msgtype}]")
+        self.get_logger().debug(f"recording {topic} [{msgtype}]")
 
     # ------------------------------------------------------------------------------------------------------- write
     def _on_message(self, topic: str, raw: bytes) -> None:

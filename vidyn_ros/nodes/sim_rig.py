@@ -93,7 +93,8 @@ class SimRigNode(Node):
         self.fatal: str | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = _ros.LoopThread(self._run, name="sim_rig", on_error=self._on_error).start()
+        self._thread = _ros.LoopThread(self._run, name="sim_rig", on_error=self._on_error)
+        self._thread.start()  # after the assignment: _run uses self._thread
         self._ready.wait()
         if self._error is not None:  # scenario built but MuJoCo could not: report it from the constructor
             self._thread.stop()

@@ -211,6 +211,16 @@ def init_gaussians(
     )
 
 
+def estimate_background(frame: MultiViewFrame) -> tuple[float, float, float]:
+    """Background colour behind the Gaussians: the median colour of pixels without depth (sky / far wall), black
+    when every pixel has depth."""
+    cols = [v.color[v.depth <= 0] for v in frame.views]
+    cols = np.concatenate(cols) if cols else np.zeros((0, 3))
+    if len(cols) < 10:
+        return (0.0, 0.0, 0.0)
+    return tuple(float(c) for c in np.median(cols, axis=0) / 255.0)
+
+
 @dataclass
 class Targets:
     """Observed views at the working resolution (torch). color [C,h,w,3] in [0,1]; depth [C,h,w] m; mask [C,h,w]."""
@@ -312,5 +322,5 @@ def fit_gaussians(
         with torch.no_grad():
             g.colors.clamp_(0.0, 1.0)
             g.log_scales.clamp_(max=float(np.log(0.05)))  # no Gaussian wider than 5 cm σ: keeps renders local
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return g.detach(), losses

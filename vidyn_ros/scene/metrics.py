@@ -64,7 +64,7 @@ class CentroidTracker:
 
 
 def ground_truth_ids(
-    gaussians: GaussianSet, frame: MultiViewFrame, depth_tol: float = 0.01
+    gaussians: GaussianSet, frame: MultiViewFrame, depth_tol: float = 0.02
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth id per Gaussian from the masks (see module docstring).
 
@@ -97,7 +97,7 @@ def ground_truth_ids(
     return votes.argmax(axis=1), has
 
 
-def id_accuracy(gaussians: GaussianSet, frame: MultiViewFrame, depth_tol: float = 0.01) -> dict[str, float]:
+def id_accuracy(gaussians: GaussianSet, frame: MultiViewFrame, depth_tol: float = 0.02) -> dict[str, float]:
     """Id accuracy over Gaussians with a ground-truth label: overall and over object (gt id > 0) Gaussians only."""
     gt, has = ground_truth_ids(gaussians, frame, depth_tol)
     est = gaussians.object_ids.cpu().numpy()

@@ -14,7 +14,15 @@ import torch
 
 from vidyn_ros.types import CameraModel, GaussianSet, MultiViewFrame, ObjectPose
 
-from .init import FitConfig, fit_gaussians, fuse_views, init_gaussians, make_targets, split_budget
+from .init import (
+    FitConfig,
+    estimate_background,
+    fit_gaussians,
+    fuse_views,
+    init_gaussians,
+    make_targets,
+    split_budget,
+)
 from .track import TrackConfig, Tracker
 
 log = logging.getLogger(__name__)
@@ -31,7 +39,10 @@ class SceneConfig:
     downscale: int = 1  # integer image downscale for rendering losses (4: 640x480 -> 160x120)
     init_iters: int = 60  # optimisation steps at initialisation
     iters_per_frame: int = 0  # per-Gaussian refinement steps per tracked frame
+    estimate_background: bool = True  # background colour = median colour of pixels without depth
     vote_ids: bool = True  # cross-view id vote after the initial optimisation (needs masks)
+    vote_min_contribution: float = 0.2  # a view votes only where a Gaussian's best Γ reaches this
+    vote_prior_weight: float = 0.0  # extra votes for the pixel label a Gaussian was made from (0: paper's rule)
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
@@ -58,6 +69,7 @@ class SceneEstimator:
         self.cfg = cfg or SceneConfig()
         self.tracker: Tracker | None = None
         self.init_losses: list[float] = []
+        self.background: tuple[float, float, float] = tuple(self.cfg.fit.background)
         self.n_updates = 0
 
     @property
@@ -77,17 +89,23 @@ class SceneEstimator:
             from vidyn_ros.errors import VidynError
 
             raise VidynError("scene initialisation: no valid depth in any view")
+        full = cloud
         cloud = split_budget(cloud, cfg.budget, cfg.object_share, seed=cfg.seed)
         g = init_gaussians(cloud, frame.cameras, device=cfg.device)
         targets = make_targets(frame, cfg.downscale, cfg.device)
+        if cfg.estimate_background:
+            self.background = estimate_background(frame)
         if cfg.init_iters > 0:
-            fit = FitConfig(**{**cfg.fit.__dict__, "iterations": cfg.init_iters})
+            fit = FitConfig(**{**cfg.fit.__dict__, "iterations": cfg.init_iters, "background": self.background})
             g, self.init_losses = fit_gaussians(g, targets, fit, backend=cfg.backend, progress=progress)
         if cfg.vote_ids and targets.mask is not None:
             from .voting import vote_object_ids
 
-            g.object_ids = vote_object_ids(g, targets.cameras, targets.mask, backend=cfg.backend)
-        self.tracker = Tracker(g, cfg.track, cameras=frame.cameras)
+            g.object_ids = vote_object_ids(g, targets.cameras, targets.mask, backend=cfg.backend,
+                                           min_contribution=cfg.vote_min_contribution,
+                                           prior_weight=cfg.vote_prior_weight)
+        self.tracker = Tracker(g, cfg.track, cameras=frame.cameras, model_cloud=full)
+        self.tracker.background = self.background
         self.tracker.record(frame.stamp_ns)
         return self.tracker.gaussians
 
@@ -119,12 +137,13 @@ class SceneEstimator:
         )
 
     @torch.no_grad()
-    def render(self, cameras: list[CameraModel], background=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, cameras: list[CameraModel], background=None) -> tuple[np.ndarray, np.ndarray]:
         """Render the current scene: (rgb uint8 [C,H,W,3], depth float32 [C,H,W] m)."""
         from vidyn_ros.render import render
 
         if self.tracker is None:
             raise RuntimeError("scene not initialised")
-        out = render(self.tracker.gaussians, cameras, background=background, backend=self.cfg.backend)
+        bg = self.background if background is None else background
+        out = render(self.tracker.gaussians, cameras, background=bg, backend=self.cfg.backend)
         rgb = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
         return rgb, out.depth.float().cpu().numpy()

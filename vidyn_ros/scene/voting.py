@@ -21,6 +21,8 @@ def vote_from_contributions(
     mask_ids: torch.Tensor,
     min_contribution: float = 1e-3,
     fallback: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None,
+    prior_weight: float = 0.0,
 ) -> torch.Tensor:
     """Majority vote over views of the per-view argmax over masks.
 
@@ -29,6 +31,8 @@ def vote_from_contributions(
         mask_ids: [M] the object id each mask row stands for (0 allowed: the background mask).
         min_contribution: a view whose best Γ is below this abstains for that Gaussian.
         fallback: [N] ids for Gaussians no view voted for (default 0 = background).
+        prior: [N] ids that cast ``prior_weight`` extra votes (e.g. the mask label of the pixel a Gaussian was
+            initialised from); 0 weight = the paper's rule.
     Returns:
         [N] int64 object ids.
     """
@@ -40,8 +44,13 @@ def vote_from_contributions(
     votes_id = mask_ids.to(device).long()[arg]  # [C, N]
     valid = best >= min_contribution
     n_ids = int(mask_ids.max()) + 1
+    if prior is not None:
+        n_ids = max(n_ids, int(prior.max()) + 1 if prior.numel() else 0)
     counts = torch.zeros(N, n_ids, device=device, dtype=contribution.dtype)
     counts.scatter_add_(1, votes_id.T, valid.T.to(contribution.dtype))
+    if prior is not None and prior_weight > 0:
+        counts.scatter_add_(1, prior.to(device).long()[:, None],
+                            torch.full((N, 1), prior_weight, device=device, dtype=contribution.dtype))
     # ties between ids (e.g. 1 view each) go to the larger summed contribution, not to the smaller id
     strength = torch.zeros(N, n_ids, device=device, dtype=contribution.dtype)
     strength.scatter_add_(1, votes_id.T, (best * valid).T)
@@ -63,6 +72,7 @@ def vote_object_ids(
     min_contribution: float = 1e-3,
     backend: str = "auto",
     fallback: torch.Tensor | None = None,
+    prior_weight: float = 0.0,
 ) -> torch.Tensor:
     """Object id per Gaussian by rendering the contributions Γ against instance masks and voting.
 
@@ -71,6 +81,7 @@ def vote_object_ids(
         cameras: C cameras; the masks must be at each camera's resolution.
         masks: [C, H, W] int instance ids (0 = background).
         fallback: [N] ids for Gaussians that no view sees (default: their current ids).
+        prior_weight: extra votes for each Gaussian's current id (see ``vote_from_contributions``).
     Returns:
         [N] int64 ids.
     """
@@ -81,4 +92,5 @@ def vote_object_ids(
     if out.mask_contribution is None or out.mask_ids is None:
         raise RuntimeError("renderer returned no mask_contribution although masks were given")
     fb = gaussians.object_ids if fallback is None else fallback
-    return vote_from_contributions(out.mask_contribution, out.mask_ids - 1, min_contribution, fallback=fb)
+    return vote_from_contributions(out.mask_contribution, out.mask_ids - 1, min_contribution, fallback=fb,
+                                   prior=gaussians.object_ids, prior_weight=prior_weight)

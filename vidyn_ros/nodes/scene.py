@@ -1,0 +1,184 @@
+"""scene node: multi-view RGB-D (+ instance masks) -> live Gaussian scene (vidyn_ros.scene.SceneEstimator).
+
+Wiring:
+  in   /<cam>/color/image_raw, /<cam>/aligned_depth_to_color/image_raw, /<cam>/color/camera_info, /<cam>/mask
+       (synchronised into MultiViewFrames by vidyn_ros.rig.sync.TopicSynchronizer; camera poses from the rig
+       calibration YAML, or from a simulated-rig scenario)
+  out  /vidyn/scene/gaussians (PointCloud2: x y z rgb opacity scale_x/y/z rot_w/x/y/z object_id, frame world)
+       /vidyn/scene/objects (MarkerArray: per-object centroid, oriented box, id text)
+       /vidyn/scene/render/<cam> (rgb8: the scene rendered from that camera)
+       /diagnostics (update rate, loss, #Gaussians, ICP fitness)
+Callbacks only feed the synchroniser; the estimator runs on a worker thread with a drop-oldest queue of 1, so a slow
+update skips frames instead of lagging behind. ``save_ply`` writes the final scene as a 3DGS PLY on shutdown.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rclpy.node import Node
+
+from vidyn_ros.errors import ConfigError
+from vidyn_ros.nodes import _ros
+
+NODE_NAME = "scene"
+GAUSSIANS_TOPIC = "/vidyn/scene/gaussians"
+OBJECTS_TOPIC = "/vidyn/scene/objects"
+RENDER_TOPIC = "/vidyn/scene/render/{cam}"
+
+PARAMS = [
+    _ros.Param("cameras", ["cam0", "cam1", "cam2", "cam3"], "camera names (topic prefixes)"),
+    _ros.Param("calibration", "", "rig calibration YAML with each camera's pose (camera-to-world)"),
+    _ros.Param("scenario", "", "simulated-rig scenario to take camera poses from when no calibration is given"),
+    _ros.Param("use_masks", True, "wait for /<cam>/mask and use the instance masks (object ids)"),
+    _ros.Param("slop_ms", 15.0, "largest stamp spread inside one synchronised set [ms]"),
+    _ros.Param("device", "cpu", "torch device for the scene: cpu, cuda, cuda:1 ..."),
+    _ros.Param("backend", "auto", "renderer backend: auto (gsplat on CUDA), torch, gsplat"),
+    _ros.Param("budget", 5000, "number of Gaussians at initialisation"),
+    _ros.Param("object_share", 0.5, "fraction of the Gaussian budget given to objects"),
+    _ros.Param("image_downscale", 1, "integer downscale of the images for the rendering losses"),
+    _ros.Param("init_iters", 60, "optimisation iterations at initialisation"),
+    _ros.Param("iters_per_frame", 0, "per-Gaussian refinement iterations per tracked frame"),
+    _ros.Param("publish_renders", True, "publish /vidyn/scene/render/<cam>"),
+    _ros.Param("render_every", 1, "publish renders every n-th update (rendering costs time on CPU)"),
+    _ros.Param("stale_s", 2.0, "warn on /diagnostics when no synchronised frame arrived for this long"),
+    _ros.Param("save_ply", "", "write the scene as a 3DGS PLY (with object_id) to this path on shutdown"),
+    _ros.Param("seed", 0, "random seed"),
+]
+
+
+def camera_poses(calibration: str, scenario: str) -> dict[str, Any]:
+    """Camera-to-world poses from a calibration file, else from a scenario's simulated cameras."""
+    if calibration:
+        from vidyn_ros.rig.calibration_io import load_rig_calibration
+
+        return load_rig_calibration(calibration)
+    if scenario:
+        from vidyn_ros.rig.scenario import load_scenario
+        from vidyn_ros.rig.sim import SimRig
+
+        with SimRig(load_scenario(scenario), seed=0, render_scale=0.25) as rig:
+            return {c.name: c.T_world_cam for c in rig.cameras}
+    raise ConfigError("scene: set parameter 'calibration' (rig calibration YAML) or 'scenario' for the camera poses")
+
+
+class SceneNode(Node):
+    """Runs a SceneEstimator on synchronised frames; see the module docstring."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        node_kwargs.setdefault("node_name", NODE_NAME)
+        super().__init__(**node_kwargs)
+        self.p = _ros.declare_params(self, PARAMS)
+        p = self.p
+        if not p.cameras:
+            raise ConfigError("scene: parameter 'cameras' is empty")
+        if p.image_downscale < 1:
+            raise ConfigError(f"scene: image_downscale must be >= 1, got {p.image_downscale}")
+        poses = camera_poses(p.calibration, p.scenario)
+        missing = [c for c in p.cameras if c not in poses]
+        if missing:
+            raise ConfigError(f"scene: no pose for camera(s) {missing} (calibration has {sorted(poses)})")
+
+        from vidyn_ros import msgs
+        from vidyn_ros.rig.sync import TopicSynchronizer
+        from vidyn_ros.scene.pipeline import SceneConfig, SceneEstimator
+
+        self.msgs = msgs
+        self.estimator = SceneEstimator(SceneConfig(
+            device=p.device, backend=p.backend, budget=p.budget, object_share=p.object_share,
+            downscale=p.image_downscale, init_iters=p.init_iters, iters_per_frame=p.iters_per_frame, seed=p.seed,
+        ))  # fmt: skip
+        self.sync = TopicSynchronizer(list(p.cameras), with_mask=p.use_masks, slop_ns=int(p.slop_ms * 1e6),
+                                      poses={c: poses[c] for c in p.cameras})
+        self._sync_lock = threading.Lock()
+        self.pub_cloud = self.create_publisher(_ros.msg_class(msgs.POINTCLOUD2), GAUSSIANS_TOPIC, _ros.reliable_qos(2))
+        self.pub_objects = self.create_publisher(_ros.msg_class(msgs.MARKER_ARRAY), OBJECTS_TOPIC, _ros.reliable_qos(2))
+        self.pub_render = {
+            c: self.create_publisher(_ros.msg_class(msgs.IMAGE), RENDER_TOPIC.format(cam=c), _ros.sensor_qos(2))
+            for c in p.cameras
+        } if p.publish_renders else {}  # fmt: skip
+        self.diag = _ros.DiagnosticsPublisher(self)
+        self.rate = _ros.RateMeter()
+        self.updates = 0
+        self.last_update: Any = None
+        self._last_frame_t = time.monotonic()
+        self.worker = _ros.Worker(self._process, maxsize=1, name="scene-worker", on_error=self._on_error)
+        self._subs = []
+        for topic, msgtype in self.sync.topics().items():
+            qos = _ros.latched_qos(5) if msgtype == msgs.CAMERA_INFO else _ros.sensor_qos(10)
+            self._subs.append(self.create_subscription(
+                _ros.msg_class(msgtype), topic, lambda raw, t=topic, m=msgtype: self._on_message(t, m, raw), qos,
+                raw=True,
+            ))  # fmt: skip
+        self._timer = self.create_timer(1.0, self._check_stale)
+        self.get_logger().info(f"scene: {len(p.cameras)} cameras, budget {p.budget}, device {p.device}")
+
+    # ------------------------------------------------------------------------------------------------------- input
+    def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
+        try:
+            with self._sync_lock:
+                frames = self.sync.add_message(topic, msgtype, bytes(raw))
+        except Exception as err:  # a malformed message must not kill the node
+            self.diag.warn(f"bad message on {topic}: {err}")
+            return
+        for f in frames:
+            self._last_frame_t = time.monotonic()
+            self.worker.submit(f)
+
+    def _check_stale(self) -> None:
+        idle = time.monotonic() - self._last_frame_t
+        if idle > self.p.stale_s:
+            self.diag.warn(f"no synchronised frame for {idle:.1f} s", updates=self.updates)
+
+    def _on_error(self, err: BaseException) -> None:
+        self.diag.error(f"scene update failed: {type(err).__name__}: {err}")
+
+    # ------------------------------------------------------------------------------------------------------- work
+    def _process(self, frame: Any) -> None:
+        msgs = self.msgs
+        from vidyn_ros.scene.export import gaussian_fields, object_markers
+
+        up = self.estimator.update(frame)
+        self.updates += 1
+        self.last_update = up
+        self.rate.tick()
+        stamp = up.stamp_ns
+        _ros.publish_cdr(self.pub_cloud, msgs.pointcloud2_msg(gaussian_fields(up.gaussians), stamp, "world"),
+                         msgs.POINTCLOUD2)
+        markers = object_markers(up.gaussians, up.objects, up.visible)
+        _ros.publish_cdr(self.pub_objects, msgs.marker_array_msg(markers, stamp, "world"), msgs.MARKER_ARRAY)
+        if self.pub_render and (self.updates - 1) % max(self.p.render_every, 1) == 0:
+            rgb, _ = self.estimator.render(frame.cameras)
+            for cam, img in zip(frame.cameras, rgb, strict=True):
+                _ros.publish_cdr(self.pub_render[cam.name],
+                                 msgs.image_msg(img, stamp, msgs.camera_frame_id(cam.name), "rgb8"), msgs.IMAGE)
+        self.diag.ok(
+            "initialised" if up.initialised else "tracking",
+            rate_hz=f"{self.rate.rate():.2f}", update_s=f"{up.seconds:.3f}", loss=f"{up.loss:.4f}",
+            gaussians=len(up.gaussians), objects=len(up.objects),
+            visible_objects=sum(up.visible.values()), icp_fitness=f"{up.stats.get('icp_fitness', float('nan')):.3f}",
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.worker.stop()
+        if self.p.save_ply and self.estimator.gaussians is not None:
+            from vidyn_ros.scene.ply import save_ply
+
+            path = save_ply(self.estimator.gaussians, self.p.save_ply)
+            self.get_logger().info(f"saved scene to {path}")
+
+
+def create_node(**node_kwargs: Any) -> SceneNode:
+    return SceneNode(**node_kwargs)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    return _ros.run_node(create_node, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

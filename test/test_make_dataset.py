@@ -34,7 +34,7 @@ def test_dataset_has_two_readable_bags_with_all_topics_and_ground_truth(dataset)
     assert doc["complete"] is True and doc["scenario"] == "push" and doc["frames_per_episode"] == 5
     assert [e["seed"] for e in doc["episodes"]] == [3, 4]
     assert "make-dataset push" in doc["command"] and "mujoco" in doc["versions"]
-    assert (dataset / "scenario.yaml").is_file()
+    assert (dataset / "scenario.yaml").is_file() and doc["compression"] == "zstd"
     first_poses = []
     for ep in doc["episodes"]:
         with BagReader(dataset / ep["name"]) as r:
@@ -63,6 +63,19 @@ def test_dataset_has_two_readable_bags_with_all_topics_and_ground_truth(dataset)
             assert np.linalg.norm(pusher[-1] - pusher[0]) > 1e-4
     # different seeds -> different initial conditions (the blocks' randomised positions)
     assert np.abs(first_poses[0][:3] - first_poses[1][:3]).max() > 1e-3
+
+
+def test_compressed_bags_read_with_the_independent_mcap_reader(dataset):
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    with BagReader(dataset / "episode_0001") as r:
+        ours = [(s, bytes(m.data)) for *_, s, m in r.decoded("/cam0/mask")]
+    with open(dataset / "episode_0001" / "episode_0001.mcap", "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        assert {c.compression for c in reader.get_summary().chunk_indexes} == {"zstd"}
+        theirs = [(m.log_time, bytes(d.data)) for _s, _c, m, d in reader.iter_decoded_messages(topics=["/cam0/mask"])]
+    assert len(ours) == 5 and ours == theirs
 
 
 def test_info_lists_topic_counts(dataset):

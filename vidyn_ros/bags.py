@@ -81,6 +81,8 @@ class BagWriter:
             directory is never deleted.
         storage: "mcap" (default) or "sqlite3".
         custom_data: string key/values stored in metadata.yaml (e.g. the vidyn version).
+        compression: None or "zstd". MCAP: zstd-compressed chunks (the MCAP standard; every MCAP reader handles it);
+            sqlite3: each message compressed (rosbag2 "message" mode). Depth and masks shrink several-fold.
     """
 
     def __init__(
@@ -89,11 +91,14 @@ class BagWriter:
         storage: str = "mcap",
         overwrite: bool = False,
         custom_data: Mapping[str, str] | None = None,
+        compression: str | None = None,
     ) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer, WriterError
 
         if storage not in STORAGES:
             raise OutputError(f"unknown bag storage {storage!r} (use one of {', '.join(STORAGES)})")
+        if compression not in (None, "none", "zstd"):
+            raise OutputError(f"unknown bag compression {compression!r} (use zstd or none)")
         self.path = Path(path)
         self.storage = storage
         self._prepare_output_dir(overwrite)
@@ -101,6 +106,10 @@ class BagWriter:
         self._writer = Writer(self.path, version=9, storage_plugin=plugin)
         for k, v in (custom_data or {}).items():
             self._writer.set_custom_data(str(k), str(v))
+        self.compression = compression if compression != "none" else None
+        if self.compression:
+            mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
+            self._writer.set_compression(mode, CompressionFormat.ZSTD)
         try:
             self._writer.open()
         except (OSError, WriterError) as err:

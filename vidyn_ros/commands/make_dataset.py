@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pusher-policy", choices=["random", "none"], default="random",
                    help="pusher commands: seeded smooth random pushes towards the objects, or none (default random; "
                         "ignored by scenarios without a pusher)")
+    p.add_argument("--compress", choices=["none", "zstd"], default="zstd",
+                   help="zstd (default): compressed MCAP chunks, sqlite3: per message; ~12x smaller for the push "
+                        "scenario at no measurable cost in time")
     p.add_argument("--no-masks", action="store_true", help="do not render instance masks")
     p.add_argument("--overwrite", action="store_true", help="replace episode bags already in DIR")
 
@@ -171,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         "scenario": scn.name,
         "scenario_file": "scenario.yaml",
         "storage": args.storage,
+        "compression": args.compress,
         "frames_per_episode": n_frames,
         "fps": float(scn.fps),
         "render_scale": float(args.scale),
@@ -214,7 +218,8 @@ def _render_episode(scn: Any, seed: int, n_frames: int, args: argparse.Namespace
 
     custom = {"vidyn.scenario": scn.name, "vidyn.seed": str(seed), "vidyn.source": "make-dataset"}
     with SimRig(scn, seed=seed, render_scale=args.scale, masks=not args.no_masks) as rig, \
-            BagWriter(path, storage=args.storage, overwrite=args.overwrite, custom_data=custom) as bag:
+            BagWriter(path, storage=args.storage, overwrite=args.overwrite, custom_data=custom,
+                      compression=args.compress) as bag:
         bag.write_calibration({c.name: c.T_world_cam for c in rig.cameras})
         policy = None
         if use_pusher:

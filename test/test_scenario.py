@@ -224,3 +224,20 @@ def test_shape_sdf_matches_analytic_distances() -> None:
     q = np.array([math.cos(math.pi / 4), 0, 0, math.sin(math.pi / 4)])
     d = surface_distance(np.array([[0.0, 0.0, 0.15]]), "box", [0.1, 0.02, 0.04], np.array([0, 0, 0.1]), q)
     assert d == pytest.approx([0.01])
+
+
+def test_restitution_and_direct_solref(tmp_path: Path) -> None:
+    from vidyn_ros.rig.scenario import restitution_solref
+
+    k, b = restitution_solref(0.5)
+    zeta = -b / (2 * math.sqrt(-k))
+    assert math.exp(-zeta * math.pi / math.sqrt(1 - zeta**2)) == pytest.approx(0.5)
+    scn = load_scenario(write(tmp_path, with_(objects__0__restitution=0.5)))
+    assert scn.objects[0].solref == pytest.approx((k, b))
+    scn = load_scenario(write(tmp_path, with_(objects__0__solref=[-20000, -10])))
+    assert scn.objects[0].solref == (-20000.0, -10.0)
+    assert "objects[0].solref: expected [time_constant > 0" in bad(tmp_path, with_(objects__0__solref=[-1, 2]))
+    doc = with_(objects__0__restitution=0.5)
+    doc["objects"][0]["solref"] = [0.02, 1]
+    assert "give at most one of 'solref' and 'restitution'" in bad(tmp_path, doc)
+    assert "objects[0].restitution: must be <= 0.99" in bad(tmp_path, with_(objects__0__restitution=1.5))

@@ -290,3 +290,52 @@ def test_contact_sheet_and_colormaps(tmp_path: Path) -> None:
     assert c[0, 1].sum() < c[1, 1].sum()  # near is darker than far
     m = colorize_mask(np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]]))
     assert len({tuple(px) for px in m[0]}) == 12  # all ids distinct
+
+
+def test_restitution_makes_objects_bounce() -> None:
+    # three spheres dropped from 0.2 m (bottom 0.18 m above the table); rebound height ~ e^2 x drop height
+    doc = {
+        "fps": 60,
+        "objects": [
+            {"name": "e08", "shape": "sphere", "size": [0.02], "position": [-0.1, 0, 0.2], "restitution": 0.8},
+            {"name": "e05", "shape": "sphere", "size": [0.02], "position": [0.0, 0, 0.2], "restitution": 0.5},
+            {"name": "dull", "shape": "sphere", "size": [0.02], "position": [0.1, 0, 0.2]},
+        ],
+        "cameras": {"ring": {"count": 1}},
+    }
+    with SimRig(parse_scenario(doc), render_scale=0.125, masks=False) as rig:
+        z = []
+        for _ in range(45):
+            rig.step(render=False)
+            z.append([p.position[2] for p in rig.object_poses()])
+    z = np.array(z) - 0.02  # height of the sphere's bottom
+    first_contact = np.argmax(z < 0.005, axis=0)
+    rebound = [z[first_contact[i] + 1:, i].max() for i in range(3)]
+    e = np.sqrt(np.clip(rebound, 0.0, None) / 0.18)
+    assert 0.7 < e[0] < 0.9, e
+    assert 0.4 < e[1] < 0.6, e
+    assert rebound[2] < 0.003, rebound
+
+
+def test_depth_noise_and_min_depth(geometry_scenario: Scenario, caplog: pytest.LogCaptureFixture) -> None:
+    from dataclasses import replace
+
+    exact = SimRig(geometry_scenario, render_scale=0.25)
+    noisy = SimRig(replace(geometry_scenario, depth_noise_at_1m=0.002, min_depth=0.55), render_scale=0.25)
+    with exact, noisy:
+        a, b, b2 = exact.observe(), noisy.observe(), noisy.observe()
+        for va, vb, vb2 in zip(a.frame.views, b.frame.views, b2.frame.views, strict=True):
+            np.testing.assert_array_equal(vb.depth, vb2.depth)  # seeded: a re-render is identical
+            both = (va.depth > 0) & (vb.depth > 0)
+            # residuals divided by z^2 have the requested std at 1 m
+            r = (vb.depth[both] - va.depth[both]) / va.depth[both] ** 2
+            assert 0.0017 < r.std() < 0.0023 and abs(r.mean()) < 0.0003
+            assert vb.depth[vb.depth > 0].min() >= 0.55
+            assert np.any((va.depth > 0) & (va.depth < 0.55))  # the top camera sees closer than 0.55 m
+    # objects that start inside each other or the table are reported
+    doc = {"objects": [{"shape": "box", "size": [0.02, 0.02, 0.02], "position": [0, 0, 0.01]}],
+           "cameras": {"ring": {"count": 1}}}
+    with caplog.at_level(logging.WARNING), SimRig(parse_scenario(doc), masks=False):
+        pass
+    assert [r.message for r in caplog.records] == ["scenario 'scenario', seed 0: table and obj1 start 10.0 mm inside "
+                                                   "each other"]

@@ -35,6 +35,7 @@ __all__ = [
     "TableSpec",
     "load_scenario",
     "parse_scenario",
+    "restitution_solref",
     "scenario_names",
     "scenario_path",
     "shape_sdf",
@@ -86,7 +87,8 @@ class ObjectSpec:
     velocity: tuple[float, float, float] = (0.0, 0.0, 0.0)  # initial linear velocity [m/s]
     angular_velocity: tuple[float, float, float] = (0.0, 0.0, 0.0)  # initial angular velocity, world axes [rad/s]
     friction: tuple[float, float, float] = (0.8, 0.005, 0.0001)  # sliding, torsional, rolling (MuJoCo)
-    solref: tuple[float, float] = (0.01, 1.0)  # contact time constant [s], damping ratio (< 1 bounces)
+    # contact time constant [s] and damping ratio, or (-stiffness, -damping); from `restitution` when that is given
+    solref: tuple[float, float] = (0.01, 1.0)
     solimp: tuple[float, float, float, float, float] = (0.95, 0.99, 0.001, 0.5, 2.0)  # MuJoCo impedance
     randomize: Randomize = field(default_factory=Randomize)
 
@@ -156,6 +158,8 @@ class Scenario:
     render: RenderSpec
     near: float = 0.05  # renderer near plane [m]
     far: float = 6.0  # depth beyond this is "no data" (0) [m]
+    min_depth: float = 0.0  # depth closer than this is "no data" (0), like a real sensor's minimum range [m]
+    depth_noise_at_1m: float = 0.0  # depth noise std at 1 m [m], growing with z^2 (stereo-like); 0 = exact depth
     ring: CameraRing | None = None
     source: Path | None = None  # the YAML file it came from
 
@@ -186,7 +190,7 @@ def scenario_names() -> list[str]:
 def scenario_path(name_or_path: str | Path) -> Path:
     """Resolve a shipped scenario name (``push``) or a path to a YAML file. Raises ConfigError when neither exists."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.parent != Path(".") or p.exists():
+    if p.suffix in (".yaml", ".yml") or p.parent != Path(".") or p.is_file():
         if not p.is_file():
             raise ConfigError(f"{p}: scenario file not found")
         return p
@@ -252,11 +256,11 @@ def parse_scenario(doc: Any, source: Path | str | None = None, default_name: str
     if top.get("pusher") is not None:
         pusher = _parse_pusher(r, top["pusher"])
 
-    cameras, near, far, ring = _parse_cameras(r, top["cameras"])
+    cameras, near, far, min_depth, noise, ring = _parse_cameras(r, top["cameras"])
     return Scenario(
         name=name, description=description, duration_s=duration_s, fps=fps, physics_dt=physics_dt,
         gravity=gravity, table=table, objects=objects, pusher=pusher, cameras=tuple(cameras), render=render,
-        near=near, far=far, ring=ring, source=src,
+        near=near, far=far, min_depth=min_depth, depth_noise_at_1m=noise, ring=ring, source=src,
     )
 
 
@@ -289,7 +293,24 @@ def _parse_render(r: _Reader, doc: Any) -> RenderSpec:
 
 
 _OBJECT_KEYS = ("name", "shape", "size", "mass", "color", "position", "rpy_deg", "quat_wxyz", "velocity",
-                "angular_velocity", "friction", "solref", "solimp", "randomize")
+                "angular_velocity", "friction", "solref", "solimp", "restitution", "randomize")
+
+# Contact stiffness used with `restitution` (MuJoCo direct solref, mass-normalised [1/s^2]): stiff enough that a ball
+# hitting the table at 2 m/s sinks ~6 mm at most, soft enough to stay stable at the default 2 ms step.
+RESTITUTION_STIFFNESS = 1.0e5
+
+
+def restitution_solref(e: float, stiffness: float = RESTITUTION_STIFFNESS) -> tuple[float, float]:
+    """MuJoCo direct solref (-stiffness, -damping) whose spring-damper contact has coefficient of restitution ``e``.
+
+    A damped spring with damping ratio z rebounds with e = exp(-z pi / sqrt(1 - z^2)), so z = -ln e / sqrt(pi^2 +
+    ln^2 e) and damping = 2 z sqrt(stiffness). Measured bounce of a dropped sphere: within 0.05 of ``e``.
+    """
+    if e <= 0:
+        return (-stiffness, -2.0 * math.sqrt(stiffness))  # critically damped: no bounce
+    ln = math.log(e)
+    zeta = -ln / math.sqrt(math.pi**2 + ln * ln)
+    return (-stiffness, -2.0 * zeta * math.sqrt(stiffness))
 
 
 def _parse_object(r: _Reader, doc: Any, i: int) -> ObjectSpec:
@@ -309,10 +330,24 @@ def _parse_object(r: _Reader, doc: Any, i: int) -> ObjectSpec:
         velocity=r.vector(d, "velocity", where, 3, default=(0.0, 0.0, 0.0)),
         angular_velocity=r.vector(d, "angular_velocity", where, 3, default=(0.0, 0.0, 0.0)),
         friction=r.friction(d, "friction", where, default=dflt.friction),
-        solref=r.vector(d, "solref", where, 2, default=dflt.solref, low=0.0),
+        solref=_solref_or_restitution(r, d, where, dflt.solref),
         solimp=r.vector(d, "solimp", where, 5, default=dflt.solimp, low=0.0),
         randomize=_parse_randomize(r, d.get("randomize", {}), f"{where}.randomize"),
     )
+
+
+def _solref_or_restitution(r: _Reader, d: dict, where: str, default: tuple) -> tuple[float, float]:
+    """MuJoCo solref: (time constant [s], damping ratio) when positive, or (-stiffness, -damping) when negative;
+    or derived from ``restitution`` (coefficient of restitution in [0, 1))."""
+    if "restitution" in d:
+        if "solref" in d:
+            raise ConfigError(f"{r.file}: {where}: give at most one of 'solref' and 'restitution'")
+        return restitution_solref(r.number(d, "restitution", where, low=0.0, high=0.99))
+    v = r.vector(d, "solref", where, 2, default=default)
+    if not ((v[0] > 0 and v[1] >= 0) or (v[0] < 0 and v[1] <= 0)):
+        raise ConfigError(f"{r.file}: {where}.solref: expected [time_constant > 0, damping_ratio >= 0] or "
+                          f"[-stiffness, -damping] (both <= 0), got {list(v)}")
+    return v  # type: ignore[return-value]
 
 
 def _parse_randomize(r: _Reader, doc: Any, where: str) -> Randomize:
@@ -347,9 +382,10 @@ def _parse_pusher(r: _Reader, doc: Any) -> PusherSpec:
     )
 
 
-def _parse_cameras(r: _Reader, doc: Any) -> tuple[list[CameraModel], float, float, CameraRing | None]:
+def _parse_cameras(r: _Reader, doc: Any) -> tuple[list[CameraModel], float, float, float, float, CameraRing | None]:
     where = "cameras"
-    d = r.mapping(doc, where, optional=("width", "height", "fx", "fy", "cx", "cy", "near", "far", "ring", "poses"))
+    d = r.mapping(doc, where, optional=("width", "height", "fx", "fy", "cx", "cy", "near", "far", "min_depth",
+                                        "depth_noise_at_1m", "ring", "poses"))
     width = r.integer(d, "width", where, default=D455_640x480["width"], low=8, high=4096)
     height = r.integer(d, "height", where, default=D455_640x480["height"], low=8, high=4096)
     scale = width / D455_640x480["width"]
@@ -361,6 +397,10 @@ def _parse_cameras(r: _Reader, doc: Any) -> tuple[list[CameraModel], float, floa
     far = r.number(d, "far", where, default=6.0, low=0.0, high=65.0)  # 65.535 m is the uint16 mm limit
     if far <= near:
         raise ConfigError(f"{r.file}: cameras.far: must be larger than cameras.near ({near}), got {far}")
+    min_depth = r.number(d, "min_depth", where, default=0.0, low=0.0)
+    if min_depth >= far:
+        raise ConfigError(f"{r.file}: cameras.min_depth: must be smaller than cameras.far ({far}), got {min_depth}")
+    noise = r.number(d, "depth_noise_at_1m", where, default=0.0, low=0.0, high=0.1)
     K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
     has_ring, has_poses = "ring" in d, "poses" in d
@@ -419,7 +459,7 @@ def _parse_cameras(r: _Reader, doc: Any) -> tuple[list[CameraModel], float, floa
                 raise ConfigError(f"{r.file}: cameras.poses[{k}].name: {n!r} is not a valid topic name "
                                   "(letters, digits, _)")
     cams = [CameraModel(name=n, width=width, height=height, K=K.copy(), T_world_cam=T) for n, T in poses]
-    return cams, near, far, ring
+    return cams, near, far, min_depth, noise, ring
 
 
 # ---------------------------------------------------------------------------------------------------------------------

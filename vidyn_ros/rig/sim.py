@@ -273,6 +273,23 @@ class SimRig:
         self._pusher_vel = np.zeros(3)
         self.frame_index = 0
         mj.mj_forward(m, d)
+        self._warn_initial_overlaps()
+
+    def _warn_initial_overlaps(self, tolerance: float = 0.002) -> None:
+        """Log objects that start interpenetrating (a typo in a position, or randomisation ranges that overlap):
+        MuJoCo resolves them with a jump that looks like an explosion."""
+        mj = self._mj
+        m, d = self.model, self.data
+        worst: dict[tuple[int, int], float] = {}
+        for c in d.contact[: d.ncon]:
+            if c.dist < -tolerance:
+                key = (int(c.geom1), int(c.geom2))
+                worst[key] = min(worst.get(key, 0.0), float(c.dist))
+        for (g1, g2), dist in worst.items():
+            a = mj.mj_id2name(m, mj.mjtObj.mjOBJ_GEOM, g1) or f"geom {g1}"
+            b = mj.mj_id2name(m, mj.mjtObj.mjOBJ_GEOM, g2) or f"geom {g2}"
+            log.warning("scenario %r, seed %d: %s and %s start %.1f mm inside each other", self.scenario.name,
+                        self.seed, a, b, -1000 * dist)
 
     def set_pusher_velocity(self, v_xyz: Sequence[float] | np.ndarray) -> None:
         """Command the kinematic pusher's velocity (world frame, m/s), held until the next command.
@@ -413,7 +430,16 @@ class SimRig:
         finally:
             r.disable_depth_rendering()
         # The far plane is "nothing there": RealSense reports 0 = no data.
-        depth[depth >= self.scenario.far * (1.0 - 1e-4)] = 0.0
+        scn = self.scenario
+        depth[depth >= scn.far * (1.0 - 1e-4)] = 0.0
+        if scn.depth_noise_at_1m > 0:
+            # stereo depth error grows with z^2; seeded per (rig seed, frame, camera) so re-renders are reproducible
+            rng = np.random.default_rng([self.seed, self.frame_index, cam_id])
+            valid = depth > 0
+            z = depth[valid]
+            depth[valid] = z + (scn.depth_noise_at_1m * z * z * rng.standard_normal(z.shape)).astype(np.float32)
+        if scn.min_depth > 0:
+            depth[depth < scn.min_depth] = 0.0
         mask = None
         if masks:
             r.enable_segmentation_rendering()

@@ -313,3 +313,21 @@ def test_multiview_skips_incomplete_stamps_and_waits_for_a_late_camera_info(tmp_
         assert "1 stamps had incomplete camera sets" in caplog.text
         only_cam0 = [mv.stamp_ns for mv in r.multiview_frames(cameras=["cam0"])]
         assert only_cam0 == [rf.frame.stamp_ns for rf in frames]
+
+
+def test_custom_message_types_decode_from_the_definitions_in_the_bag(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    other = get_typestore(Stores.ROS2_KILTED)  # another program's type store, with a custom message
+    other.register(get_types_from_msg("std_msgs/Header header\nfloat32[] forces\nstring label", "my_rig/msg/Wrench2"))
+    Wrench2 = other.types["my_rig/msg/Wrench2"]
+    msg = Wrench2(header=other.types["std_msgs/msg/Header"](stamp=other.types["builtin_interfaces/msg/Time"](
+        sec=3, nanosec=4), frame_id="w"), forces=np.array([1.5, -2.0], np.float32), label="push")
+    with Writer(tmp_path / "custom", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection("/wrench", "my_rig/msg/Wrench2", typestore=other)
+        w.write(c, 7, other.serialize_cdr(msg, "my_rig/msg/Wrench2"))
+    with BagReader(tmp_path / "custom") as r:
+        ((topic, mt, stamp, got),) = list(r.decoded())
+    assert (topic, mt, stamp) == ("/wrench", "my_rig/msg/Wrench2", 7)
+    assert got.label == "push" and list(got.forces) == [1.5, -2.0] and msgs.stamp_to_ns(got.header) == 3_000_000_004

@@ -378,6 +378,7 @@ class BagReader:
         self._open = True
         try:
             self._init_metadata()
+            self._register_unknown_types()
         except Exception as err:
             self.close()
             raise BagError(f"{p}: cannot read bag ({_oneline(err)})") from None
@@ -403,6 +404,26 @@ class BagReader:
         for topic, (msgtype, count) in sorted(counts.items()):
             rate = (count - 1) / self.duration_s if count > 1 and self.duration_s > 0 else 0.0
             self.topics[topic] = TopicInfo(msgtype=msgtype or "?", count=count, rate_hz=rate)
+
+    def _register_unknown_types(self) -> None:
+        """Teach the type store message types it lacks (custom messages) from the definitions stored in the bag,
+        so that :meth:`decoded` works on them too. Types already known are never redefined."""
+        conns = [c for c in self._reader.connections if c.msgtype and c.msgtype not in msgs.TYPESTORE.types]
+        if not conns:
+            return
+        from rosbags.interfaces import MessageDefinitionFormat
+        from rosbags.typesys import get_types_from_msg
+
+        for c in conns:
+            msgdef = getattr(c, "msgdef", None)
+            if msgdef is None or msgdef.format != MessageDefinitionFormat.MSG or not msgdef.data:
+                log.debug("%s: no usable definition for %s; it can be read raw only", self.path, c.msgtype)
+                continue
+            try:
+                typs = get_types_from_msg(msgdef.data, c.msgtype)
+                msgs.TYPESTORE.register({k: v for k, v in typs.items() if k not in msgs.TYPESTORE.types})
+            except Exception as err:  # a malformed definition only costs decoding of that topic
+                log.warning("%s: cannot parse the definition of %s (%s)", self.path, c.msgtype, _oneline(err))
 
     @property
     def size_bytes(self) -> int:

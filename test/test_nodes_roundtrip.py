@@ -279,3 +279,48 @@ def test_cross_process_640x480_images_with_shm_profile(tmp_path: Path, ctx_node)
     assert got == sent  # all 30 images, byte-identical, in order
     rate = (len(arrival) - 1) / (arrival[-1] - arrival[0])
     assert 20 < rate < 40, f"30 fps stream arrived at {rate:.1f} Hz"
+
+
+# ----------------------------------------------------------------------------------------------- pusher commands
+class Commander(Node):
+    """Publishes /vidyn/cmd (0.1 m/s along +x) on sim time until ``until_s``, then goes silent."""
+
+    def __init__(self, ctx: Context, until_s: float) -> None:
+        super().__init__("commander", context=ctx,
+                         parameter_overrides=_ros.parameter_overrides({"use_sim_time": True}))
+        self.until_ns = int(until_s * 1e9)
+        self.pub = self.create_publisher(_ros.msg_class(msgs.TWIST_STAMPED), msgs.CMD_TOPIC, _ros.reliable_qos())
+        self.create_timer(0.02, self.tick)
+
+    def tick(self) -> None:
+        now = _ros.now_ns(self)
+        if 0 < now < self.until_ns:
+            self.pub.publish(msgs.serialize(msgs.twist_stamped_msg([0.1, 0, 0], [0, 0, 0], now)))
+
+
+def test_sim_rig_follows_cmd_and_stops_when_stale() -> None:
+    spec = graph.parse_graph({"use_sim_time": True, "nodes": [
+        {"node": "sim_rig", "parameters": {"scenario": "push", "render_scale": 0.25, "realtime": True,
+                                           "max_frames": 30, "start_delay_s": 1.0, "cmd_timeout_s": 0.2,
+                                           "masks": False}},
+    ]})
+    box: list[Node] = []
+
+    def extra(ctx: Context) -> list[Node]:
+        box.extend([Collector(ctx, {msgs.OBJECT_POSES_TOPIC: msgs.POSE_ARRAY}), Commander(ctx, until_s=0.5)])
+        return box
+
+    run = graph.run_graph(spec, domain_id=DOMAIN, install_signal_handlers=False, extra_nodes=extra)
+    summary = run.summaries["sim_rig"]
+    assert summary["frames"] == 30 and summary["cmds_received"] > 5
+    assert summary["stale_events"] == 1
+    poses = [(_stamp(raw) / 1e9, msgs.object_poses_from_msg(msgs.deserialize(raw, msgs.POSE_ARRAY)))
+             for raw in box[0].got[msgs.OBJECT_POSES_TOPIC]]
+    assert len(poses) == 30
+    x = np.array([p[-1].position[0] for _t, p in poses])  # the pusher is the last object (id K+1)
+    t = np.array([t for t, _p in poses])
+    moving = (t > 0.15) & (t < 0.45)
+    np.testing.assert_allclose(np.diff(x)[moving[1:]], 0.1 / 30, atol=2e-4)  # 0.1 m/s while commanded
+    stopped = t > 0.85  # commands end at 0.5 s; stale after 0.2 s more (one frame of slack)
+    assert np.ptp(x[stopped]) < 1e-6
+    assert 0.04 < x[stopped][0] - x[0] < 0.075

@@ -1,0 +1,168 @@
+"""Graph YAML (vidyn_ros/graph.py): shipped graphs, validation errors naming file and key, --set overrides,
+substitutions, the ros2-launch node entries, and `vidyn launch` running a tiny graph in a real process."""
+
+from __future__ import annotations
+
+import os
+import py_compile
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vidyn_ros import graph
+from vidyn_ros.bags import BagReader
+from vidyn_ros.errors import ConfigError
+from vidyn_ros.paths import config_dir, launch_dir
+
+REPO = Path(__file__).resolve().parent.parent
+DOMAIN = 151 + os.getpid() % 50  # 151..200, apart from test_nodes_roundtrip
+
+
+def test_shipped_graphs_load_and_use_the_shm_profile() -> None:
+    names = graph.graph_names()
+    assert {"sim", "replay"} <= set(names)
+    for name in names:
+        spec = graph.load_graph(name)
+        assert spec.name == name and spec.nodes
+        profile = Path(spec.env["FASTDDS_DEFAULT_PROFILES_FILE"])
+        assert profile == config_dir() / "fastdds_shm.xml" and profile.is_file()
+    sim = graph.load_graph("sim")
+    assert [n.node for n in sim.nodes][:2] == ["sim_rig", "recorder"]
+    assert sim.use_sim_time is True
+
+
+def test_launch_files_are_thin_and_match_graphs() -> None:
+    for name in graph.graph_names():
+        f = launch_dir() / f"{name}.launch.py"
+        assert f.is_file(), f"no launch file for graph {name}"
+        py_compile.compile(str(f), doraise=True)
+        text = f.read_text()
+        assert f'launch_description("{name}")' in text
+        assert len(text.splitlines()) < 20
+
+
+def test_launch_node_entries() -> None:
+    spec = graph.apply_overrides(graph.load_graph("sim"), graph.launch_overrides(
+        {"sim_rig.seed": "7", "graph": "sim", "recorder.output": "/tmp/x"}))
+    entries = {e["name"]: e for e in graph.launch_node_entries(spec)}
+    assert entries["sim_rig"]["executable"] == "sim_rig" and entries["sim_rig"]["package"] == "vidyn_ros"
+    params = entries["sim_rig"]["parameters"][0]
+    assert params["seed"] == 7 and params["use_sim_time"] is True
+    assert entries["recorder"]["parameters"][0]["output"] == "/tmp/x"
+
+
+def test_overrides_parse_yaml_values_and_keep_the_original() -> None:
+    spec = graph.load_graph("sim")
+    out = graph.apply_overrides(spec, ["sim_rig.seed=3", "sim_rig.render_scale=0.5", "recorder.topics=[/a, /b]",
+                                       "sim_rig.realtime=false", "sim_rig.scenario=bowling"])
+    p = out.node_spec("sim_rig").parameters
+    assert (p["seed"], p["render_scale"], p["realtime"], p["scenario"]) == (3, 0.5, False, "bowling")
+    assert out.node_spec("recorder").parameters["topics"] == ["/a", "/b"]
+    assert spec.node_spec("sim_rig").parameters["seed"] == 0  # deep copy
+    with pytest.raises(ConfigError, match="no node named 'nope'"):
+        graph.apply_overrides(spec, ["nope.x=1"])
+    with pytest.raises(ConfigError, match=r"NODE\.PARAM=VALUE"):
+        graph.apply_overrides(spec, ["seed=1"])
+    with pytest.raises(ConfigError, match="parameter value"):
+        graph.apply_overrides(spec, ["sim_rig.seed={a: 1}"])
+
+
+def test_substitutions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDYN_TEST_BAG", "/data/bag1")
+    monkeypatch.delenv("VIDYN_TEST_UNSET", raising=False)
+    assert graph.substitute("$(config)/x.xml") == f"{config_dir()}/x.xml"
+    assert graph.substitute(["$(env VIDYN_TEST_BAG)", "$(env VIDYN_TEST_UNSET fallback)"]) == ["/data/bag1", "fallback"]
+    with pytest.raises(ConfigError, match="VIDYN_TEST_UNSET"):
+        graph.substitute("$(env VIDYN_TEST_UNSET)", "g.yaml: nodes[0].parameters.bag")
+    with pytest.raises(ConfigError, match=r"unknown substitution '\$\(find x\)'"):
+        graph.substitute("$(find x)", "g.yaml")
+
+
+BAD_GRAPHS = [
+    ("nodes: [", "not valid YAML"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("nodez: []", "unknown key 'nodez'"),
+    ("nodes: []", "'nodes' must be a non-empty list"),
+    ("nodes: [{node: no_such_node}]", "nodes[0].node: no vidyn node named 'no_such_node'"),
+    ("nodes: [{node: _ros}]", "nodes[0].node: expected a node module name"),
+    ("nodes: [{node: recorder, param: {}}]", "nodes[0]: unknown key 'param'"),
+    ("nodes: [{node: recorder}, {node: recorder}]", "nodes[1].name: duplicate node name 'recorder'"),
+    ("nodes: [{node: recorder, parameters: {topics: [/a, 1]}}]", "nodes[0].parameters.topics"),
+    ("nodes: [{node: recorder, remappings: [a, b]}]", "nodes[0].remappings"),
+    ("use_sim_time: yes please\nnodes: [{node: recorder}]", "use_sim_time"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_GRAPHS)
+def test_bad_graphs_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        graph.load_graph(f)
+    msg = str(info.value)
+    assert str(f) in msg and message in msg and "\n" not in msg
+
+
+def test_missing_graph_lists_shipped_ones() -> None:
+    with pytest.raises(ConfigError, match=r"graph file not found \(shipped graphs: .*sim"):
+        graph.load_graph("no_such_graph")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN), MUJOCO_GL="osmesa", PYTHONUNBUFFERED="1")
+    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    return env
+
+
+def test_vidyn_launch_runs_a_tiny_graph_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    """sim_rig (160x120) -> recorder in one `vidyn launch` process; SIGINT after ~2 s; the bag is complete."""
+    g = tmp_path / "tiny.yaml"
+    bag = tmp_path / "bag"
+    g.write_text(yaml.safe_dump({"name": "tiny", "use_sim_time": True, "nodes": [
+        {"node": "sim_rig", "parameters": {"scenario": "push", "render_scale": 0.25, "max_frames": -1,
+                                           "start_delay_s": 0.5, "calibration_out": str(tmp_path / "c.yaml")}},
+        {"node": "recorder", "parameters": {"topics": ["/cam0/color/image_raw", "/vidyn/sim/object_poses"],
+                                            "output": str(bag), "calibration": str(tmp_path / "c.yaml")}},
+    ]}))
+    proc = subprocess.Popen([sys.executable, "-m", "vidyn_ros.cli", "launch", str(g), "--set", "sim_rig.seed=2"],
+                            env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        t_end = time.monotonic() + 60
+        while not (bag / "bag.mcap").exists() and time.monotonic() < t_end and proc.poll() is None:
+            time.sleep(0.1)
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "stopped (signal)" in out and "Traceback" not in out
+    with BagReader(bag) as r:
+        assert not r.recovered
+        n = r.topics["/cam0/color/image_raw"].count
+        assert n >= 10, out
+        assert r.topics["/vidyn/sim/object_poses"].count in (n, n + 1, n - 1)
+        stamps = [s for _t, _m, s, _raw in r.messages(["/cam0/color/image_raw"])]
+        assert stamps == [round((k + 1) * 1e9 / 30) for k in range(n)]  # every frame, sim time, no gaps
+        assert r.calibration() is not None
+
+
+def test_vidyn_launch_duration_and_done(tmp_path: Path) -> None:
+    """The graph ends by itself when the rig has published max_frames (`done`)."""
+    bag = tmp_path / "bag"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidyn_ros.cli", "launch", "sim", "--set", "sim_rig.render_scale=0.25",
+         "--set", "sim_rig.max_frames=5", "--set", "sim_rig.realtime=false", "--set", "sim_rig.start_delay_s=0.5",
+         "--set", f"sim_rig.calibration_out={tmp_path / 'c.yaml'}", "--set", f"recorder.output={bag}",
+         "--set", f"recorder.calibration={tmp_path / 'c.yaml'}", "--duration", "60"],
+        env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "stopped (done)" in proc.stdout
+    with BagReader(bag) as r:
+        assert r.topics["/cam3/mask"].count == 5

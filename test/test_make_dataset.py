@@ -133,7 +133,8 @@ def test_smooth_random_pusher_is_seeded_smooth_and_bounded():
     assert np.linalg.norm(a, axis=1).mean() > 0.05  # and it does move
 
 
-def test_ctrl_c_keeps_a_finished_bag_and_the_index(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_keeps_a_finished_bag_and_the_index(tmp_path, sig):
     import signal
     import time
 
@@ -147,7 +148,7 @@ def test_ctrl_c_keeps_a_finished_bag_and_the_index(tmp_path):
         # wait until a first chunk (1 MiB, ~2 frames at 160x120) is on disk, then press Ctrl-C
         while time.monotonic() < t_end and not (mcap.exists() and mcap.stat().st_size > 2**20):
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

@@ -191,6 +191,15 @@ def run(args: argparse.Namespace) -> int:
             raise OutputError(f"{out / 'scenario.yaml'}: cannot write ({err.strerror})") from None
     _write_yaml(out / "dataset.yaml", doc)  # first, so that an unwritable DIR fails before any rendering
 
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (e.g. a job scheduler) unwinds like Ctrl-C, so the current bag is finished rather than cut off.
+        def _on_term(signum: int, _frame: object) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, _on_term)
     total = args.episodes * n_frames
     with tqdm(total=total, unit="frame", desc=scn.name, disable=None) as bar:
         try:

@@ -584,8 +584,11 @@ def run_node(node_factory: Callable[[], Node], args: Sequence[str] | None = None
             print(f"{node.get_name()}: error: {node.fatal}", file=sys.stderr)
             code = 2
     except VidynError as err:
-        print(f"{getattr(node_factory, 'NODE_NAME', getattr(node_factory, '__name__', 'node'))}: error: {err}",
-              file=sys.stderr)
+        # The module's NODE_NAME (its __name__ is "__main__" under python -m), else the module's last component.
+        mod = sys.modules.get(getattr(node_factory, "__module__", ""), None)
+        name = getattr(mod, "NODE_NAME", None) or getattr(node_factory, "__module__", "node").rpartition(".")[2]
+        text = str(err).removeprefix(f"{name}: ")  # node messages already name the node for `vidyn launch`
+        print(f"{name}: error: {text}", file=sys.stderr)
         code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         code = 0

@@ -1,0 +1,115 @@
+"""Bad input through the real CLI (and the node executables): a clear one-line error on stderr, exit code 2, never a
+traceback, and nothing already written is lost. Each case runs `vidyn ...` in a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vidyn_ros import msgs
+from vidyn_ros.bags import BagWriter
+from vidyn_ros.paths import config_dir
+
+REPO = Path(__file__).resolve().parent.parent
+DOMAIN = 201 + os.getpid() % 30  # 201..230
+
+
+def _run(*argv: str, module: str = "vidyn_ros.cli") -> subprocess.CompletedProcess:
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN), MUJOCO_GL="osmesa")
+    return subprocess.run([sys.executable, "-m", module, *argv], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    err_lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(err_lines) == 1, proc.stderr
+    line = err_lines[0]
+    assert "error" in line
+    for n in needles:
+        assert n in line, line
+    return line
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad_inputs")
+    push = (config_dir() / "scenarios" / "push.yaml").read_text()
+    assert "size: [0.04, 0.025, 0.025]" in push and "count: 4" in push
+    (d / "malformed.yaml").write_text(push.replace("size: [0.04, 0.025, 0.025]", "size: [0.04, 0.025]"))
+    (d / "not_yaml.yaml").write_text("name: x\nobjects: [\n")
+    (d / "zero_cameras.yaml").write_text(push.replace("count: 4", "count: 0"))
+    (d / "corrupt.mcap").write_bytes(bytes(range(256)) * 20)
+    corrupt_dir = d / "corrupt_bag"
+    corrupt_dir.mkdir()
+    (corrupt_dir / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 9, storage_identifier: mcap\n")
+    (corrupt_dir / "corrupt_bag_0.mcap").write_bytes(b"\x89MCAP0\r\n" + bytes(100))
+    (d / "a_file").write_text("not a directory")
+    good = d / "good_bag"
+    with BagWriter(good) as w:
+        for k in range(3):
+            w.write("/t", msgs.CLOCK, msgs.clock_msg((k + 1) * 10**8), (k + 1) * 10**8)
+    (d / "bad_graph.yaml").write_text("nodes: [{node: recorder, parameter: {}}]\n")
+    return {p.stem if p.is_file() else p.name: p for p in d.iterdir()}
+
+
+def test_missing_bag(inputs: dict[str, Path]) -> None:
+    _assert_one_line_error(_run("replay", str(inputs["a_file"].parent / "no_such_bag")), "no_such_bag", "no such bag")
+
+
+@pytest.mark.parametrize("which", ["corrupt", "corrupt_bag"])
+def test_corrupt_bag(inputs: dict[str, Path], which: str) -> None:
+    _assert_one_line_error(_run("replay", str(inputs[which])), which, "cannot read bag")
+
+
+def test_unknown_topic(inputs: dict[str, Path]) -> None:
+    _assert_one_line_error(_run("replay", str(inputs["good_bag"]), "--topics", "/t", "/nope"), "/nope", "no topic")
+
+
+@pytest.mark.parametrize(("which", "key"), [("malformed", "objects[1].size"), ("not_yaml", "not valid YAML"),
+                                            ("zero_cameras", "cameras")])
+def test_bad_scenario(inputs: dict[str, Path], tmp_path: Path, which: str, key: str) -> None:
+    out = tmp_path / "demo"
+    _assert_one_line_error(_run("demo", "--scenario", str(inputs[which]), "--out", str(out)), f"{which}.yaml", key)
+    assert not (out / "bag").exists()
+
+
+def test_bad_scenario_inside_a_running_graph(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """The error surfaces from the node constructor after rclpy started: still one line, exit 2."""
+    _assert_one_line_error(_run("launch", "sim", "--set", f"sim_rig.scenario={inputs['zero_cameras']}",
+                                "--set", f"recorder.output={tmp_path / 'bag'}"), "zero_cameras.yaml", "camera")
+
+
+def test_bad_graph(inputs: dict[str, Path]) -> None:
+    _assert_one_line_error(_run("launch", str(inputs["bad_graph"])), "bad_graph.yaml", "unknown key 'parameter'")
+
+
+@pytest.mark.parametrize("command", ["demo", "record"])
+def test_unwritable_output(inputs: dict[str, Path], command: str) -> None:
+    out = inputs["a_file"] / "sub"  # below a regular file: cannot be created, even by root
+    args = ["demo", "--out", str(out)] if command == "demo" else ["record", "/t", "--out", str(out)]
+    _assert_one_line_error(_run(*args), str(inputs["a_file"]))
+    assert inputs["a_file"].read_text() == "not a directory"
+
+
+def test_existing_output_is_not_overwritten(inputs: dict[str, Path]) -> None:
+    bag = inputs["good_bag"]
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bag.iterdir()}
+    _assert_one_line_error(_run("record", "/t", "--out", str(bag)), str(bag), "already exists")
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bag.iterdir()}
+    assert after == before
+
+
+@pytest.mark.parametrize(("module", "args", "needle"), [
+    ("vidyn_ros.nodes.bag_player", ["-p", "bag:=/no/such/bag"], "bag_player: error: /no/such/bag"),
+    ("vidyn_ros.nodes.recorder", ["-p", "topics:=['/t']"], "recorder: error: parameter 'output'"),
+    ("vidyn_ros.nodes.sim_rig", ["-p", "render_scale:=0.0"], "sim_rig: error: render_scale"),
+])
+def test_node_executables_fail_in_one_line(module: str, args: list[str], needle: str) -> None:
+    _assert_one_line_error(_run("--ros-args", *args, module=module), needle)

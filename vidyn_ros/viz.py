@@ -12,7 +12,7 @@ import numpy as np
 from vidyn_ros.errors import OutputError
 from vidyn_ros.types import MultiViewFrame
 
-__all__ = ["colorize_depth", "colorize_mask", "contact_sheet", "mask_palette"]
+__all__ = ["colorize_depth", "colorize_mask", "contact_sheet", "image_grid", "mask_palette"]
 
 # A perceptually ordered colour map (viridis-like, 9 anchors, linearly interpolated); depth 0 (no data) is black.
 _CMAP_ANCHORS = np.array([
@@ -65,43 +65,64 @@ def colorize_mask(mask: np.ndarray) -> np.ndarray:
     return pal[m]
 
 
+def image_grid(rows: list[list[np.ndarray]], path: str | Path, labels: list[list[str]] | None = None,
+               max_tile_width: int = 320, title: str | None = None) -> Path:
+    """Write a PNG grid of HxWx3 uint8 images (rows of tiles), each tile optionally labelled; returns the path.
+
+    Tiles are resized to the first tile's size, downscaled to at most ``max_tile_width`` pixels wide.
+    """
+    from PIL import Image, ImageDraw
+
+    path = Path(path)
+    if not rows or not rows[0]:
+        raise ValueError("image_grid: no images")
+    h0, w0 = rows[0][0].shape[:2]
+    scale = min(1.0, max_tile_width / w0)
+    tw, th = max(1, round(w0 * scale)), max(1, round(h0 * scale))
+    label_h = 14 if labels else 0
+    top = 18 if title else 0
+    ncol = max(len(r) for r in rows)
+    sheet = Image.new("RGB", (ncol * tw, top + len(rows) * (th + label_h)), (20, 20, 20))
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((4, 2), title, fill=(255, 255, 255))
+    for r, row in enumerate(rows):
+        y = top + r * (th + label_h)
+        for c, img in enumerate(row):
+            im = Image.fromarray(np.ascontiguousarray(img)).resize((tw, th), Image.NEAREST)
+            sheet.paste(im, (c * tw, y + label_h))
+            if labels:
+                draw.text((c * tw + 3, y + 1), labels[r][c], fill=(230, 230, 230))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(path)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write image ({err.strerror or err})") from None
+    return path
+
+
 def contact_sheet(frame: MultiViewFrame, path: str | Path, max_tile_width: int = 320, title: str | None = None) -> Path:
     """Write a PNG grid: one row per camera, columns colour | depth | mask (if any), each tile labelled.
 
     Tiles are downscaled to at most ``max_tile_width`` pixels wide. Returns the written path.
     """
-    from PIL import Image, ImageDraw
-
-    path = Path(path)
     if not frame.views:
         raise ValueError("contact_sheet: the frame has no views")
     has_mask = any(v.mask is not None for v in frame.views)
-    ncol = 3 if has_mask else 2
-    w0, h0 = frame.views[0].camera.width, frame.views[0].camera.height
-    scale = min(1.0, max_tile_width / w0)
-    tw, th = max(1, round(w0 * scale)), max(1, round(h0 * scale))
-    label_h = 14
-    top = label_h + 4 if title else 0
-    sheet = Image.new("RGB", (ncol * tw, top + len(frame.views) * (th + label_h)), (20, 20, 20))
-    draw = ImageDraw.Draw(sheet)
-    if title:
-        draw.text((4, 2), title, fill=(255, 255, 255))
-    for r, v in enumerate(frame.views):
+    rows, labels = [], []
+    for v in frame.views:
         valid = v.depth[v.depth > 0]
         rng = f"{valid.min():.2f}-{valid.max():.2f} m" if valid.size else "no data"
-        tiles = [(v.color, f"{v.camera.name} color"), (colorize_depth(v.depth), f"depth {rng}")]
+        row = [v.color, colorize_depth(v.depth)]
+        lab = [f"{v.camera.name} color", f"depth {rng}"]
         if has_mask:
-            ids = sorted(int(i) for i in np.unique(v.mask) if i > 0) if v.mask is not None else []
-            tile = colorize_mask(v.mask) if v.mask is not None else np.zeros((h0, w0, 3), np.uint8)
-            tiles.append((tile, f"mask {len(ids)} ids"))
-        y = top + r * (th + label_h)
-        for c, (img, label) in enumerate(tiles):
-            im = Image.fromarray(np.ascontiguousarray(img)).resize((tw, th), Image.NEAREST)
-            sheet.paste(im, (c * tw, y + label_h))
-            draw.text((c * tw + 3, y + 1), label, fill=(230, 230, 230))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(path)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write contact sheet ({err.strerror or err})") from None
-    return path
+            if v.mask is not None:
+                ids = [int(i) for i in np.unique(v.mask) if i > 0]
+                row.append(colorize_mask(v.mask))
+                lab.append(f"mask {len(ids)} ids")
+            else:
+                row.append(np.zeros_like(v.color))
+                lab.append("no mask")
+        rows.append(row)
+        labels.append(lab)
+    return image_grid(rows, path, labels, max_tile_width=max_tile_width, title=title)

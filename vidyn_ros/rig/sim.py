@@ -349,16 +349,20 @@ class SimRig:
         return out
 
     def get_state(self) -> np.ndarray:
-        """The full physics state (MuJoCo mjSTATE_FULLPHYSICS incl. mocap) plus frame index, for save / restore."""
+        """The physics state plus pusher command and frame index, for save / restore ([S] float64).
+
+        MuJoCo's mjSTATE_INTEGRATION (not just FULLPHYSICS): it includes the solver's warm start, without which a
+        restored toppling stack diverges from the original run within a few frames.
+        """
         mj = self._mj
-        spec = mj.mjtState.mjSTATE_FULLPHYSICS
+        spec = mj.mjtState.mjSTATE_INTEGRATION
         st = np.empty(mj.mj_stateSize(self.model, spec))
         mj.mj_getState(self.model, self.data, st, spec)
         return np.concatenate([st, self._pusher_vel, [self.frame_index]])
 
     def set_state(self, state: np.ndarray) -> None:
         mj = self._mj
-        spec = mj.mjtState.mjSTATE_FULLPHYSICS
+        spec = mj.mjtState.mjSTATE_INTEGRATION
         st = np.asarray(state, dtype=np.float64)
         mj.mj_setState(self.model, self.data, st[:-4], spec)
         self._pusher_vel = st[-4:-1].copy()

@@ -166,3 +166,18 @@ def test_vidyn_launch_duration_and_done(tmp_path: Path) -> None:
     assert "stopped (done)" in proc.stdout
     with BagReader(bag) as r:
         assert r.topics["/cam3/mask"].count == 5
+
+
+def test_rviz_config_shows_the_topic_contract() -> None:
+    from vidyn_ros import msgs
+
+    doc = yaml.safe_load((REPO / "rviz" / "vidyn.rviz").read_text())
+    vm = doc["Visualization Manager"]
+    assert vm["Global Options"]["Fixed Frame"] == "world"
+    topics = {d["Topic"]["Value"]: d["Class"] for d in vm["Displays"] if "Topic" in d}
+    for cam in ("cam0", "cam1", "cam2", "cam3"):
+        assert topics[msgs.color_topic(cam)] == "rviz_default_plugins/Image"
+    assert topics["/vidyn/scene/gaussians"] == "rviz_default_plugins/PointCloud2"
+    assert topics["/vidyn/scene/objects"] == "rviz_default_plugins/MarkerArray"
+    rgb = [d for d in vm["Displays"] if d.get("Topic", {}).get("Value") == "/vidyn/scene/gaussians"]
+    assert any(d["Color Transformer"] == "RGB8" for d in rgb)

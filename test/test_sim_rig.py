@@ -11,6 +11,7 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 import numpy as np
 import pytest
 
+from vidyn_ros.errors import ConfigError
 from vidyn_ros.geometry import backproject, look_at, quat_wxyz_to_matrix
 from vidyn_ros.rig.scenario import Scenario, load_scenario, parse_scenario, surface_distance
 from vidyn_ros.rig.sim import SimRig
@@ -341,3 +342,49 @@ def test_depth_noise_and_min_depth(geometry_scenario: Scenario, caplog: pytest.L
         pass
     assert [r.message for r in caplog.records] == ["scenario 'scenario', seed 0: table and obj1 start 10.0 mm inside "
                                                    "each other"]
+
+
+def test_fixed_textured_board_maps_image_onto_top_face(tmp_path: Path) -> None:
+    from PIL import Image
+
+    # a 300x200 image on a 0.3 m x 0.2 m board: 1 mm per texel; a red square at texel columns 30..79, rows 20..69
+    img = np.full((200, 300, 3), 255, np.uint8)
+    img[20:70, 30:80] = (255, 0, 0)
+    Image.fromarray(img).save(tmp_path / "board.png")
+    doc = {
+        "objects": [
+            {"name": "board", "shape": "box", "size": [0.15, 0.1, 0.0025], "position": [0.05, -0.02, 0.0025],
+             "rpy_deg": [0, 0, 90], "fixed": True, "texture": "board.png"},
+            {"name": "ball", "shape": "sphere", "size": [0.02], "position": [0.05, -0.02, 0.1]},
+        ],
+        "cameras": {"width": 320, "height": 240, "fx": 300.0, "fy": 300.0, "cx": 160.0, "cy": 120.0,
+                    "poses": [{"position": [0.3, 0.2, 0.6], "look_at": [0.05, -0.02, 0.0]}]},
+    }
+    (tmp_path / "board.yaml").write_text(__import__("yaml").safe_dump(doc))
+    scn = load_scenario(tmp_path / "board.yaml")
+    assert scn.objects[0].fixed and scn.objects[0].texture == (tmp_path / "board.png").resolve()
+    assert scn.objects[0].color == (1.0, 1.0, 1.0)
+    with SimRig(scn, render_scale=1.0) as rig:
+        for _ in range(20):
+            rig.step(render=False)  # the ball falls onto the board, the board does not move
+        rf = rig.observe()
+        board = rf.object_poses[0]
+        np.testing.assert_allclose(board.position, [0.05, -0.02, 0.0025], atol=1e-9)
+        assert np.linalg.norm(board.linear_velocity) == 0.0
+        assert rf.object_poses[1].position[2] == pytest.approx(0.005 + 0.02, abs=0.002)  # ball rests on the board
+        v = rf.frame.views[0]
+        red = (v.color[..., 0] > 150) & (v.color[..., 1] < 80) & (v.color[..., 2] < 80) & (v.mask == 1)
+        assert red.sum() > 100
+        pts = backproject(v.depth, v.camera.K, v.camera.T_world_cam)[red]
+        # texel (col, row) -> board frame: x = hx * (2 (col + 0.5) / W - 1), y = hy * (1 - 2 (row + 0.5) / H)
+        centre_board = np.array([0.15 * (2 * 55.0 / 300 - 1), 0.1 * (1 - 2 * 45.0 / 200), 0.0025])
+        R = quat_wxyz_to_matrix(board.quat_wxyz)
+        expected = board.position + R @ centre_board
+        np.testing.assert_allclose(pts.mean(axis=0), expected, atol=0.001)  # measured: 0.4 mm
+        errs = surface_errors(rf, rig)
+        assert float(np.percentile(errs[("cam0", 1)], 95)) < 0.001
+    # a missing image or another format is refused with file and key
+    doc["objects"][0]["texture"] = "nope.png"
+    (tmp_path / "bad.yaml").write_text(__import__("yaml").safe_dump(doc))
+    with pytest.raises(ConfigError, match=r"bad\.yaml: objects\[0\]\.texture: image file not found"):
+        load_scenario(tmp_path / "bad.yaml")

@@ -91,6 +91,8 @@ class ObjectSpec:
     solref: tuple[float, float] = (0.01, 1.0)
     solimp: tuple[float, float, float, float, float] = (0.95, 0.99, 0.001, 0.5, 2.0)  # MuJoCo impedance
     randomize: Randomize = field(default_factory=Randomize)
+    fixed: bool = False  # welded to the world (a calibration board, an obstacle): never moves, still has an id
+    texture: Path | None = None  # PNG stretched over a box's top (+z) face, image up = body +y (see docs)
 
     @property
     def size_array(self) -> np.ndarray:
@@ -221,7 +223,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 def parse_scenario(doc: Any, source: Path | str | None = None, default_name: str = "scenario") -> Scenario:
     """Validate a scenario given as a parsed YAML document (dict). ``source`` names the file in error messages."""
     src = Path(source) if source is not None else None
-    r = _Reader(str(src) if src is not None else "<scenario>")
+    r = _Reader(str(src) if src is not None else "<scenario>", src.parent if src is not None else None)
     top = r.mapping(doc, "", required=("objects", "cameras"),
                     optional=("name", "description", "duration_s", "fps", "physics", "table", "pusher", "render"))
     name = r.string(top, "name", "", default=default_name)
@@ -293,7 +295,7 @@ def _parse_render(r: _Reader, doc: Any) -> RenderSpec:
 
 
 _OBJECT_KEYS = ("name", "shape", "size", "mass", "color", "position", "rpy_deg", "quat_wxyz", "velocity",
-                "angular_velocity", "friction", "solref", "solimp", "restitution", "randomize")
+                "angular_velocity", "friction", "solref", "solimp", "restitution", "randomize", "fixed", "texture")
 
 # Contact stiffness used with `restitution` (MuJoCo direct solref, mass-normalised [1/s^2]): stiff enough that a ball
 # hitting the table at 2 m/s sinks ~6 mm at most, soft enough to stay stable at the default 2 ms step.
@@ -319,12 +321,23 @@ def _parse_object(r: _Reader, doc: Any, i: int) -> ObjectSpec:
     shape, size = _shape_and_size(r, d, where)
     dflt = ObjectSpec(name="", shape="box", size=(0.1, 0.1, 0.1), mass=1.0, color=(0, 0, 0), position=(0, 0, 0),
                       quat_wxyz=(1, 0, 0, 0))
+    texture = None
+    if "texture" in d:
+        texture = r.base_dir / r.string(d, "texture", where)
+        if texture.suffix.lower() != ".png":
+            raise ConfigError(f"{r.file}: {where}.texture: expected a .png image, got {d['texture']!r}")
+        if not texture.is_file():
+            raise ConfigError(f"{r.file}: {where}.texture: image file not found: {texture}")
+        texture = texture.resolve()
     return ObjectSpec(
+        fixed=r.boolean(d, "fixed", where, default=False),
+        texture=texture,
         name=r.string(d, "name", where, default=f"obj{i + 1}"),
         shape=shape,
         size=size,
         mass=r.number(d, "mass", where, default=0.1, low=0.0, low_open=True),
-        color=r.color(d, "color", where, default=PALETTE[i % len(PALETTE)]),
+        # a texture is shown in its own colours unless a tint is asked for
+        color=r.color(d, "color", where, default=(1.0, 1.0, 1.0) if texture else PALETTE[i % len(PALETTE)]),
         position=r.vector(d, "position", where, 3),
         quat_wxyz=_orientation(r, d, where),
         velocity=r.vector(d, "velocity", where, 3, default=(0.0, 0.0, 0.0)),
@@ -554,8 +567,9 @@ def _describe(v: Any) -> str:
 class _Reader:
     """Typed field access that raises ConfigError('<file>: <key path>: <problem>')."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, base_dir: Path | None = None):
         self.file = file
+        self.base_dir = base_dir if base_dir is not None else Path.cwd()  # relative paths (textures) start here
 
     def _err(self, where: str, key: str, msg: str) -> ConfigError:
         path = f"{where}.{key}" if where and key else (where or key or "(top level)")

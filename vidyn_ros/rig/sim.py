@@ -104,10 +104,17 @@ def build_mjcf(scn: Scenario, cameras: Sequence[CameraModel]) -> str:
                  f'<material name="table_mat" rgba="{_fmt(t.color1)} 1" specular="0.1"/>')
     mats = [table_mat]
     bodies = []
+    textures = []
     for i, o in enumerate(scn.objects):
-        mats.append(f'<material name="mat{i + 1}" rgba="{_fmt(o.color)} 1" specular="0.3" shininess="0.3"/>')
+        tex_attr = ""
+        if o.texture is not None:
+            # a 2d texture on a box covers its top face once (no repeat): image right = body +x, image up = body +y
+            textures.append(f'<texture name="tex{i + 1}" type="2d" file={quoteattr(str(o.texture))}/>')
+            tex_attr = f' texture="tex{i + 1}"'
+        mats.append(f'<material name="mat{i + 1}"{tex_attr} rgba="{_fmt(o.color)} 1" specular="0.3" shininess="0.3"/>')
+        joint = "" if o.fixed else "<freejoint/>"
         bodies.append(
-            f'<body name={quoteattr(o.name)} pos="{_fmt(o.position)}" quat="{_fmt(o.quat_wxyz)}"><freejoint/>'
+            f'<body name={quoteattr(o.name)} pos="{_fmt(o.position)}" quat="{_fmt(o.quat_wxyz)}">{joint}'
             + _geom_xml(o.name, o.shape, o.size, f"mat{i + 1}", o.friction,
                         f'mass="{o.mass:.9g}" solref="{_fmt(o.solref)}" solimp="{_fmt(o.solimp)}"')
             + "</body>"
@@ -134,6 +141,7 @@ def build_mjcf(scn: Scenario, cameras: Sequence[CameraModel]) -> str:
   <asset>
     <texture name="sky" type="skybox" builtin="flat" rgb1="{bg}" rgb2="{bg}" width="32" height="32"/>
     {tex}
+    {chr(10).join(textures)}
     {chr(10).join(mats)}
   </asset>
   <worldbody>
@@ -260,6 +268,10 @@ class SimRig:
         rng = np.random.default_rng(self.seed)
         for o, bid in zip(self.scenario.objects, self._body_ids, strict=False):
             pos, quat, vel, ang = _sample_initial_state(o, rng)
+            if o.fixed:  # no joint: the pose lives in the model
+                m.body_pos[bid] = pos
+                m.body_quat[bid] = quat
+                continue
             jnt = m.body_jntadr[bid]
             qa, va = m.jnt_qposadr[jnt], m.jnt_dofadr[jnt]
             d.qpos[qa:qa + 3] = pos

@@ -151,8 +151,8 @@ class Pairs:
     """(pixel, splat) intersections that contribute, sorted by pixel and, within a pixel, front to back.
 
     Attributes:
-        splat: [P] int64 index of the splat (flattened (camera, Gaussian) entry).
-        pixel: [P] int64 flattened pixel index into [C * H * W].
+        splat: [P] int32 (int64 for huge images) index of the splat (flattened (camera, Gaussian) entry).
+        pixel: [P] same dtype, flattened pixel index into [C * H * W].
         seg_start, seg_end: [P] int64 position of the first / last pair of the same pixel.
         alpha: [P] the pair's alpha (no grad).
         trans: [P] transmittance in front of the pair, T = Π_{j in front} (1 − α_j) (no grad).
@@ -181,26 +181,33 @@ def _sigma(
     return 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
 
 
-def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For counts [K] -> (owner [sum], rank within owner [sum]): a ragged arange."""
+def _expand(counts: torch.Tensor, dtype: torch.dtype = torch.int64) -> tuple[torch.Tensor, torch.Tensor]:
+    """For counts [K] -> (owner [sum], rank within owner [sum]): a ragged arange, as ``dtype`` indices.
+
+    int32 where it fits: on CPU these index arrays are the bulk of the memory traffic.
+    """
+    counts = counts.to(dtype)
     total = int(counts.sum())
-    owner = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts, output_size=total)
-    first = torch.cumsum(counts, 0) - counts
-    return owner, torch.arange(total, device=counts.device) - first.index_select(0, owner)
+    owner = torch.repeat_interleave(
+        torch.arange(counts.numel(), device=counts.device, dtype=dtype), counts, output_size=total
+    )
+    first = torch.cumsum(counts, 0, dtype=dtype) - counts
+    return owner, torch.arange(total, device=counts.device, dtype=dtype) - first.index_select(0, owner)
 
 
-def _run_bounds(pixel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For sorted ``pixel`` [P]: index of the first and of the last entry of each entry's run of equal values."""
+def _run_bounds(pixel: torch.Tensor, want_end: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """For sorted ``pixel`` [P]: index of the first and (if ``want_end``) of the last entry of each entry's run."""
     P = pixel.numel()
     if P == 0:
         return pixel.clone(), pixel.clone()
     change = torch.nonzero(pixel[1:] != pixel[:-1]).squeeze(1) + 1
-    starts = torch.cat([change.new_zeros(1), change])
-    ends = torch.cat([change - 1, change.new_full((1,), P - 1)])
-    run = torch.zeros(P, dtype=torch.long, device=pixel.device)
+    run = torch.zeros(P, dtype=pixel.dtype, device=pixel.device)
     run[change] = 1
-    run = torch.cumsum(run, 0)
-    return starts.index_select(0, run), ends.index_select(0, run)
+    run = torch.cumsum(run, 0, dtype=pixel.dtype)  # run number of each entry
+    starts = torch.cat([change.new_zeros(1), change]).index_select(0, run)
+    if not want_end:
+        return starts, None
+    return starts, torch.cat([change - 1, change.new_full((1,), P - 1)]).index_select(0, run)
 
 
 @torch.no_grad()
@@ -234,7 +241,10 @@ def intersect(
     # Rows: pixel row v has its centre at v + 0.5.
     v0 = torch.ceil(my - ry - 0.5).clamp(0, height - 1).long()
     v1 = torch.floor(my + ry - 0.5).clamp(-1, height - 1).long()
-    row_owner, row_rank = _expand((v1 - v0 + 1).clamp_min(0))
+    n_cams = int(cam_ids.max()) + 1 if cam_ids.numel() else 1
+    # int32 pair indices while pixel ids and pair counts fit (always, at camera resolutions)
+    it = torch.int32 if n_cams * height * width < 2**31 - 1 else torch.int64
+    row_owner, row_rank = _expand((v1 - v0 + 1).clamp_min(0), it)
     # Everything per row from here on: rows are ~10x fewer than pairs, so per-pair work is a few gathers from them.
     v = v0.index_select(0, row_owner) + row_rank
     a_r, b_r, c_r = ca.index_select(0, row_owner), cb.index_select(0, row_owner), cc.index_select(0, row_owner)
@@ -248,7 +258,9 @@ def intersect(
     u0 = torch.ceil(torch.maximum(centre - half, mx_r - rx_r) - 0.5).clamp(0, width - 1).long()
     u1 = torch.floor(torch.minimum(centre + half, mx_r + rx_r) - 0.5).clamp(-1, width - 1).long()
     counts = torch.where(disc >= 0, (u1 - u0 + 1).clamp_min(0), torch.zeros_like(u0))
-    pix_row, rank = _expand(counts)
+    if int(counts.sum()) >= 2**31 - 1:
+        it = torch.int64
+    pix_row, rank = _expand(counts, it)
     if pix_row.numel() == 0:
         e = torch.zeros(0, dtype=torch.long, device=device)
         f = torch.zeros(0, dtype=dtype, device=device)
@@ -258,7 +270,7 @@ def intersect(
     B = b_r * dy
     C0 = 0.5 * c_r * dy * dy - log_o.index_select(0, row_owner)
     dx0 = u0.to(dtype) + 0.5 - mx_r  # dx at the row's first pixel
-    row_pixel = (cam_ids.index_select(0, sid).index_select(0, row_owner) * height + v) * width + u0
+    row_pixel = ((cam_ids.index_select(0, sid).index_select(0, row_owner) * height + v) * width + u0).to(it)
     rank_f = rank.to(dtype)
     dx = dx0.index_select(0, pix_row) + rank_f
     q = (A.index_select(0, pix_row) * dx + B.index_select(0, pix_row)) * dx + C0.index_select(0, pix_row)
@@ -267,13 +279,9 @@ def intersect(
     alpha = torch.where(alpha >= ALPHA_THRESHOLD, alpha, torch.zeros_like(alpha))
     pixel = row_pixel.index_select(0, pix_row) + rank
     # Stable sort by pixel keeps the front-to-back order within each pixel; int32 keys sort much faster on CPU.
-    if width * height * (int(cam_ids.max()) + 1) < 2**31 - 1:
-        pixel, order = torch.sort(pixel.int(), stable=True)
-        pixel = pixel.long()
-    else:
-        pixel, order = torch.sort(pixel, stable=True)
+    pixel, order = torch.sort(pixel, stable=True)
     alpha = alpha.index_select(0, order)
-    seg_start, _ = _run_bounds(pixel)
+    seg_start = _run_bounds(pixel, want_end=False)[0]
     log1m = torch.log1p(-alpha).double()
     # Exclusive per-pixel cumsum of log(1 - alpha): one global float64 cumsum minus its value at the run start.
     excl = torch.cumsum(log1m, 0) - log1m
@@ -283,7 +291,7 @@ def intersect(
     live = torch.nonzero((log_t + log1m > _LOG_T_MIN) & (alpha > 0)).squeeze(1)
     pixel = pixel.index_select(0, live)
     seg_start, seg_end = _run_bounds(pixel)
-    splat = sid.index_select(0, row_owner.index_select(0, pix_row.index_select(0, order.index_select(0, live).long())))
+    splat = sid.index_select(0, row_owner.index_select(0, pix_row.index_select(0, order.index_select(0, live))))
     return Pairs(
         splat=splat,
         pixel=pixel,
@@ -430,7 +438,7 @@ def rasterize(
 def visible_from_pairs(pairs: Pairs, C: int, N: int) -> torch.Tensor:
     """[C, N] bool: the (camera, Gaussian) entry contributes to at least one pixel."""
     vis = torch.zeros(C * N, dtype=torch.bool, device=pairs.splat.device)
-    vis[pairs.splat] = True
+    vis.index_fill_(0, pairs.splat, True)
     return vis.reshape(C, N)
 
 

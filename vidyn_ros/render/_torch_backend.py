@@ -313,56 +313,59 @@ class _Composite(torch.autograd.Function):
                 n_pixels):
         w = alpha * trans
         D = features.shape[1]
-        out = features.new_zeros(n_pixels, D + 1)
-        for k in range(D):
-            out[:, k].index_add_(0, pixel, w * features[:, k].index_select(0, splat))
-        out[:, D].index_add_(0, pixel, w)
-        ctx.save_for_backward(means2d, conics, opacities, features, splat, pixel, seg_end, alpha, trans)
+        feats_t = features.t().contiguous()  # [D, S]: 1-D gathers from contiguous rows are the fast path on CPU
+        cols = [features.new_zeros(n_pixels).index_add_(0, pixel, w * feats_t[k].index_select(0, splat))
+                for k in range(D)]
+        cols.append(features.new_zeros(n_pixels).index_add_(0, pixel, w))
+        ctx.save_for_backward(means2d, conics, opacities, feats_t, splat, pixel, seg_end, alpha, trans)
         ctx.size = (width, height)
-        return out
+        return torch.stack(cols, dim=1)
 
     @staticmethod
     def backward(ctx, grad_out):
-        means2d, conics, opacities, features, splat, pixel, seg_end, alpha, trans = ctx.saved_tensors
+        means2d, conics, opacities, feats_t, splat, pixel, seg_end, alpha, trans = ctx.saved_tensors
         width, height = ctx.size
-        S, D = features.shape
-        dtype = features.dtype
+        D, S = feats_t.shape
+        dtype, device = feats_t.dtype, feats_t.device
         grads = [None] * 12
         if splat.numel() == 0:
             grads[:4] = [torch.zeros_like(means2d), torch.zeros_like(conics), torch.zeros_like(opacities),
-                         torch.zeros_like(features)]
+                         torch.zeros(S, D, dtype=dtype, device=device)]
             return tuple(grads)
+
+        def scatter(x: torch.Tensor) -> torch.Tensor:  # per-pair [P] -> per-splat sums [S]
+            return torch.zeros(S, dtype=dtype, device=device).index_add_(0, splat, x)
+
         w = alpha * trans
-        # g_p = <dL/dout[pixel], (features of the pair's splat, 1)>: how much the pixel's loss changes per unit weight.
-        g = grad_out[:, D].index_select(0, pixel).clone()
-        v_feat = torch.empty(S, D, dtype=dtype, device=features.device)
+        grad_t = grad_out.t().contiguous()  # [D + 1, n_pixels]
+        # g_p = <dL/dout[pixel], (features of the pair's splat, 1)>: the loss change per unit weight of the pair.
+        g = grad_t[D].index_select(0, pixel)
+        v_feat = []
         for k in range(D):
-            gk = grad_out[:, k].index_select(0, pixel)
-            g += gk * features[:, k].index_select(0, splat)
-            v_feat[:, k] = torch.zeros(S, dtype=dtype, device=features.device).index_add_(0, splat, w * gk)
-        # dL/dα_k = T_k g_k − (Σ_{j behind k} w_j g_j) / (1 − α_k): the suffix sum, per pixel, in float64.
-        wg = (w * g).double()
-        incl = torch.cumsum(wg, 0)
+            gk = grad_t[k].index_select(0, pixel)
+            g = g + gk * feats_t[k].index_select(0, splat)
+            v_feat.append(scatter(w * gk))
+        # dL/dα_k = T_k g_k − (Σ_{j behind k} w_j g_j) / (1 − α_k): a per-pixel suffix sum, from one float64 cumsum.
+        incl = torch.cumsum((w * g).double(), 0)
         behind = (incl.index_select(0, seg_end) - incl).to(dtype)
         v_alpha = trans * g - behind / (1.0 - alpha)
-        # α = min(0.999, o e^{−σ}): no gradient where clamped.
-        v_alpha = torch.where(alpha < ALPHA_MAX, v_alpha, torch.zeros_like(v_alpha))
+        # α = min(0.999, o e^{−σ}): no gradient where clamped; otherwise dα/do = α / o and dα/dσ = −α.
+        va = torch.where(alpha < ALPHA_MAX, v_alpha * alpha, torch.zeros_like(alpha))
         u = (pixel % width).to(dtype) + 0.5
         v = (torch.div(pixel, width, rounding_mode="floor") % height).to(dtype) + 0.5
-        dx = means2d[:, 0].index_select(0, splat) - u
-        dy = means2d[:, 1].index_select(0, splat) - v
-        ca, cb, cc = (conics[:, k].index_select(0, splat) for k in range(3))
-        o = opacities.index_select(0, splat)
-        v_sigma = -alpha * v_alpha  # dα/dσ = −α (unclamped)
-        def scatter(x: torch.Tensor) -> torch.Tensor:
-            return torch.zeros(S, dtype=dtype, device=x.device).index_add_(0, splat, x)
-
-        v_means2d = torch.stack([scatter(v_sigma * (ca * dx + cb * dy)), scatter(v_sigma * (cc * dy + cb * dx))], 1)
-        v_conics = torch.stack(
-            [scatter(0.5 * v_sigma * dx * dx), scatter(v_sigma * dx * dy), scatter(0.5 * v_sigma * dy * dy)], 1
-        )
-        v_opac = scatter(v_alpha * alpha / o)  # dα/do = e^{−σ} = α / o
-        grads[:4] = [v_means2d, v_conics, v_opac, v_feat]
+        dx = means2d[:, 0].contiguous().index_select(0, splat) - u
+        dy = means2d[:, 1].contiguous().index_select(0, splat) - v
+        # σ = ½ a dx² + b dx dy + ½ c dy² with (a, b, c) per splat: scatter the pair moments once, apply the conic
+        # per splat afterwards (no per-pair conic gathers).
+        vdx = va * dx  # −v_σ dx, with v_σ = −va
+        vdy = va * dy
+        s_x, s_y = scatter(vdx), scatter(vdy)
+        s_xx, s_xy, s_yy = scatter(vdx * dx), scatter(vdx * dy), scatter(vdy * dy)
+        a, b, c = conics.unbind(1)
+        v_means2d = -torch.stack([a * s_x + b * s_y, c * s_y + b * s_x], 1)
+        v_conics = -torch.stack([0.5 * s_xx, s_xy, 0.5 * s_yy], 1)
+        v_opac = scatter(va) / opacities.clamp_min(1e-30)  # splats without pairs: 0 / (sigmoid underflow) stays 0
+        grads[:4] = [v_means2d, v_conics, v_opac, torch.stack(v_feat, 1)]
         return tuple(grads)
 
 

@@ -131,13 +131,14 @@ def test_sim_rig_recorder_bag_player_round_trip(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- bag player options
 @pytest.fixture(scope="module")
 def small_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two topics, 10 TwistStamped each, 0.1 s apart (bag duration 0.9 s)."""
+    """Two topics, 10 TwistStamped each, 0.1 s apart (bag duration 0.9 s), and a recorded /clock."""
     path = tmp_path_factory.mktemp("player") / "bag"
     with BagWriter(path) as w:
         for k in range(10):
             stamp = 1_000_000_000 + k * 100_000_000
             w.write("/t1", msgs.TWIST_STAMPED, msgs.twist_stamped_msg([k, 0, 0], [0, 0, 0], stamp), stamp)
             w.write("/t2", msgs.TWIST_STAMPED, msgs.twist_stamped_msg([0, k, 0], [0, 0, 0], stamp + 1), stamp + 1)
+            w.write("/clock", msgs.CLOCK, msgs.clock_msg(stamp), stamp)
     return path
 
 
@@ -158,6 +159,17 @@ def test_bag_player_rate_filter_remap_clock(small_bag: Path) -> None:
     assert [_stamp(c) for c in col.got["/clock"]] == [1_000_000_000 + k * 100_000_000 for k in range(10)]
     span = col.arrival["/r1"][-1] - col.arrival["/r1"][0]
     assert 0.3 < span < 0.75, f"0.9 s of bag at rate 2 took {span:.3f} s"
+
+
+def test_bag_player_clock_replaces_the_recorded_clock(small_bag: Path) -> None:
+    spec = graph.parse_graph({"nodes": [{"node": "bag_player", "parameters": {
+        "bag": str(small_bag), "rate": 4.0, "clock": True, "wait_for_subscribers_s": 5.0}}]})
+    run, col = _collect(spec, {"/clock": msgs.CLOCK, "/t2": msgs.TWIST_STAMPED})
+    assert run.summaries["bag_player"]["counts"] == {"/t1": 10, "/t2": 10}
+    ticks = [_stamp(c) for c in col.got["/clock"]]
+    # one tick per distinct log time (t1 at s, t2 at s + 1 ns), none duplicated by the recorded /clock
+    assert ticks == sorted({1_000_000_000 + k * 100_000_000 + d for k in range(10) for d in (0, 1)})
+    assert len(col.got["/t2"]) == 10
 
 
 def test_bag_player_loop(small_bag: Path) -> None:

@@ -70,6 +70,10 @@ class BagPlayer(Node):
             self.reader.close()
             raise BagError(f"{self.p.bag}: cannot remap {unknown[0]}: no such topic in this bag")
         self.topics = list(self.p.topics) or list(self.reader.topics)
+        if self.p.clock and "/clock" in self.topics and remaps.get("/clock", "/clock") == "/clock":
+            # The player generates /clock from the log time; the recorded /clock would duplicate every tick.
+            self.topics.remove("/clock")
+            self.get_logger().info("not replaying the recorded /clock: clock is generated from the bag's log time")
         qos = _ros.qos_by_name(self.p.qos)
         self._pubs: dict[str, Any] = {}
         for topic in self.topics:

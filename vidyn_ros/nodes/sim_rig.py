@@ -166,8 +166,16 @@ class SimRigNode(Node):
                 self._sim_time_s = float(rig.time_s)
                 self._publish(rf)
                 self.frames += 1
-                self.diag.ok("publishing", frames=self.frames, render_ms=f"{self.render_ms[-1]:.1f}",
-                             sim_time_s=f"{self._sim_time_s:.3f}")
+                wall = time.monotonic() - t_wall0
+                rt_factor = self.frames / fps / wall if wall > 0 else 0.0  # sim seconds per wall second
+                values = {"frames": self.frames, "render_ms": f"{self.render_ms[-1]:.1f}",
+                          "sim_time_s": f"{self._sim_time_s:.3f}", "realtime_factor": f"{rt_factor:.2f}"}
+                if self.p.realtime and wall > 2.0 and rt_factor < 0.9 * self.p.rate:
+                    # Not an error (the rig just runs slower than the clock on the wall), but say so once.
+                    self.diag.warn("rendering is slower than real time; sim time runs slower (see realtime_factor)",
+                                   **values)
+                else:
+                    self.diag.ok("publishing", **values)
                 if self.p.realtime:
                     due = t_wall0 + self.frames / fps / self.p.rate
                     lag = due - time.monotonic()

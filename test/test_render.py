@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -350,3 +351,25 @@ def test_projection_matches_gsplat_reference_implementation() -> None:
     assert torch.allclose(ours.means2d[valid], means2d[valid], atol=1e-4)
     assert torch.allclose(ours.depths, depths, atol=1e-6)
     assert torch.allclose(ours.conics[valid], conics[valid], rtol=1e-4, atol=1e-6)
+
+
+def test_camera_pose_given_as_tensor_gets_a_gradient() -> None:
+    """A T_world_cam tensor with requires_grad (pose refinement) receives d(render)/d(pose) = finite differences."""
+    scene = random_scene(150, seed=6, dtype=torch.float64)
+    cam = ring_cameras(1, 48, 36, 45.0)[0]
+    T0 = torch.tensor(cam.T_world_cam, dtype=torch.float64)
+    target = render(scene, [cam], backend="torch").rgb.detach()
+
+    def loss(shift: torch.Tensor) -> torch.Tensor:
+        T = T0.clone()
+        T[:3, 3] = T[:3, 3] + shift
+        out = render(scene, [replace(cam, T_world_cam=T)], background=(0.5, 0.5, 0.5), backend="torch")
+        return ((out.rgb - target) ** 2).sum()
+
+    shift = torch.tensor([0.01, -0.005, 0.008], dtype=torch.float64, requires_grad=True)
+    loss(shift).backward()
+    eps = 1e-6
+    fd = torch.stack([(loss(shift.detach() + eps * e) - loss(shift.detach() - eps * e)) / (2 * eps)
+                      for e in torch.eye(3, dtype=torch.float64)])
+    assert shift.grad.abs().max() > 1e-3
+    assert torch.allclose(shift.grad, fd, rtol=1e-3, atol=1e-6)

@@ -20,7 +20,9 @@ def camera_tensors(
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """viewmats [C, 4, 4] (world-to-camera), Ks [C, 3, 3] (OpenCV pixel centres), width, height.
 
-    All cameras must share one resolution because the outputs are stacked [C, H, W].
+    All cameras must share one resolution because the outputs are stacked [C, H, W]. A ``T_world_cam`` given as a
+    torch tensor (e.g. requires_grad, for pose refinement) stays in the graph: the torch backend is differentiable
+    w.r.t. the camera pose.
     """
     if len(cameras) == 0:
         raise ConfigError("render: no cameras given")
@@ -28,15 +30,19 @@ def camera_tensors(
     if len(sizes) != 1:
         raise ConfigError(f"render: all cameras must have one resolution, got {sorted(sizes)} (use CameraModel.scaled)")
     (width, height) = sizes.pop()
-    # Invert in float64 numpy: a float32 inverse of a pose far from the origin loses millimetres.
-    viewmats = np.stack([np.linalg.inv(np.asarray(c.T_world_cam, dtype=np.float64)) for c in cameras])
+    views = []
+    for c in cameras:
+        T = c.T_world_cam
+        if isinstance(T, torch.Tensor):
+            T = T.to(device=device, dtype=dtype)
+            R, t = T[:3, :3], T[:3, 3]
+            top = torch.cat([R.T, (-R.T @ t)[:, None]], dim=1)  # rigid inverse, differentiable
+            views.append(torch.cat([top, T.new_tensor([[0.0, 0.0, 0.0, 1.0]])], dim=0))
+        else:
+            # Invert in float64 numpy: a float32 inverse of a pose far from the origin loses millimetres.
+            views.append(torch.as_tensor(np.linalg.inv(np.asarray(T, dtype=np.float64)), dtype=dtype, device=device))
     Ks = np.stack([np.asarray(c.K, dtype=np.float64) for c in cameras])
-    return (
-        torch.as_tensor(viewmats, dtype=dtype, device=device),
-        torch.as_tensor(Ks, dtype=dtype, device=device),
-        width,
-        height,
-    )
+    return torch.stack(views), torch.as_tensor(Ks, dtype=dtype, device=device), width, height
 
 
 def gsplat_available() -> bool:

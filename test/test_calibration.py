@@ -85,7 +85,7 @@ def test_cli_from_realsense_recordings_of_the_sim_rig(capture, tmp_path, capsys)
     paths = []
     for i, v in enumerate(frame.views):
         depth_mm = np.rint(v.depth * 1000).astype(np.uint16)
-        p = write_recording(tmp_path / f"{v.camera.name}.db3", [v.color] * 2, [depth_mm] * 2, v.camera.K,
+        p = write_recording(tmp_path / f"{v.camera.name}.db3", [v.color] * 4, [depth_mm] * 4, v.camera.K,
                             serial=f"12345{i}", fps=30)
         paths.append(str(p))
     out = tmp_path / "calib" / "rig.yaml"

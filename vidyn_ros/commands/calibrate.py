@@ -58,7 +58,7 @@ def _capture_bag(args):
 
 def _capture_realsense(args):
     from vidyn_ros.errors import CameraError
-    from vidyn_ros.rig.realsense import RealSenseCamera, RealSenseConfig
+    from vidyn_ros.rig.realsense import CameraDisconnectedError, RealSenseCamera, RealSenseConfig
     from vidyn_ros.types import MultiViewFrame
 
     sources = args.recordings or args.serials
@@ -70,8 +70,11 @@ def _capture_realsense(args):
         cfg = RealSenseConfig(name=name, recording=src) if args.recordings else RealSenseConfig(name=name, serial=src)
         with RealSenseCamera(cfg) as cam:
             frame = None
-            for _ in range(30):  # skip the first frames (auto exposure settles), take the first good one after
-                frame = cam.read() or frame
+            for _ in range(30):  # live cameras: let auto exposure settle for a second; recordings: the first frame
+                try:
+                    frame = cam.read() or frame
+                except CameraDisconnectedError:
+                    break  # a recording shorter than that: keep the last frame it gave
                 if frame is not None and args.recordings:
                     break
             if frame is None:

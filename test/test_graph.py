@@ -125,7 +125,7 @@ def test_vidyn_launch_runs_a_tiny_graph_and_stops_cleanly_on_sigint(tmp_path: Pa
     bag = tmp_path / "bag"
     g.write_text(yaml.safe_dump({"name": "tiny", "use_sim_time": True, "nodes": [
         {"node": "sim_rig", "parameters": {"scenario": "push", "render_scale": 0.25, "max_frames": -1,
-                                           "start_delay_s": 0.5, "calibration_out": str(tmp_path / "c.yaml")}},
+                                           "start_delay_s": 1.5, "calibration_out": str(tmp_path / "c.yaml")}},
         {"node": "recorder", "parameters": {"topics": ["/cam0/color/image_raw", "/vidyn/sim/object_poses"],
                                             "output": str(bag), "calibration": str(tmp_path / "c.yaml")}},
     ]}))
@@ -135,7 +135,7 @@ def test_vidyn_launch_runs_a_tiny_graph_and_stops_cleanly_on_sigint(tmp_path: Pa
         t_end = time.monotonic() + 60
         while not (bag / "bag.mcap").exists() and time.monotonic() < t_end and proc.poll() is None:
             time.sleep(0.1)
-        time.sleep(2.5)
+        time.sleep(4.0)  # 1.5 s start delay, then frames
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     finally:

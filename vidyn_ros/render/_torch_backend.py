@@ -35,6 +35,10 @@ T_MIN = 1e-4  # a pixel is "done" once its transmittance would fall to this
 EXTEND_MAX = 3.33  # sigma extent cap in gsplat's projection
 EPS2D = 0.3  # px², low-pass dilation of the 2D covariance
 _LOG_T_MIN = math.log(T_MIN)
+# CPU work unit of the torch backend: each view is processed in bands of rows of about this many pixels, so that the
+# (pixel, Gaussian) pair arrays stay cache-sized. Measured (1 thread, bench scene, fwd+bwd of 4 views): 5k Gaussians at
+# 160x120 150 -> 104 ms vs one batch over all views; at 320x240 830 -> 390 ms. Smaller bands were not faster.
+BAND_PIXELS = 160 * 120
 
 
 def gsplat_intrinsics(Ks: torch.Tensor) -> torch.Tensor:
@@ -156,6 +160,7 @@ class Pairs:
         seg_start, seg_end: [P] int64 position of the first / last pair of the same pixel.
         alpha: [P] the pair's alpha (no grad).
         trans: [P] transmittance in front of the pair, T = Π_{j in front} (1 − α_j) (no grad).
+        row0: image row of pixel id 0 (a band's first row; 0 for whole images).
     """
 
     splat: torch.Tensor
@@ -164,6 +169,7 @@ class Pairs:
     seg_end: torch.Tensor
     alpha: torch.Tensor
     trans: torch.Tensor
+    row0: int = 0
 
     @property
     def weight(self) -> torch.Tensor:
@@ -220,12 +226,14 @@ def intersect(
     cam_ids: torch.Tensor,  # [S]
     width: int,
     height: int,
+    rows: tuple[int, int] | None = None,
 ) -> Pairs:
     """Find the contributing (pixel, splat) pairs of projected splats (gsplat pixel convention) and composite them.
 
     Only splats with radii > 0 take part; ``Pairs.splat`` indexes the S inputs. Candidates are enumerated row by
     row inside each splat's ``alpha >= 1/255`` ellipse (clipped to its box and the image), so almost no candidate is
-    wasted, then the exact alpha test decides.
+    wasted, then the exact alpha test decides. ``rows = (r0, r1)`` restricts to image rows r0..r1-1 of a single
+    camera (cam_ids all 0); pixel ids then count from the band's first pixel (``Pairs.row0 = r0``).
     """
     device, dtype = means2d.device, means2d.dtype
     sid = torch.nonzero((radii > 0).any(-1)).squeeze(1)
@@ -239,8 +247,9 @@ def intersect(
     log_o = torch.log(o)
     e2 = 2.0 * (log_o - math.log(ALPHA_THRESHOLD))  # alpha >= 1/255  <=>  2 sigma <= e2
     # Rows: pixel row v has its centre at v + 0.5.
-    v0 = torch.ceil(my - ry - 0.5).clamp(0, height - 1).long()
-    v1 = torch.floor(my + ry - 0.5).clamp(-1, height - 1).long()
+    r0, r1 = (0, height) if rows is None else rows
+    v0 = torch.ceil(my - ry - 0.5).clamp(r0, r1 - 1).long()
+    v1 = torch.floor(my + ry - 0.5).clamp(r0 - 1, r1 - 1).long()
     n_cams = int(cam_ids.max()) + 1 if cam_ids.numel() else 1
     # int32 pair indices while pixel ids and pair counts fit (always, at camera resolutions)
     it = torch.int32 if n_cams * height * width < 2**31 - 1 else torch.int64
@@ -264,13 +273,13 @@ def intersect(
     if pix_row.numel() == 0:
         e = torch.zeros(0, dtype=torch.long, device=device)
         f = torch.zeros(0, dtype=dtype, device=device)
-        return Pairs(e, e, e, e, f, f)
+        return Pairs(e, e, e, e, f, f, r0)
     # sigma − ln o along a row is a quadratic in dx = (u + 0.5) − mx:  A dx² + B dx + C0.
     A = 0.5 * a_r
     B = b_r * dy
     C0 = 0.5 * c_r * dy * dy - log_o.index_select(0, row_owner)
     dx0 = u0.to(dtype) + 0.5 - mx_r  # dx at the row's first pixel
-    row_pixel = ((cam_ids.index_select(0, sid).index_select(0, row_owner) * height + v) * width + u0).to(it)
+    row_pixel = ((cam_ids.index_select(0, sid).index_select(0, row_owner) * height + v - r0) * width + u0).to(it)
     rank_f = rank.to(dtype)
     dx = dx0.index_select(0, pix_row) + rank_f
     q = (A.index_select(0, pix_row) * dx + B.index_select(0, pix_row)) * dx + C0.index_select(0, pix_row)
@@ -299,6 +308,7 @@ def intersect(
         seg_end=seg_end,
         alpha=alpha.index_select(0, live),
         trans=torch.exp(log_t.index_select(0, live).to(dtype)),
+        row0=r0,
     )
 
 
@@ -310,7 +320,7 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means2d, conics, opacities, features, splat, pixel, seg_end, alpha, trans, width, height,
-                n_pixels):
+                n_pixels, row0):
         w = alpha * trans
         D = features.shape[1]
         feats_t = features.t().contiguous()  # [D, S]: 1-D gathers from contiguous rows are the fast path on CPU
@@ -318,16 +328,16 @@ class _Composite(torch.autograd.Function):
                 for k in range(D)]
         cols.append(features.new_zeros(n_pixels).index_add_(0, pixel, w))
         ctx.save_for_backward(means2d, conics, opacities, feats_t, splat, pixel, seg_end, alpha, trans)
-        ctx.size = (width, height)
+        ctx.size = (width, height, row0)
         return torch.stack(cols, dim=1)
 
     @staticmethod
     def backward(ctx, grad_out):
         means2d, conics, opacities, feats_t, splat, pixel, seg_end, alpha, trans = ctx.saved_tensors
-        width, height = ctx.size
+        width, height, row0 = ctx.size
         D, S = feats_t.shape
         dtype, device = feats_t.dtype, feats_t.device
-        grads = [None] * 12
+        grads = [None] * 13
         if splat.numel() == 0:
             grads[:4] = [torch.zeros_like(means2d), torch.zeros_like(conics), torch.zeros_like(opacities),
                          torch.zeros(S, D, dtype=dtype, device=device)]
@@ -352,7 +362,7 @@ class _Composite(torch.autograd.Function):
         # α = min(0.999, o e^{−σ}): no gradient where clamped; otherwise dα/do = α / o and dα/dσ = −α.
         va = torch.where(alpha < ALPHA_MAX, v_alpha * alpha, torch.zeros_like(alpha))
         u = (pixel % width).to(dtype) + 0.5
-        v = (torch.div(pixel, width, rounding_mode="floor") % height).to(dtype) + 0.5
+        v = ((torch.div(pixel, width, rounding_mode="floor") + row0) % height).to(dtype) + 0.5
         dx = means2d[:, 0].contiguous().index_select(0, splat) - u
         dy = means2d[:, 1].contiguous().index_select(0, splat) - v
         # σ = ½ a dx² + b dx dy + ½ c dy² with (a, b, c) per splat: scatter the pair moments once, apply the conic
@@ -386,7 +396,7 @@ def composite(
     """
     out = _Composite.apply(
         means2d, conics, opacities, features, pairs.splat, pairs.pixel, pairs.seg_end, pairs.alpha, pairs.trans,
-        width, height, n_pixels,
+        width, height, n_pixels, pairs.row0,
     )
     D = features.shape[1]
     return out[:, :D], out[:, D]
@@ -415,26 +425,42 @@ def rasterize(
     H, W = height, width
     Kg = gsplat_intrinsics(Ks.to(means.dtype))
     proj = project(means, quats, scales, opacities, viewmats.to(means.dtype), Kg, W, H, near, far)
-    cam_ids = torch.arange(C, device=means.device).repeat_interleave(N)
-    means2d = proj.means2d.reshape(C * N, 2)
-    conics = proj.conics.reshape(C * N, 3)
-    depths = proj.depths.reshape(C * N)
-    op = opacities[None, :].expand(C, N).reshape(C * N)
-    pairs = intersect(
-        means2d.detach(), conics.detach(), op.detach(), depths.detach(), proj.radii.reshape(C * N, 2), cam_ids, W, H
-    )
-    feats = torch.cat([colors[None].expand(C, N, 3).reshape(C * N, 3), depths[:, None]], dim=1)
-    acc, alpha = composite(pairs, means2d, conics, op, feats, C * H * W, W, H)
-    acc = acc.reshape(C, H, W, 4)
-    alpha = alpha.reshape(C, H, W)
+    no_cam = torch.zeros(N, dtype=torch.long, device=means.device)
+    accs, alphas, visible, contrib = [], [], [], []
+    # One camera and one band of rows at a time (see BAND_PIXELS); the projected splats are shared, only the row range
+    # changes. On CUDA one band per view.
+    band = H if means.device.type == "cuda" else max(1, min(H, BAND_PIXELS // W))
+    for c in range(C):
+        m2, con, z = proj.means2d[c], proj.conics[c], proj.depths[c]
+        feats = torch.cat([colors, z[:, None]], dim=1)
+        acc_c, alpha_c, vis_c, contrib_c = [], [], None, None
+        for r0 in range(0, H, band):
+            r1 = min(H, r0 + band)
+            pairs = intersect(
+                m2.detach(), con.detach(), opacities.detach(), z.detach(), proj.radii[c], no_cam, W, H, rows=(r0, r1)
+            )
+            acc, alpha = composite(pairs, m2, con, opacities, feats, (r1 - r0) * W, W, H)
+            acc_c.append(acc)
+            alpha_c.append(alpha)
+            v = visible_from_pairs(pairs, 1, N)[0]
+            vis_c = v if vis_c is None else vis_c | v
+            if masks is not None:
+                g = contribution(pairs, masks[c : c + 1, r0:r1], mask_ids, 1, N)[0]
+                contrib_c = g if contrib_c is None else torch.maximum(contrib_c, g)
+        accs.append(torch.cat(acc_c).reshape(H, W, 4))
+        alphas.append(torch.cat(alpha_c).reshape(H, W))
+        visible.append(vis_c)
+        if masks is not None:
+            contrib.append(contrib_c)
+    acc = torch.stack(accs)
+    alpha = torch.stack(alphas)
     rgb = acc[..., :3]
     if backgrounds is not None:
         rgb = rgb + (1.0 - alpha)[..., None] * backgrounds[:, None, None, :].to(rgb.dtype)
     depth = acc[..., 3] / alpha.clamp_min(1e-10)
-    out = {"rgb": rgb, "depth": depth, "alpha": alpha}
-    out["visible"] = visible_from_pairs(pairs, C, N)
+    out = {"rgb": rgb, "depth": depth, "alpha": alpha, "visible": torch.stack(visible)}
     if masks is not None:
-        out["mask_contribution"] = contribution(pairs, masks, mask_ids, C, N)
+        out["mask_contribution"] = torch.stack(contrib)
     return out
 
 

@@ -397,5 +397,5 @@ def test_row_bands_give_the_same_render_and_gradients(monkeypatch: pytest.Monkey
     for key in ("rgb", "depth", "alpha", "mask_contribution"):
         assert (getattr(whole, key) - getattr(banded, key)).abs().max() < 1e-6, key
     assert torch.equal(whole.visible, banded.visible)
-    for name, a, b in zip(PARAMS, g_whole, g_banded, strict=True):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
+    for name, a, b in zip(PARAMS, g_whole, g_banded, strict=True):  # equal up to float summation order
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max(), name

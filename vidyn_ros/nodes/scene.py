@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rclpy.node import Node
@@ -78,13 +79,9 @@ class SceneNode(Node):
             raise ConfigError("scene: parameter 'cameras' is empty")
         if p.image_downscale < 1:
             raise ConfigError(f"scene: image_downscale must be >= 1, got {p.image_downscale}")
-        poses = camera_poses(p.calibration, p.scenario)
-        missing = [c for c in p.cameras if c not in poses]
-        if missing:
-            raise ConfigError(f"scene: no pose for camera(s) {missing} (calibration has {sorted(poses)})")
-
+        if not p.calibration and not p.scenario:
+            raise ConfigError("scene: set parameter 'calibration' (rig calibration YAML) or 'scenario' (camera poses)")
         from vidyn_ros import msgs
-        from vidyn_ros.rig.sync import TopicSynchronizer
         from vidyn_ros.scene.pipeline import SceneConfig, SceneEstimator
 
         self.msgs = msgs
@@ -92,8 +89,6 @@ class SceneNode(Node):
             device=p.device, backend=p.backend, budget=p.budget, object_share=p.object_share,
             downscale=p.image_downscale, init_iters=p.init_iters, iters_per_frame=p.iters_per_frame, seed=p.seed,
         ))  # fmt: skip
-        self.sync = TopicSynchronizer(list(p.cameras), with_mask=p.use_masks, slop_ns=int(p.slop_ms * 1e6),
-                                      poses={c: poses[c] for c in p.cameras})
         self._sync_lock = threading.Lock()
         self.pub_cloud = self.create_publisher(_ros.msg_class(msgs.POINTCLOUD2), GAUSSIANS_TOPIC, _ros.reliable_qos(2))
         self.pub_objects = self.create_publisher(_ros.msg_class(msgs.MARKER_ARRAY), OBJECTS_TOPIC, _ros.reliable_qos(2))
@@ -107,17 +102,39 @@ class SceneNode(Node):
         self.last_update: Any = None
         self._last_frame_t = time.monotonic()
         self.worker = _ros.Worker(self._process, maxsize=1, name="scene-worker", on_error=self._on_error)
-        self._subs = []
-        for topic, msgtype in self.sync.topics().items():
-            qos = _ros.latched_qos(5) if msgtype == msgs.CAMERA_INFO else _ros.sensor_qos(10)
-            self._subs.append(self.create_subscription(
-                _ros.msg_class(msgtype), topic, lambda raw, t=topic, m=msgtype: self._on_message(t, m, raw), qos,
-                raw=True,
-            ))  # fmt: skip
+        self.sync: Any = None
+        self._subs: list[Any] = []
+        self._try_setup()  # the simulated rig writes its calibration file when it starts: maybe not yet
         self._timer = self.create_timer(1.0, self._check_stale)
         self.get_logger().info(f"scene: {len(p.cameras)} cameras, budget {p.budget}, device {p.device}")
 
     # ------------------------------------------------------------------------------------------------------- input
+    def _try_setup(self) -> bool:
+        """Load the camera poses and subscribe; False (retried every second) while the calibration file is missing."""
+        if self.sync is not None:
+            return True
+        p = self.p
+        calib = p.calibration if p.calibration and Path(p.calibration).is_file() else ""
+        if p.calibration and not calib and not p.scenario:
+            self.diag.warn(f"waiting for calibration file {p.calibration}")
+            return False
+        poses = camera_poses(calib, p.scenario)
+        missing = [c for c in p.cameras if c not in poses]
+        if missing:
+            raise ConfigError(f"scene: no pose for camera(s) {missing} (calibration has {sorted(poses)})")
+        from vidyn_ros.rig.sync import TopicSynchronizer
+
+        self.sync = TopicSynchronizer(list(p.cameras), with_mask=p.use_masks, slop_ns=int(p.slop_ms * 1e6),
+                                      poses={c: poses[c] for c in p.cameras})
+        for topic, msgtype in self.sync.topics().items():
+            qos = _ros.sensor_qos(10)  # best effort matches reliable and best-effort camera drivers alike
+            self._subs.append(self.create_subscription(
+                _ros.msg_class(msgtype), topic, lambda raw, t=topic, m=msgtype: self._on_message(t, m, raw), qos,
+                raw=True,
+            ))  # fmt: skip
+        self.get_logger().info(f"scene: subscribed to {len(self._subs)} topics of {len(p.cameras)} cameras")
+        return True
+
     def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
         try:
             with self._sync_lock:
@@ -130,6 +147,12 @@ class SceneNode(Node):
             self.worker.submit(f)
 
     def _check_stale(self) -> None:
+        try:
+            if not self._try_setup():
+                return
+        except Exception as err:  # e.g. a malformed calibration file written late: report, keep retrying
+            self.diag.error(f"scene: {err}")
+            return
         idle = time.monotonic() - self._last_frame_t
         if idle > self.p.stale_s:
             self.diag.warn(f"no synchronised frame for {idle:.1f} s", updates=self.updates)

@@ -56,11 +56,12 @@ def fuse_views(
     pts, cols, labs, views = [], [], [], []
     for ci, v in enumerate(frame.views):
         depth = v.depth[::stride, ::stride].astype(np.float32)
-        cam = v.camera if stride == 1 else v.camera.scaled(1.0 / stride)
+        K = v.camera.K.astype(np.float64).copy()
+        K[:2] /= stride  # subsampled pixel (u, v) is original pixel (s*u, s*v): pure division, no half-pixel shift
         valid = (depth > 0) & (depth < max_depth)
         if edge_threshold > 0:
             valid &= _depth_edges(depth) < edge_threshold
-        p = backproject(depth, cam.K, cam.T_world_cam)[valid]
+        p = backproject(depth, K, v.camera.T_world_cam)[valid]
         pts.append(p)
         cols.append(v.color[::stride, ::stride][valid].astype(np.float32) / 255.0)
         mask = v.mask[::stride, ::stride] if v.mask is not None else np.zeros(depth.shape, np.int64)

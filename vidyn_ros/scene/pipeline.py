@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -84,7 +84,7 @@ class SceneEstimator:
         """Build the scene from one frame (fuse -> downsample -> init -> optimise -> vote ids)."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        cloud = fuse_views(frame)
+        cloud = fuse_views(frame, stride=cfg.downscale)
         if len(cloud) == 0:
             from vidyn_ros.errors import VidynError
 
@@ -104,7 +104,8 @@ class SceneEstimator:
             g.object_ids = vote_object_ids(g, targets.cameras, targets.mask, backend=cfg.backend,
                                            min_contribution=cfg.vote_min_contribution,
                                            prior_weight=cfg.vote_prior_weight)
-        self.tracker = Tracker(g, cfg.track, cameras=frame.cameras, model_cloud=full)
+        track_cfg = replace(cfg.track, fuse_stride=cfg.downscale)
+        self.tracker = Tracker(g, track_cfg, cameras=frame.cameras, model_cloud=full)
         self.tracker.background = self.background
         self.tracker.record(frame.stamp_ns)
         return self.tracker.gaussians

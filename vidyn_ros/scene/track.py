@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 class TrackConfig:
     """Tracking settings."""
 
+    fuse_stride: int = 1  # back-project every n-th pixel (n = image downscale keeps full-size frames cheap)
     icp_voxel: float = 0.004  # [m] observed points are voxel-downsampled to this before ICP
     model_voxel: float = 0.003  # [m] voxel of each object's ICP model cloud (its points in the first frame)
     icp_max_distance: float = 0.02  # [m] correspondence gate for ICP
@@ -167,7 +168,7 @@ class Tracker:
         Returns a dict of statistics (icp rmse / fitness means, refinement loss, number of visible objects).
         """
         cfg = self.cfg
-        cloud = fuse_views(frame)
+        cloud = fuse_views(frame, stride=cfg.fuse_stride)
         stats: dict[str, float] = {}
         rmses, fits = [], []
         for k in np.unique(cloud.labels[cloud.labels > 0]):

@@ -200,6 +200,18 @@ def test_state_save_and_restore() -> None:
         b = [rig.step() for _ in range(3)][-1]
         np.testing.assert_array_equal(a.frame.views[0].depth, b.frame.views[0].depth)
         assert a.frame.stamp_ns == b.frame.stamp_ns
+    # the pusher (a mocap body) and its held command are part of the state
+    with SimRig("push", seed=0, render_scale=0.25, masks=False) as rig:
+        rig.set_pusher_velocity([0.1, 0.0, 0.0])
+        rig.step(render=False)
+        state = rig.get_state()
+        p_before = rig.object_poses()[-1].position.copy()
+        rig.set_pusher_velocity([0.0, 0.2, 0.0])
+        for _ in range(5):
+            rig.step(render=False)
+        rig.set_state(state)
+        np.testing.assert_array_equal(rig.object_poses()[-1].position, p_before)
+        np.testing.assert_array_equal(rig.pusher_velocity, [0.1, 0.0, 0.0])
 
 
 def test_bowling_ball_knocks_pins() -> None:
@@ -388,3 +400,16 @@ def test_fixed_textured_board_maps_image_onto_top_face(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(__import__("yaml").safe_dump(doc))
     with pytest.raises(ConfigError, match=r"bad\.yaml: objects\[0\]\.texture: image file not found"):
         load_scenario(tmp_path / "bad.yaml")
+
+
+def test_antialias_changes_only_colour_edges(geometry_scenario: Scenario) -> None:
+    from dataclasses import replace
+
+    aa = replace(geometry_scenario, render=replace(geometry_scenario.render, antialias=True))
+    with SimRig(geometry_scenario, render_scale=0.25) as plain, SimRig(aa, render_scale=0.25) as smooth:
+        a, b = plain.observe().frame, smooth.observe().frame
+    for va, vb in zip(a.views, b.views, strict=True):
+        np.testing.assert_array_equal(va.depth, vb.depth)
+        np.testing.assert_array_equal(va.mask, vb.mask)
+        changed = np.any(va.color != vb.color, axis=-1)
+        assert 0 < changed.mean() < 0.2  # the edges, not the interiors

@@ -135,7 +135,7 @@ def build_mjcf(scn: Scenario, cameras: Sequence[CameraModel]) -> str:
     <global offwidth="{w}" offheight="{h}"/>
     <map znear="{scn.near:.6g}" zfar="{scn.far:.6g}"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.25 0.25 0.25" specular="0.05 0.05 0.05"/>
-    <quality shadowsize="2048"/>
+    <quality shadowsize="2048" offsamples="{4 if scn.render.antialias else 0}"/>
     <rgba fog="{bg} 1" haze="{bg} 1"/>
   </visual>
   <asset>

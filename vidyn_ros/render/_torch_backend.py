@@ -11,14 +11,21 @@ the two backends agree to float precision:
   depth; a pixel stops at the first Gaussian that would bring its transmittance to ``<= 1e-4`` (that one excluded).
 
 Internally pixel centres are at ``j + 0.5`` like gsplat; the public intrinsics (OpenCV: centre at integer ``j``) are
-shifted by +0.5 px on entry (:func:`gsplat_intrinsics`).
+shifted by +0.5 px on entry (:func:`gsplat_intrinsics`). (gsplat 1.5.3 clamps alpha at 0.999, not 0.99; we follow the
+code. Its ``sigma < 0`` skip only triggers on rounding and is not reproduced.)
 
-Culling is per pixel rather than per 16x16 tile: every Gaussian is paired only with the pixels of its own extent box
-and pairs below the alpha threshold are dropped. Inside the box the ellipse ``alpha >= 1/255`` is the exact support
-(``o < 1`` so the 3.33 cap never cuts into it), so this gives the same image as gsplat's tile binning while evaluating
-far fewer (pixel, Gaussian) pairs, which is what makes the CPU path cheap. The pairs are sorted by (pixel, depth) and
-composited with a segmented exclusive cumulative sum of ``log(1 - alpha)`` (in float64, so that one global cumsum over
-all pixels keeps per-pixel precision).
+How the CPU path stays cheap:
+
+- Culling is per pixel rather than per 16x16 tile: each Gaussian is paired only with the pixels inside its
+  ``alpha >= 1/255`` ellipse, enumerated row by row (clipped to gsplat's box). Outside that ellipse alpha is below the
+  threshold anyway (``o < 1`` so the 3.33 cap never cuts into it), so this gives gsplat's image while evaluating far
+  fewer (pixel, Gaussian) pairs than tile binning.
+- The pairs are sorted by (pixel, depth) and composited with a segmented exclusive cumulative sum of
+  ``log(1 - alpha)`` (float64, so one global cumsum keeps per-pixel precision); the dead pairs behind a finished pixel
+  are dropped before anything carries gradients.
+- The compositing backward is written by hand (:class:`_Composite`, gsplat's backward vectorised with a per-pixel
+  suffix sum), so autograd never records per-pair graphs.
+- Each view is processed in cache-sized bands of rows (:data:`BAND_PIXELS`).
 """
 
 from __future__ import annotations
@@ -175,16 +182,6 @@ class Pairs:
     def weight(self) -> torch.Tensor:
         """[P] γ = α T, the pair's contribution to its pixel (the id-voting statistic)."""
         return self.alpha * self.trans
-
-
-def _sigma(
-    px: torch.Tensor, py: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor,
-    cc: torch.Tensor,
-) -> torch.Tensor:
-    """Mahalanobis half-distance ½ dᵀ Σ⁻¹ d of each pair [P]; conic (ca, cb, cc) is Σ⁻¹'s upper triangle."""
-    dx = mx - px
-    dy = my - py
-    return 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
 
 
 def _expand(counts: torch.Tensor, dtype: torch.dtype = torch.int64) -> tuple[torch.Tensor, torch.Tensor]:

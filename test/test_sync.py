@@ -169,7 +169,7 @@ def test_mask_required_and_optional():
     assert len(frames2) == 3 and all(v.mask is None for v in frames2[0].views)
 
 
-def test_no_camera_info_means_no_frames_and_pose_comes_from_calibration():
+def test_sets_wait_for_camera_info_and_pose_comes_from_calibration():
     T = np.eye(4)
     T[:3, 3] = [0.1, 0.2, 0.3]
     s = MultiViewSynchronizer(CAMS, slop_ns=1_000_000, poses={"cam1": T})
@@ -178,10 +178,11 @@ def test_no_camera_info_means_no_frames_and_pose_comes_from_calibration():
         out += s.add(*m[:4])
     assert out == [] and s.stats.no_info >= 1
     for c in CAMS:
-        s.add(c, "info", 0, _model(c))
+        out += s.add(c, "info", 0, _model(c))
+    assert len(out) == 2  # the held-back frames 0 and 1 go out as soon as the last CameraInfo arrives
     for m in _messages(4)[12:]:  # frames 2 and 3 (3 cameras x 2 parts each)
         out += s.add(*m[:4])
-    assert len(out) == 2
+    assert len(out) == 4
     np.testing.assert_allclose(out[0].view("cam1").camera.T_world_cam, T)
     t = out[0].to_torch()
     assert tuple(t["color"].shape) == (3, 24, 32, 3) and float(t["color"].max()) <= 1.0

@@ -70,7 +70,7 @@ class SyncStats:
     duplicates: int = 0  # same camera/part/stamp seen twice
     late: int = 0  # parts older than the last emitted set
     overflow: int = 0  # views evicted because a camera's queue was full
-    no_info: int = 0  # complete views discarded because the camera's CameraInfo never arrived
+    no_info: int = 0  # times a complete set was held back because a camera's CameraInfo had not arrived yet
     last_spread_ns: int = 0  # stamp spread of the last emitted set
 
     def as_dict(self) -> dict[str, int]:
@@ -207,10 +207,10 @@ class MultiViewSynchronizer:
                 self.stats.dropped_unmatched += 1
                 continue
             if any(c not in self._info for c in self.cameras):
-                # No intrinsics yet for some camera: the set cannot be described; drop its oldest view.
-                self._drop(oldest_cam, heads[oldest_cam])
+                # No intrinsics yet for some camera (CameraInfo travels on its own topic and may come later than
+                # the images): hold the set; the bounded queues keep memory in check if it never comes.
                 self.stats.no_info += 1
-                continue
+                break
             out.append(self._make_frame(heads))
         return out
 
@@ -277,9 +277,11 @@ class TopicSynchronizer:
     decoding, so a node only forwards raw subscription bytes.
     """
 
-    def __init__(self, cameras: list[str], with_mask: bool = False, **kwargs) -> None:
+    def __init__(self, cameras: list[str], with_mask: bool = False, mask_suffix: str = "mask", **kwargs) -> None:
         self.sync = MultiViewSynchronizer(cameras, require_mask=with_mask, **kwargs)
         self.with_mask = with_mask
+        # Masks may come from another topic than /<cam>/mask (e.g. an external segmenter on /<cam>/sam/mask).
+        self.mask_suffix = "/" + mask_suffix.strip("/")
         self.decode_errors = 0
 
     def topics(self) -> dict[str, str]:
@@ -288,12 +290,20 @@ class TopicSynchronizer:
                  "info": "sensor_msgs/msg/CameraInfo"}
         out = {}
         for cam in self.sync.cameras:
-            for part, topic in camera_topics(cam, self.with_mask).items():
+            for part, topic in camera_topics(cam, False).items():
                 out[topic] = types[part]
+            if self.with_mask:
+                out[f"/{cam}{self.mask_suffix}"] = types["mask"]
         return out
 
     def add_message(self, topic: str, msgtype: str, cdr: bytes) -> list[MultiViewFrame]:
-        where = topic_part(topic)
+        if self.with_mask and topic.endswith(self.mask_suffix) and topic[: -len(self.mask_suffix)].strip("/") in \
+                self.sync.cameras:
+            where: tuple[str, str] | None = (topic[: -len(self.mask_suffix)].strip("/"), "mask")
+        else:
+            where = topic_part(topic)
+            if where is not None and where[1] == "mask":
+                return []  # /<cam>/mask is not this synchroniser's mask topic
         if where is None:
             return []
         cam, part = where

@@ -1,0 +1,172 @@
+"""segmenter node: synchronised multi-view RGB-D -> consistent instance masks on /<cam>/mask (no learned weights).
+
+Wiring:
+  in   /<cam>/color/image_raw, /<cam>/aligned_depth_to_color/image_raw, /<cam>/color/camera_info
+       (+ /<cam>/<external_masks> when an external mask source, e.g. a SAM node, replaces the clustering)
+       synchronised by vidyn_ros.rig.sync.TopicSynchronizer; camera poses from the rig calibration YAML
+  out  /<cam>/<output> (16UC1 instance ids, 0 = background; same stamp and frame_id as the color image)
+       /diagnostics (per-frame time, objects, synchroniser counters)
+All the work is vidyn_ros.rig.segmentation.InstanceSegmenter, on a worker thread (drop-oldest queue of 1: a slow
+frame skips frames instead of lagging). With ``external_masks`` set, per-view masks with arbitrary ids are lifted to
+3D, merged across views and tracked, so the output ids agree across views and over time.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rclpy.node import Node
+
+from vidyn_ros.errors import ConfigError
+from vidyn_ros.nodes import _ros
+
+NODE_NAME = "segmenter"
+
+PARAMS = [
+    _ros.Param("cameras", ["cam0", "cam1", "cam2", "cam3"], "camera names (topic prefixes)"),
+    _ros.Param("calibration", "", "rig calibration YAML with each camera's pose (camera-to-world)"),
+    _ros.Param("scenario", "", "simulated-rig scenario to take camera poses from when no calibration is given"),
+    _ros.Param("output", "mask", "output topic suffix: /<cam>/<output>"),
+    _ros.Param("external_masks", "", "topic suffix of an external mask source (e.g. 'sam/mask'); '' = own clustering"),
+    _ros.Param("slop_ms", 15.0, "largest stamp spread inside one synchronised set [ms]"),
+    _ros.Param("min_height", 0.003, "points this far above the table plane are object candidates [m]"),
+    _ros.Param("voxel", 0.01, "voxel size for Euclidean clustering [m]"),
+    _ros.Param("min_points", 20, "smallest object (fused points over all views)"),
+    _ros.Param("workspace", [-0.5, -0.5, 0.5, 0.5], "x_min, y_min, x_max, y_max of the table area [m]"),
+    _ros.Param("match_distance", 0.06, "largest centroid jump between frames for one object id [m]"),
+    _ros.Param("stale_s", 2.0, "warn on /diagnostics when no synchronised frame arrived for this long"),
+]
+
+
+def camera_poses(calibration: str, scenario: str) -> dict[str, Any]:
+    """Camera-to-world poses from a calibration file, else from a scenario's simulated cameras."""
+    if calibration:
+        from vidyn_ros.rig.calibration_io import load_rig_calibration
+
+        return load_rig_calibration(calibration)
+    from vidyn_ros.rig.scenario import load_scenario
+    from vidyn_ros.rig.sim import SimRig
+
+    with SimRig(load_scenario(scenario), render_scale=0.25, masks=False) as rig:
+        return {c.name: c.T_world_cam for c in rig.cameras}
+
+
+class SegmenterNode(Node):
+    """Publishes instance masks for every camera; see the module docstring."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        node_kwargs.setdefault("node_name", NODE_NAME)
+        super().__init__(**node_kwargs)
+        self.p = p = _ros.declare_params(self, PARAMS)
+        if not p.calibration and not p.scenario:
+            raise ConfigError("segmenter: set parameter 'calibration' (rig calibration YAML) or 'scenario'")
+        if len(p.workspace) != 4:
+            raise ConfigError(f"segmenter: workspace needs 4 numbers (x_min, y_min, x_max, y_max), got {p.workspace}")
+        if p.external_masks.strip("/") == p.output.strip("/"):
+            raise ConfigError("segmenter: external_masks and output must be different topics")
+        from vidyn_ros import msgs
+        from vidyn_ros.rig.segmentation import InstanceSegmenter, SegmenterConfig
+
+        self.msgs = msgs
+        self.segmenter = InstanceSegmenter(SegmenterConfig(
+            min_height=p.min_height, voxel=p.voxel, min_points=p.min_points, workspace=tuple(p.workspace),
+            match_distance=p.match_distance))
+        image_cls = _ros.msg_class(msgs.IMAGE)
+        self.pubs = {c: self.create_publisher(image_cls, f"/{c}/{p.output.strip('/')}", _ros.sensor_qos())
+                     for c in p.cameras}
+        self.diag = _ros.DiagnosticsPublisher(self)
+        self.rate = _ros.RateMeter()
+        self.frames = 0
+        self.last_ms = 0.0
+        self._last_frame_t = time.monotonic()
+        self._sync_lock = threading.Lock()
+        self.worker = _ros.Worker(self._process, maxsize=1, name="segmenter-worker", on_error=self._on_error)
+        self.sync: Any = None
+        self._subs: list[Any] = []
+        self._try_setup()  # the calibration file may be written by another node after start: retried every second
+        self._timer = self.create_timer(1.0, self._check)
+
+    def _try_setup(self) -> bool:
+        if self.sync is not None:
+            return True
+        p = self.p
+        calib = p.calibration if p.calibration and Path(p.calibration).is_file() else ""
+        if p.calibration and not calib and not p.scenario:
+            self.diag.warn(f"waiting for calibration file {p.calibration}")
+            return False
+        poses = camera_poses(calib, p.scenario)
+        missing = [c for c in p.cameras if c not in poses]
+        if missing:
+            raise ConfigError(f"segmenter: no pose for camera(s) {missing} (calibration has {sorted(poses)})")
+        from vidyn_ros.rig.sync import TopicSynchronizer
+
+        external = bool(p.external_masks.strip("/"))
+        self.sync = TopicSynchronizer(list(p.cameras), with_mask=external, mask_suffix=p.external_masks or "mask",
+                                      slop_ns=int(p.slop_ms * 1e6), poses={c: poses[c] for c in p.cameras})
+        for topic, msgtype in self.sync.topics().items():
+            self._subs.append(self.create_subscription(
+                _ros.msg_class(msgtype), topic, lambda raw, t=topic, m=msgtype: self._on_message(t, m, raw),
+                _ros.sensor_qos(10), raw=True))
+        self.get_logger().info(f"segmenter: {len(p.cameras)} cameras, "
+                               f"{'external masks /<cam>/' + p.external_masks if external else 'own clustering'}")
+        return True
+
+    def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
+        try:
+            with self._sync_lock:
+                frames = self.sync.add_message(topic, msgtype, bytes(raw))
+        except Exception as err:  # a malformed message must not kill the node
+            self.diag.warn(f"bad message on {topic}: {err}")
+            return
+        for f in frames:
+            self._last_frame_t = time.monotonic()
+            self.worker.submit(f)
+
+    def _process(self, frame: Any) -> None:
+        msgs = self.msgs
+        external = [v.mask for v in frame.views] if self.sync.with_mask else None
+        result = self.segmenter.segment(frame, external=external)
+        for view, mask in zip(frame.views, result.masks, strict=True):
+            name = view.camera.name
+            _ros.publish_cdr(self.pubs[name], msgs.mask_msg(mask, view.stamp_ns, msgs.camera_frame_id(name)),
+                             msgs.IMAGE)
+        self.frames += 1
+        self.last_ms = result.timings_ms["total"]
+        self.rate.tick()
+        self.diag.ok("segmenting", rate_hz=f"{self.rate.rate():.2f}", frame_ms=f"{self.last_ms:.1f}",
+                     objects=len(result.objects), **self.sync.sync.stats.as_dict())
+
+    def _check(self) -> None:
+        try:
+            if not self._try_setup():
+                return
+        except Exception as err:  # e.g. a malformed calibration written late: report, keep retrying
+            self.diag.error(f"segmenter: {err}")
+            return
+        idle = time.monotonic() - self._last_frame_t
+        if idle > self.p.stale_s:
+            self.diag.warn(f"no synchronised frame for {idle:.1f} s", frames=self.frames,
+                           **self.sync.sync.stats.as_dict())
+
+    def _on_error(self, err: BaseException) -> None:
+        self.diag.error(f"segmentation failed: {type(err).__name__}: {err}")
+
+    def close(self) -> None:
+        self.worker.stop()
+
+
+def create_node(**node_kwargs: Any) -> SegmenterNode:
+    return SegmenterNode(**node_kwargs)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    return _ros.run_node(create_node, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

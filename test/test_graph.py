@@ -16,7 +16,7 @@ import yaml
 
 from vidyn_ros import graph
 from vidyn_ros.bags import BagReader
-from vidyn_ros.errors import ConfigError
+from vidyn_ros.errors import BagError, ConfigError
 from vidyn_ros.paths import config_dir, launch_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,23 +119,33 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _count_in_bag(bag: Path, topic: str) -> int:
+    """Messages on ``topic`` in a bag that may still be being written (0 while nothing readable is there)."""
+    try:
+        with BagReader(bag) as r:
+            return r.topics[topic].count if topic in r.topics else 0
+    except BagError:
+        return 0
+
+
 def test_vidyn_launch_runs_a_tiny_graph_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
-    """sim_rig (160x120) -> recorder in one `vidyn launch` process; SIGINT after ~2 s; the bag is complete."""
+    """sim_rig (160x120) -> recorder in one `vidyn launch` process; SIGINT after 10 frames; the bag is complete."""
     g = tmp_path / "tiny.yaml"
     bag = tmp_path / "bag"
     g.write_text(yaml.safe_dump({"name": "tiny", "use_sim_time": True, "nodes": [
         {"node": "sim_rig", "parameters": {"scenario": "push", "render_scale": 0.25, "max_frames": -1,
                                            "start_delay_s": 1.5, "calibration_out": str(tmp_path / "c.yaml")}},
         {"node": "recorder", "parameters": {"topics": ["/cam0/color/image_raw", "/vidyn/sim/object_poses"],
-                                            "output": str(bag), "calibration": str(tmp_path / "c.yaml")}},
+                                            "output": str(bag), "calibration": str(tmp_path / "c.yaml"),
+                                            "flush_period_s": 0.3}},
     ]}))
     proc = subprocess.Popen([sys.executable, "-m", "vidyn_ros.cli", "launch", str(g), "--set", "sim_rig.seed=2"],
                             env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        t_end = time.monotonic() + 60
-        while not (bag / "bag.mcap").exists() and time.monotonic() < t_end and proc.poll() is None:
-            time.sleep(0.1)
-        time.sleep(4.0)  # 1.5 s start delay, then frames
+        # Signal once the bag being written (flushed every 0.3 s, read while incomplete) holds 10 frames.
+        t_end = time.monotonic() + 90
+        while _count_in_bag(bag, "/cam0/color/image_raw") < 10 and time.monotonic() < t_end and proc.poll() is None:
+            time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     finally:
@@ -166,6 +176,30 @@ def test_vidyn_launch_duration_and_done(tmp_path: Path) -> None:
     assert "stopped (done)" in proc.stdout
     with BagReader(bag) as r:
         assert r.topics["/cam3/mask"].count == 5
+
+
+def test_every_node_documents_its_parameters_and_docs_nodes_md_is_current() -> None:
+    """Each module in vidyn_ros/nodes/ is a node (NODE_NAME, PARAMS with descriptions, create_node, main), and
+    docs/nodes.md is what its PARAMS tables generate (so the reference cannot drift from the code)."""
+    import pkgutil
+
+    import vidyn_ros.nodes as pkg
+    from vidyn_ros.nodes import _ros
+
+    names = {m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")}
+    mods = {m.__name__.rpartition(".")[2]: m for m in _ros.node_modules()}
+    assert {"sim_rig", "recorder", "bag_player"} <= names
+    assert set(mods) == names, f"node modules without a PARAMS table: {sorted(names - set(mods))}"
+    for name, mod in mods.items():
+        assert mod.NODE_NAME == name and callable(mod.create_node) and callable(mod.main), name
+        params = [p.name for p in mod.PARAMS]
+        assert len(params) == len(set(params)), f"{name}: duplicate parameter"
+        for p in mod.PARAMS:
+            assert len(p.description) > 10 and "\n" not in p.description, f"{name}.{p.name}: describe it in one line"
+    text = (REPO / "docs" / "nodes.md").read_text()
+    for name, mod in mods.items():
+        assert f"## {name}\n" in text and all(f"| `{p.name}` |" in text for p in mod.PARAMS), name
+    assert text == _ros.nodes_reference_markdown(), f"docs/nodes.md is out of date: run `{_ros.NODES_DOC_COMMAND}`"
 
 
 def test_rviz_config_shows_the_topic_contract() -> None:

@@ -114,13 +114,46 @@ def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
     return out
 
 
-def param_table_markdown(table: Sequence[Param], title: str | None = None) -> str:
+def param_table_markdown(table: Sequence[Param], title: str | None = None, summary: str = "") -> str:
     """Markdown table of a node's parameters (docs/nodes.md is generated from these)."""
-    lines = [f"### {title}", ""] if title else []
+    lines = [f"## {title}", ""] if title else []
+    if summary:
+        lines += [summary, ""]
     lines += ["| parameter | default | description |", "| --- | --- | --- |"]
     for p in table:
-        lines.append(f"| `{p.name}` | `{p.default!r}` | {p.description} |")
+        # A '|' inside a cell would end it: escape it (GitHub markdown renders ``\|`` as '|').
+        default, desc = repr(p.default).replace("|", "\\|"), p.description.replace("|", "\\|")
+        lines.append(f"| `{p.name}` | `{default}` | {desc} |")
     return "\n".join(lines) + "\n"
+
+
+def node_modules() -> list[Any]:
+    """Every node module in vidyn_ros/nodes/ (not ``_*``) that declares a ``PARAMS`` table, sorted by name."""
+    import pkgutil
+
+    import vidyn_ros.nodes as pkg
+
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+    mods = [importlib.import_module(f"{pkg.__name__}.{n}") for n in names]
+    return [m for m in mods if hasattr(m, "PARAMS")]
+
+
+NODES_DOC_COMMAND = "python -m vidyn_ros.nodes._ros > docs/nodes.md"
+
+
+def nodes_reference_markdown() -> str:
+    """docs/nodes.md: one parameter table per node module, generated from the modules' ``PARAMS`` tables."""
+    parts = [
+        "# Node parameters\n",
+        f"Generated from each node's `PARAMS` table by `{NODES_DOC_COMMAND}`; do not edit by hand "
+        "(test/test_graph.py checks that it is current). Set parameters with `--ros-args -p NAME:=VALUE`, in a graph "
+        "YAML (`parameters:`), or with `vidyn launch GRAPH --set NODE.PARAM=VALUE`.\n",
+    ]
+    for mod in node_modules():
+        summary = (mod.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        parts.append(param_table_markdown(mod.PARAMS, getattr(mod, "NODE_NAME", mod.__name__.rpartition(".")[2]),
+                                          summary))
+    return "\n".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------------------- messages
@@ -620,3 +653,7 @@ class NodeOptions:
         if self.namespace:
             kw["namespace"] = self.namespace
         return kw
+
+
+if __name__ == "__main__":  # regenerates docs/nodes.md: see NODES_DOC_COMMAND
+    print(nodes_reference_markdown(), end="")

@@ -78,18 +78,18 @@ def rasterize(
     }
     out["visible"] = (meta["radii"] > 0).any(-1)
     if masks is not None or exact_visible:
+        visible, contrib = [], []
+        no_cam = torch.zeros(N, dtype=torch.long, device=means.device)
         with torch.no_grad():
-            pairs = tb.intersect(
-                meta["means2d"].detach().reshape(C * N, 2),
-                meta["conics"].detach().reshape(C * N, 3),
-                meta["opacities"].detach().reshape(C * N),
-                meta["depths"].detach().reshape(C * N),
-                meta["radii"].reshape(C * N, 2),
-                torch.arange(C, device=means.device).repeat_interleave(N),
-                width,
-                height,
-            )
-        out["visible"] = tb.visible_from_pairs(pairs, C, N)
+            for c in range(C):  # one view at a time bounds the memory of the pair arrays
+                pairs = tb.intersect(
+                    meta["means2d"][c].detach(), meta["conics"][c].detach(), meta["opacities"][c].detach(),
+                    meta["depths"][c].detach(), meta["radii"][c], no_cam, width, height,
+                )
+                visible.append(tb.visible_from_pairs(pairs, 1, N)[0])
+                if masks is not None:
+                    contrib.append(tb.contribution(pairs, masks[c : c + 1], mask_ids, 1, N)[0])
+        out["visible"] = torch.stack(visible)
         if masks is not None:
-            out["mask_contribution"] = tb.contribution(pairs, masks, mask_ids, C, N)
+            out["mask_contribution"] = torch.stack(contrib)
     return out

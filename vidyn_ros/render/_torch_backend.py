@@ -164,7 +164,7 @@ class Pairs:
     Attributes:
         splat: [P] int32 (int64 for huge images) index of the splat (flattened (camera, Gaussian) entry).
         pixel: [P] same dtype, flattened pixel index into [C * H * W].
-        seg_start, seg_end: [P] int64 position of the first / last pair of the same pixel.
+        run_last: [n_pixels] int64 position of each pixel's last pair (pixels without pairs: anything valid).
         alpha: [P] the pair's alpha (no grad).
         trans: [P] transmittance in front of the pair, T = Π_{j in front} (1 − α_j) (no grad).
         row0: image row of pixel id 0 (a band's first row; 0 for whole images).
@@ -172,8 +172,7 @@ class Pairs:
 
     splat: torch.Tensor
     pixel: torch.Tensor
-    seg_start: torch.Tensor
-    seg_end: torch.Tensor
+    run_last: torch.Tensor
     alpha: torch.Tensor
     trans: torch.Tensor
     row0: int = 0
@@ -198,19 +197,10 @@ def _expand(counts: torch.Tensor, dtype: torch.dtype = torch.int64) -> tuple[tor
     return owner, torch.arange(total, device=counts.device, dtype=dtype) - first.index_select(0, owner)
 
 
-def _run_bounds(pixel: torch.Tensor, want_end: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """For sorted ``pixel`` [P]: index of the first and (if ``want_end``) of the last entry of each entry's run."""
-    P = pixel.numel()
-    if P == 0:
-        return pixel.clone(), pixel.clone()
-    change = torch.nonzero(pixel[1:] != pixel[:-1]).squeeze(1) + 1
-    run = torch.zeros(P, dtype=pixel.dtype, device=pixel.device)
-    run[change] = 1
-    run = torch.cumsum(run, 0, dtype=pixel.dtype)  # run number of each entry
-    starts = torch.cat([change.new_zeros(1), change]).index_select(0, run)
-    if not want_end:
-        return starts, None
-    return starts, torch.cat([change - 1, change.new_full((1,), P - 1)]).index_select(0, run)
+def _runs(pixel: torch.Tensor, n_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For sorted ``pixel`` [P]: per pixel id [n_pixels], the position of its first pair and its number of pairs."""
+    counts = torch.bincount(pixel, minlength=n_pixels)
+    return torch.cumsum(counts, 0) - counts, counts
 
 
 @torch.no_grad()
@@ -270,7 +260,7 @@ def intersect(
     if pix_row.numel() == 0:
         e = torch.zeros(0, dtype=torch.long, device=device)
         f = torch.zeros(0, dtype=dtype, device=device)
-        return Pairs(e, e, e, e, f, f, r0)
+        return Pairs(e, e, e, f, f, r0)
     # sigma − ln o along a row is a quadratic in dx = (u + 0.5) − mx:  A dx² + B dx + C0.
     A = 0.5 * a_r
     B = b_r * dy
@@ -287,22 +277,22 @@ def intersect(
     # Stable sort by pixel keeps the front-to-back order within each pixel; int32 keys sort much faster on CPU.
     pixel, order = torch.sort(pixel, stable=True)
     alpha = alpha.index_select(0, order)
-    seg_start = _run_bounds(pixel, want_end=False)[0]
+    n_pix = n_cams * height * width if rows is None else (r1 - r0) * width
+    first, _ = _runs(pixel, n_pix)
     log1m = torch.log1p(-alpha).double()
     # Exclusive per-pixel cumsum of log(1 - alpha): one global float64 cumsum minus its value at the run start.
     excl = torch.cumsum(log1m, 0) - log1m
-    log_t = excl - excl.index_select(0, seg_start)
+    log_t = excl - excl.index_select(0, first.clamp_max(excl.numel() - 1)).index_select(0, pixel)
     # gsplat stops a pixel at the first Gaussian that would bring T to <= 1e-4 (that one excluded). T only falls
     # along a pixel's run, so the live pairs are a prefix of each run.
     live = torch.nonzero((log_t + log1m > _LOG_T_MIN) & (alpha > 0)).squeeze(1)
     pixel = pixel.index_select(0, live)
-    seg_start, seg_end = _run_bounds(pixel)
+    first, counts = _runs(pixel, n_pix)
     splat = sid.index_select(0, row_owner.index_select(0, pix_row.index_select(0, order.index_select(0, live))))
     return Pairs(
         splat=splat,
         pixel=pixel,
-        seg_start=seg_start,
-        seg_end=seg_end,
+        run_last=(first + counts - 1).clamp_min(0),
         alpha=alpha.index_select(0, live),
         trans=torch.exp(log_t.index_select(0, live).to(dtype)),
         row0=r0,
@@ -316,7 +306,7 @@ class _Composite(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, features, splat, pixel, seg_end, alpha, trans, width, height,
+    def forward(ctx, means2d, conics, opacities, features, splat, pixel, run_last, alpha, trans, width, height,
                 n_pixels, row0):
         w = alpha * trans
         D = features.shape[1]
@@ -324,13 +314,13 @@ class _Composite(torch.autograd.Function):
         cols = [features.new_zeros(n_pixels).index_add_(0, pixel, w * feats_t[k].index_select(0, splat))
                 for k in range(D)]
         cols.append(features.new_zeros(n_pixels).index_add_(0, pixel, w))
-        ctx.save_for_backward(means2d, conics, opacities, feats_t, splat, pixel, seg_end, alpha, trans)
+        ctx.save_for_backward(means2d, conics, opacities, feats_t, splat, pixel, run_last, alpha, trans)
         ctx.size = (width, height, row0)
         return torch.stack(cols, dim=1)
 
     @staticmethod
     def backward(ctx, grad_out):
-        means2d, conics, opacities, feats_t, splat, pixel, seg_end, alpha, trans = ctx.saved_tensors
+        means2d, conics, opacities, feats_t, splat, pixel, run_last, alpha, trans = ctx.saved_tensors
         width, height, row0 = ctx.size
         D, S = feats_t.shape
         dtype, device = feats_t.dtype, feats_t.device
@@ -354,7 +344,7 @@ class _Composite(torch.autograd.Function):
             v_feat.append(scatter(w * gk))
         # dL/dα_k = T_k g_k − (Σ_{j behind k} w_j g_j) / (1 − α_k): a per-pixel suffix sum, from one float64 cumsum.
         incl = torch.cumsum((w * g).double(), 0)
-        behind = (incl.index_select(0, seg_end) - incl).to(dtype)
+        behind = (incl.index_select(0, run_last).index_select(0, pixel) - incl).to(dtype)
         v_alpha = trans * g - behind / (1.0 - alpha)
         # α = min(0.999, o e^{−σ}): no gradient where clamped; otherwise dα/do = α / o and dα/dσ = −α.
         va = torch.where(alpha < ALPHA_MAX, v_alpha * alpha, torch.zeros_like(alpha))
@@ -392,7 +382,7 @@ def composite(
     Gradients flow to means2d, conics, opacities and features.
     """
     out = _Composite.apply(
-        means2d, conics, opacities, features, pairs.splat, pairs.pixel, pairs.seg_end, pairs.alpha, pairs.trans,
+        means2d, conics, opacities, features, pairs.splat, pairs.pixel, pairs.run_last, pairs.alpha, pairs.trans,
         width, height, n_pixels, pairs.row0,
     )
     D = features.shape[1]

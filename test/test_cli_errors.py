@@ -110,6 +110,16 @@ def test_existing_output_is_not_overwritten(inputs: dict[str, Path]) -> None:
     ("vidyn_ros.nodes.bag_player", ["-p", "bag:=/no/such/bag"], "bag_player: error: /no/such/bag"),
     ("vidyn_ros.nodes.recorder", ["-p", "topics:=['/t']"], "recorder: error: parameter 'output'"),
     ("vidyn_ros.nodes.sim_rig", ["-p", "render_scale:=0.0"], "sim_rig: error: render_scale"),
+    ("vidyn_ros.nodes.recorder", ["-p", "output:=/nonexistent/x", "-p", "topics:=5"],
+     "recorder: error: parameter 'topics'"),  # wrong type: rclpy's multi-line exception becomes one line
 ])
 def test_node_executables_fail_in_one_line(module: str, args: list[str], needle: str) -> None:
     _assert_one_line_error(_run("--ros-args", *args, module=module), needle)
+
+
+def test_node_executable_with_malformed_ros_args() -> None:
+    """rcl rejects the arguments in rclpy.init: exit 2 and our one line (after rcl's own log line), no traceback."""
+    proc = _run("--ros-args", "-p", module="vidyn_ros.nodes.recorder")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("recorder: error: cannot start ROS: "), proc.stderr

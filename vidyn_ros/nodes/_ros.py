@@ -109,7 +109,7 @@ def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
             else:
                 value = node.declare_parameter(p.name, default, desc).value
         except Exception as err:  # InvalidParameterTypeException etc.: make it one line
-            raise ConfigError(f"node {node.get_name()!r}: parameter {p.name!r}: {str(err).splitlines()[0]}") from err
+            raise ConfigError(f"{node.get_name()}: parameter {p.name!r}: {str(err).splitlines()[0]}") from err
         setattr(out, p.name, list(value) if isinstance(value, tuple | list) else value)
     return out
 
@@ -606,23 +606,30 @@ def run_node(node_factory: Callable[[], Node], args: Sequence[str] | None = None
     the code is 2; no traceback.
     """
     argv = list(sys.argv if args is None else args)
+    # The module's NODE_NAME (its __name__ is "__main__" under python -m), else the module's last component.
+    mod = sys.modules.get(getattr(node_factory, "__module__", ""), None)
+    name = getattr(mod, "NODE_NAME", None) or getattr(node_factory, "__module__", "node").rpartition(".")[2]
+
+    def fail(text: str) -> int:
+        text = text.removeprefix(f"{name}: ")  # node messages already name the node for `vidyn launch`
+        print(f"{name}: error: {text}", file=sys.stderr)
+        return 2
+
     shutdown = Shutdown().install()
-    init_rclpy(argv)
+    try:
+        init_rclpy(argv)
+    except Exception as err:  # RCLError for malformed --ros-args: rcl's message, without its source location
+        shutdown.restore()
+        return fail(f"cannot start ROS: {str(err).splitlines()[0].split(', at /')[0]}")
     node = None
     code = 0
     try:
         node = node_factory()
         spin_nodes([node], shutdown=shutdown, until=lambda: bool(getattr(node, done_attr, False)))
         if getattr(node, "fatal", None):
-            print(f"{node.get_name()}: error: {node.fatal}", file=sys.stderr)
-            code = 2
+            code = fail(str(node.fatal))
     except VidynError as err:
-        # The module's NODE_NAME (its __name__ is "__main__" under python -m), else the module's last component.
-        mod = sys.modules.get(getattr(node_factory, "__module__", ""), None)
-        name = getattr(mod, "NODE_NAME", None) or getattr(node_factory, "__module__", "node").rpartition(".")[2]
-        text = str(err).removeprefix(f"{name}: ")  # node messages already name the node for `vidyn launch`
-        print(f"{name}: error: {text}", file=sys.stderr)
-        code = 2
+        code = fail(str(err))
     except (KeyboardInterrupt, ExternalShutdownException):
         code = 0
     finally:

@@ -437,13 +437,18 @@ class BagReader:
             spans[topic] = (min(first, stamp), max(last, stamp))
         return spans
 
-    def _connections(self, topics: Iterable[str] | None) -> list[Any]:
-        if topics is None:
-            return list(self._reader.connections)
+    def require_topics(self, topics: Iterable[str] | str) -> list[str]:
+        """``topics`` as a list; BagError naming the first one this bag does not have (and listing what it has)."""
         topics = [topics] if isinstance(topics, str) else list(topics)
         unknown = [t for t in topics if t not in self.topics]
         if unknown:
             raise BagError(f"{self.path}: no topic {unknown[0]} in this bag (has: {', '.join(self.topics) or 'none'})")
+        return topics
+
+    def _connections(self, topics: Iterable[str] | str | None) -> list[Any]:
+        if topics is None:
+            return list(self._reader.connections)
+        topics = self.require_topics(topics)
         return [c for c in self._reader.connections if c.topic in topics]
 
     def messages(

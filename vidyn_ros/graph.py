@@ -85,6 +85,11 @@ def graphs_dir() -> Path:
     return config_dir() / "graphs"
 
 
+def single_node(node: str, parameters: dict[str, Any], name: str | None = None) -> GraphSpec:
+    """A graph of one node (``vidyn record`` / ``vidyn replay`` run their node this way)."""
+    return GraphSpec(name=name or node, nodes=[NodeSpec(node, node, parameters=dict(parameters))])
+
+
 def graph_names() -> list[str]:
     """Names of the graphs shipped in config/graphs/."""
     d = graphs_dir()
@@ -246,6 +251,8 @@ def apply_env(spec: GraphSpec, override: bool = False) -> dict[str, str]:
     """Export the graph's env (without overriding what the user set, unless ``override``). Returns what was set."""
     done = {}
     for k, v in spec.env.items():
+        if k == "FASTDDS_DEFAULT_PROFILES_FILE" and os.environ.get("VIDYN_NO_SHM") == "1":
+            continue  # the documented switch back to Fast DDS defaults (vidyn_ros.nodes._ros.setup_fastdds_env)
         if override or k not in os.environ:
             os.environ[k] = v
             done[k] = v

@@ -32,14 +32,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.topics and not args.all:
         raise ConfigError("nothing to record: give TOPICS or --all")
-    spec = graph.GraphSpec(
-        name="record",
-        nodes=[graph.NodeSpec("recorder", "recorder", parameters={
-            "topics": list(args.topics), "all": args.all, "output": args.out, "storage": args.storage,
-            "overwrite": args.overwrite, "calibration": args.calibration, "stamp_source": args.stamp_source,
-        })],
-        env={"FASTDDS_DEFAULT_PROFILES_FILE": str(graph.substitute("$(config)/fastdds_shm.xml"))},
-    )
+    spec = graph.single_node("recorder", {
+        "topics": list(args.topics), "all": args.all, "output": args.out, "storage": args.storage,
+        "overwrite": args.overwrite, "calibration": args.calibration, "stamp_source": args.stamp_source,
+    }, name="record")
     result = graph.run_graph(spec, duration_s=args.duration, domain_id=args.domain_id)
     s = result.summaries.get("recorder", {})
     counts = s.get("counts", {})

@@ -60,14 +60,16 @@ class BagPlayer(Node):
         from vidyn_ros.bags import BagReader
 
         self.reader = BagReader(self.p.bag)  # BagError (one line) for a missing / corrupt bag
-        unknown = [t for t in self.p.topics if t not in self.reader.topics]
-        if unknown:
+        try:
+            self._start(remaps)
+        except BaseException:
             self.reader.close()
-            raise BagError(f"{self.p.bag}: no topic {unknown[0]} in this bag "
-                           f"(has: {', '.join(self.reader.topics) or 'none'})")
+            raise
+
+    def _start(self, remaps: dict[str, str]) -> None:
+        self.reader.require_topics(self.p.topics)  # BagError naming an unknown topic
         unknown = [t for t in remaps if t not in self.reader.topics]
         if unknown:
-            self.reader.close()
             raise BagError(f"{self.p.bag}: cannot remap {unknown[0]}: no such topic in this bag")
         self.topics = list(self.p.topics) or list(self.reader.topics)
         if self.p.clock and "/clock" in self.topics and remaps.get("/clock", "/clock") == "/clock":

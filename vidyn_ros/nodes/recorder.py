@@ -23,7 +23,7 @@ from typing import Any
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
-from vidyn_ros.errors import ConfigError
+from vidyn_ros.errors import ConfigError, OutputError
 from vidyn_ros.nodes import _ros
 
 NODE_NAME = "recorder"
@@ -99,6 +99,13 @@ class Recorder(Node):
         self.output = Path(self.p.output)
         # Open the bag now, so an unwritable or existing output fails before anything runs (OutputError, one line).
         self._writer = BagWriter(self.output, storage=self.p.storage, overwrite=self.p.overwrite)
+        try:
+            self._start(calib)
+        except BaseException:
+            self._writer.close()  # a node that failed to start leaves an empty, readable bag, not a broken one
+            raise
+
+    def _start(self, calib: Path | None) -> None:
         self._calibration = calib
         self._calibration_written = False
         self._maybe_copy_calibration()
@@ -185,7 +192,11 @@ class Recorder(Node):
         possibly after the recorder, and a file left from an earlier run must not win."""
         if self._calibration is None or not self._calibration.is_file():
             return
-        shutil.copyfile(self._calibration, self.output / "rig_calibration.yaml")
+        try:
+            shutil.copyfile(self._calibration, self.output / "rig_calibration.yaml")
+        except OSError as err:
+            raise OutputError(f"recorder: cannot copy calibration {self._calibration} into the bag "
+                              f"({err.strerror})") from None
         self._calibration_written = True
 
     def summary(self) -> dict[str, Any]:
@@ -208,8 +219,8 @@ class Recorder(Node):
         self._writer.close()
         try:
             self._maybe_copy_calibration()
-        except OSError as err:
-            self.get_logger().warning(f"could not copy calibration {self._calibration}: {err}")
+        except OutputError as err:
+            self.get_logger().warning(str(err))
         if self._calibration is not None and not self._calibration_written:
             self.get_logger().warning(f"calibration {self._calibration} not found: bag has no rig_calibration.yaml")
         n = sum(self.counts.values())

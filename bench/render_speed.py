@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -138,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="only 5k Gaussians at 160x120 on CPU")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from tqdm import tqdm
 
     cases = []
@@ -161,10 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         tqdm.write(f"{backend:6s} {device:4s} N={n:6d} {w}x{h}x4  fwd {r['forward_ms']:8.1f} ms  "
                    f"fwd+bwd {r['forward_backward_ms']:8.1f} ms (min {r['forward_backward_min_ms']:.1f}, "
                    f"CPU {r['forward_backward_cpu_ms']:.1f})")
-    tag = "cuda" if torch.cuda.is_available() and not args.quick else "cpu"
+    tag = "cuda" if torch.cuda.is_available() and not args.quick else f"cpu{torch.get_num_threads()}t"
     RESULTS.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or
-            platform.machine(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+            platform.machine(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "cpu_count": os.cpu_count(), "load_avg_1min_at_end": load}
     (RESULTS / f"render_speed_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = ["| backend | device | Gaussians | resolution x cams | forward [ms] | forward+backward [ms] | "
              "fwd+bwd min [ms] | fwd+bwd CPU time [ms] |",
@@ -172,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r['backend']} | {r['device']} | {r['gaussians']} | {r['width']}x{r['height']}x{r['cameras']} | "
               f"{r['forward_ms']:.1f} | {r['forward_backward_ms']:.1f} | {r['forward_backward_min_ms']:.1f} | "
               f"{r['forward_backward_cpu_ms']:.1f} |" for r in rows]
-    lines += ["", f"torch {meta['torch']}, {meta['threads']} threads, {meta['machine']}, GPU: {meta['gpu']}; "
-              "median of repeats; 'CPU time' sums all threads (steadier than wall time on a shared machine)."]
+    lines += ["", f"torch {meta['torch']}, {meta['threads']} threads on {meta['cpu_count']} cores, {meta['machine']}, "
+              f"GPU: {meta['gpu']}, 1-min load average {load}; median of repeats; 'CPU time' sums all threads "
+              "(steadier than wall time on a shared machine)."]
     (RESULTS / f"render_speed_{tag}.md").write_text("\n".join(lines) + "\n")
     save_png(tabletop_scene(5000), tabletop_cameras(4, 160, 120), RESULTS / f"render_speed_{tag}.png")
     print("\n".join(lines))

@@ -215,7 +215,8 @@ def intersect(
     height: int,
     rows: tuple[int, int] | None = None,
 ) -> Pairs:
-    """Find the contributing (pixel, splat) pairs of projected splats (gsplat pixel convention) and composite them.
+    """Find the contributing (pixel, splat) pairs of projected splats (gsplat pixel convention), front to back,
+    with each pair's alpha and transmittance.
 
     Only splats with radii > 0 take part; ``Pairs.splat`` indexes the S inputs. Candidates are enumerated row by
     row inside each splat's ``alpha >= 1/255`` ellipse (clipped to its box and the image), so almost no candidate is

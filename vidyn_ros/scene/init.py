@@ -256,10 +256,10 @@ class FitConfig:
     """Optimiser settings for fitting Gaussians to views."""
 
     iterations: int = 60  # Adam steps
-    lr_means: float = 2e-4  # [m] per step, roughly
-    lr_colors: float = 0.02
-    lr_scales: float = 0.01  # log-scale
-    lr_opacity: float = 0.05  # logit
+    lr_means: float = 5e-4  # [m] per step, roughly
+    lr_colors: float = 0.05
+    lr_scales: float = 0.02  # log-scale
+    lr_opacity: float = 0.1  # logit
     lr_quats: float = 0.002
     lambda_ssim: float = 0.2  # weight of (1 - SSIM) in the photometric loss
     lambda_depth: float = 1.0  # weight of the depth L1 [m] loss

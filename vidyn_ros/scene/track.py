@@ -334,13 +334,19 @@ class Tracker:
             opt.step()
             loss_v = float(loss)
         with torch.no_grad():
-            g.means.copy_(means.detach())
-            # keep the refinement: canonical positions follow, expressed in each object's frame
+            # keep the refinement as local residuals only: each object's mean displacement is removed, because the
+            # object's motion is the rigid step's job (photometric gradients alone drift whole objects by mm)
             ids = g.object_ids.cpu().numpy()
+            delta = (means.detach() - g.means).cpu().numpy().astype(np.float64)
             m = g.means.cpu().numpy().astype(np.float64)
             for k, obj in self.objects.items():
                 idx = np.flatnonzero(ids == k)
+                if len(idx) == 0:
+                    continue
+                m[idx] += delta[idx] - delta[idx].mean(axis=0)
+                # canonical positions follow, expressed in the object's frame
                 self.canonical[idx] = (m[idx] - obj.T[:3, 3]) @ obj.T[:3, :3]
+            g.means.copy_(torch.as_tensor(m, dtype=g.means.dtype, device=g.device))
         return loss_v
 
     # ------------------------------------------------------------------ outputs

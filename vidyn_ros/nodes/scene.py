@@ -175,8 +175,10 @@ class SceneNode(Node):
         markers = object_markers(up.gaussians, up.objects, up.visible)
         _ros.publish_cdr(self.pub_objects, msgs.marker_array_msg(markers, stamp, "world"), msgs.MARKER_ARRAY)
         if self.pub_render and (self.updates - 1) % max(self.p.render_every, 1) == 0:
-            rgb, _ = self.estimator.render(frame.cameras)
-            for cam, img in zip(frame.cameras, rgb, strict=True):
+            ds = max(int(self.p.image_downscale), 1)  # render at the working resolution: full size costs ds^2 more
+            cams = [c.scaled(1.0 / ds) for c in frame.cameras] if ds > 1 else frame.cameras
+            rgb, _ = self.estimator.render(cams)
+            for cam, img in zip(cams, rgb, strict=True):
                 _ros.publish_cdr(self.pub_render[cam.name],
                                  msgs.image_msg(img, stamp, msgs.camera_frame_id(cam.name), "rgb8"), msgs.IMAGE)
         self.diag.ok(

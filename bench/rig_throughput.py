@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import struct
 import subprocess
 import sys
@@ -287,15 +286,9 @@ def _role_pub(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------------------- main
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
+    from vidyn_ros.commands.make_dataset import software_versions
 
-    out = {"python": platform.python_version(), "cpus": str(os.cpu_count())}
-    for pkg in ("mujoco", "rosbags", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "?"
-    return out
+    return {**software_versions(), "cpus": str(os.cpu_count())}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -129,6 +128,7 @@ def summarise(out: Path, run: dict[str, Any], argv: list[str]) -> dict[str, Any]
     import numpy as np
 
     from vidyn_ros.bags import BagReader, bag_summary, format_summary
+    from vidyn_ros.commands.make_dataset import software_versions
 
     bag = out / "bag"
     summary = bag_summary(bag)
@@ -141,7 +141,7 @@ def summarise(out: Path, run: dict[str, Any], argv: list[str]) -> dict[str, Any]
             motion[str(a.object_id)] = round(float(np.linalg.norm(b.position - a.position)), 4)
     doc = {
         "command": " ".join(argv),
-        "versions": _versions(),
+        "versions": software_versions(),
         "run": run,
         "ground_truth_displacement_m": motion,
         "bag": summary,
@@ -173,20 +173,6 @@ def contact_sheet(out: Path) -> Path:
     if last is None:
         raise BagError(f"{out / 'bag'}: no complete multi-view frame recorded")
     return draw(last, out / "contact_sheet.png", title=f"vidyn demo, t = {last.stamp_ns / 1e9:.2f} s (sim)")
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    import vidyn_ros
-
-    out = {"vidyn_ros": vidyn_ros.__version__, "python": platform.python_version()}
-    for pkg in ("mujoco", "rosbags", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "?"
-    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ Layout::
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,9 @@ class SmoothRandomPusher:
         return self.v.copy()
 
 
-def _versions() -> dict[str, str]:
+def software_versions() -> dict[str, str]:
+    """Versions that decide what a run produced (vidyn_ros, python, mujoco, rosbags, numpy), for provenance files
+    (dataset.yaml here, the demo's summary.json, bench results)."""
     import platform
     from importlib import metadata
 
@@ -130,6 +133,27 @@ def _write_yaml(path: Any, doc: dict) -> None:
         tmp.replace(path)  # atomic: a reader never sees half a file
     except OSError as err:
         raise OutputError(f"{path}: cannot write ({err.strerror})") from None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (e.g. a job scheduler) unwinds like Ctrl-C inside the block, so the current bag is finished rather
+    than cut off; the previous handler is back afterwards (``run`` may be called in-process)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def _on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = {
         "command": shlex.join(["vidyn", *sys.argv[1:]]) if sys.argv[1:2] == [NAME] else shlex.join(sys.argv),
         "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "versions": _versions(),
+        "versions": software_versions(),
         "scenario": scn.name,
         "scenario_file": "scenario.yaml",
         "storage": args.storage,
@@ -191,17 +215,8 @@ def run(args: argparse.Namespace) -> int:
             raise OutputError(f"{out / 'scenario.yaml'}: cannot write ({err.strerror})") from None
     _write_yaml(out / "dataset.yaml", doc)  # first, so that an unwritable DIR fails before any rendering
 
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        # SIGTERM (e.g. a job scheduler) unwinds like Ctrl-C, so the current bag is finished rather than cut off.
-        def _on_term(signum: int, _frame: object) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        signal.signal(signal.SIGTERM, _on_term)
     total = args.episodes * n_frames
-    with tqdm(total=total, unit="frame", desc=scn.name, disable=None) as bar:
+    with _sigterm_as_interrupt(), tqdm(total=total, unit="frame", desc=scn.name, disable=None) as bar:
         try:
             for e, name in enumerate(names):
                 seed = args.seed + e

@@ -13,6 +13,7 @@ fast as rendering allows (sim time still advances 1/fps per frame).
 
 from __future__ import annotations
 
+import collections
 import sys
 import threading
 import time
@@ -88,7 +89,8 @@ class SimRigNode(Node):
         self.frames = 0
         self.cmds_received = 0
         self.stale_events = 0
-        self.render_ms: list[float] = []
+        # Render times of the last 1000 frames (bounded: a rig with max_frames -1 runs for days).
+        self.render_ms: collections.deque[float] = collections.deque(maxlen=1000)
         self.done = False
         self.fatal: str | None = None
         self._ready = threading.Event()

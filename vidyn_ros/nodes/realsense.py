@@ -42,6 +42,7 @@ PARAMS = [
     _ros.Param("realtime", True, "play recordings at their recorded pace (false: as fast as possible)"),
     _ros.Param("repeat", False, "loop recordings"),
     _ros.Param("timestamps", "sdk", "header stamps: 'sdk' (frame timestamps, host clock) or 'node' (node clock)"),
+    _ros.Param("start_delay_s", 0.0, "wait before opening the cameras (lets subscribers discover the topics) [s]"),
     _ros.Param("reconnect_s", 1.0, "retry period for cameras that are missing or disconnected [s]"),
 ]
 
@@ -57,7 +58,7 @@ def _per_camera(values: list, n: int, name: str) -> list:
 def camera_configs(p: Any) -> list:
     """Node parameters -> list of RealSenseConfig (ConfigError on inconsistent lists)."""
     from vidyn_ros.rig.calibration_io import load_serials
-    from vidyn_ros.rig.realsense import SYNC_MODES, RealSenseConfig, connected_devices
+    from vidyn_ros.rig.realsense import SYNC_MODES, UNASSIGNED, RealSenseConfig, connected_devices
 
     names, serials, recordings = list(p.cameras), list(p.serials), list(p.recordings)
     if not serials and not recordings and p.calibration:
@@ -78,6 +79,11 @@ def camera_configs(p: Any) -> list:
         raise ConfigError(f"realsense: {len(names)} camera names for {n} cameras")
     serials = serials or [""] * n
     recordings = recordings or [""] * n
+    if n > 1 and not any(recordings) and not all(serials):
+        # Several cameras without serials: give them the connected cameras nobody named, in serial order; the rest
+        # get a marker that makes them report a clear error instead of all opening "any camera".
+        free = sorted(set(d["serial"] for d in connected_devices()) - set(serials))
+        serials = [s or (free.pop(0) if free else UNASSIGNED) for s in serials]
     for name in ("serials", "recordings"):
         if len({"serials": serials, "recordings": recordings}[name]) != n:
             raise ConfigError(f"realsense: parameter '{name}' needs {n} entries (one per camera)")
@@ -131,7 +137,12 @@ class RealSenseNode(Node):
         self.supervisor = CameraSupervisor(self.configs, self._on_frame, self._on_status,
                                            reconnect_s=float(self.p.reconnect_s))
         self._timer = self.create_timer(1.0, self._report)
-        self.supervisor.start()
+        if self.p.start_delay_s > 0:
+            self._start_timer = threading.Timer(self.p.start_delay_s, self.supervisor.start)
+            self._start_timer.daemon = True
+            self._start_timer.start()
+        else:
+            self.supervisor.start()
 
     def _on_frame(self, name: str, frame: Any) -> None:
         """Camera thread: serialise and publish (publishing from a non-executor thread is fine in rclpy)."""
@@ -158,6 +169,8 @@ class RealSenseNode(Node):
             self.diag[name].update(level, st.message, state=st.state, frames=st.frames, rate_hz=f"{rate:.1f}")
 
     def close(self) -> None:
+        if getattr(self, "_start_timer", None) is not None:
+            self._start_timer.cancel()
         self.supervisor.stop()
 
 

@@ -7,8 +7,9 @@ Wiring:
   out  /<cam>/<output> (16UC1 instance ids, 0 = background; same stamp and frame_id as the color image)
        /diagnostics (per-frame time, objects, synchroniser counters)
 All the work is vidyn_ros.rig.segmentation.InstanceSegmenter, on a worker thread (drop-oldest queue of 1: a slow
-frame skips frames instead of lagging). With ``external_masks`` set, per-view masks with arbitrary ids are lifted to
-3D, merged across views and tracked, so the output ids agree across views and over time.
+frame skips frames instead of lagging; ``queue`` > 1 processes every frame). With ``external_masks`` set, per-view
+masks with arbitrary ids are lifted to 3D, merged across views and tracked, so the output ids agree across views and
+over time.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ PARAMS = [
     _ros.Param("min_points", 20, "smallest object (fused points over all views)"),
     _ros.Param("workspace", [-0.5, -0.5, 0.5, 0.5], "x_min, y_min, x_max, y_max of the table area [m]"),
     _ros.Param("match_distance", 0.06, "largest centroid jump between frames for one object id [m]"),
+    _ros.Param("queue", 1, "frames waiting for segmentation: 1 = the newest only (lowest latency); more = every frame"),
     _ros.Param("stale_s", 2.0, "warn on /diagnostics when no synchronised frame arrived for this long"),
 ]
 
@@ -85,7 +87,12 @@ class SegmenterNode(Node):
         self.last_ms = 0.0
         self._last_frame_t = time.monotonic()
         self._sync_lock = threading.Lock()
-        self.worker = _ros.Worker(self._process, maxsize=1, name="segmenter-worker", on_error=self._on_error)
+        self.worker = _ros.Worker(self._process, maxsize=max(1, p.queue), name="segmenter-worker",
+                                  on_error=self._on_error)
+        # Import the heavy libraries now, not on the first frame (open3d takes ~1 s to import on a small CPU).
+        import open3d  # noqa: F401
+        import scipy.optimize
+        import scipy.spatial  # noqa: F401
         self.sync: Any = None
         self._subs: list[Any] = []
         self._try_setup()  # the calibration file may be written by another node after start: retried every second

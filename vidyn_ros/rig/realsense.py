@@ -37,6 +37,7 @@ from vidyn_ros.types import CameraFrame, CameraModel
 log = logging.getLogger(__name__)
 
 SYNC_MODES = {"default": 0, "master": 1, "slave": 2}
+UNASSIGNED = "unassigned"  # serial of a camera left without a device (more cameras configured than connected)
 
 
 class CameraDisconnectedError(CameraError):
@@ -175,6 +176,9 @@ class RealSenseCamera:
                 raise CameraError(f"{cfg.name}: cannot play recording {path}: {err}") from None
         else:
             serials = [d["serial"] for d in connected_devices()]
+            if cfg.serial == UNASSIGNED:
+                raise CameraError(f"{cfg.name}: no serial configured and no unassigned camera connected "
+                                  f"(connected: {', '.join(serials) or 'none'})")
             if cfg.serial and cfg.serial not in serials:
                 raise CameraError(
                     f"{cfg.name}: no camera with serial {cfg.serial} (connected: {', '.join(serials) or 'none'})")

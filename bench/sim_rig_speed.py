@@ -1,9 +1,10 @@
 """Simulated rig speed: physics step and multi-camera render time per frame, per scenario and resolution.
 
 For each shipped scenario (4 cameras) at 640x480 and 160x120: median and minimum wall time of
-``SimRig.step(render=False)`` (physics only) and of ``SimRig.observe()`` (colour + depth + mask for every camera).
-Writes a markdown table and JSON to bench/results/sim_rig_speed.{md,json}, and a filmstrip of each scenario
-(cam0 colour at 0, 0.33, 0.67, 1, 1.5 s; the push scenario's pusher moving along +x) to sim_rig_scenarios.png.
+``SimRig.step(render=False)`` (physics only) and of ``SimRig.observe()`` (colour + depth + mask for every camera),
+plus the CPU time of ``observe()``, which barely changes when other jobs share the machine. Writes a markdown
+table and JSON to bench/results/sim_rig_speed.{md,json}, and a filmstrip of each scenario (cam0 colour at 0, 0.33,
+0.67, 1, 1.5 s; the push scenario's pusher moving along +x) to sim_rig_scenarios.png.
 
     MUJOCO_GL=osmesa .venv/bin/python bench/sim_rig_speed.py [--frames 20] [--scenarios push]
 """
@@ -32,13 +33,15 @@ def measure(name: str, scale: float, frames: int) -> dict:
         with SimRig(name, seed=0, render_scale=scale, masks=masks) as rig:
             rig.set_pusher_velocity([0.1, 0.0, 0.0])
             rig.observe()  # warm-up: GL context and buffers
-            phys, rend = [], []
+            phys, rend, cpu = [], [], []
             for _ in range(frames):
                 t0 = time.perf_counter()
                 rig.step(render=False)
                 t1 = time.perf_counter()
+                c1 = time.process_time()
                 rig.observe()
                 t2 = time.perf_counter()
+                cpu.append(time.process_time() - c1)
                 phys.append(t1 - t0)
                 rend.append(t2 - t1)
             cam = rig.cameras[0]
@@ -47,6 +50,8 @@ def measure(name: str, scale: float, frames: int) -> dict:
             row[key] = round(1e3 * float(np.median(rend)), 2)
             # the minimum is the best estimate of the uncontended cost on a shared machine
             row[key + "_min"] = round(1e3 * float(np.min(rend)), 2)
+            # CPU time (all threads of this process) barely depends on what else runs on the machine
+            row["render_cpu_ms"] = round(1e3 * float(np.median(cpu)), 2)
             if masks:
                 row["physics_ms"] = round(1e3 * float(np.median(phys)), 2)
     return row
@@ -88,11 +93,11 @@ def main() -> None:
 
     meta = {"mujoco": mujoco.__version__, "gl": os.environ.get("MUJOCO_GL"), "cpu_count": os.cpu_count(),
             "machine": platform.platform(), "frames": args.frames, "loadavg_1min": round(os.getloadavg()[0], 2)}
-    lines = ["| scenario | cameras | size | physics / frame [ms] | render colour+depth+mask [ms] median (min) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| scenario | cameras | size | physics / frame [ms] | render colour+depth+mask, wall [ms] median (min) "
+             "| render, CPU time [ms] median |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['scenario']} | {r['cameras']} | {r['width']}x{r['height']} | {r['physics_ms']} | "
-                     f"{r['render_rgbd_mask_ms']} ({r['render_rgbd_mask_ms_min']}) |")
+                     f"{r['render_rgbd_mask_ms']} ({r['render_rgbd_mask_ms_min']}) | {r['render_cpu_ms']} |")
     md = "\n".join(lines) + f"\n\n{meta}\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sim_rig_speed.md").write_text(md)

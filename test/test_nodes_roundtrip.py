@@ -141,6 +141,27 @@ def test_sim_rig_recorder_bag_player_round_trip(tmp_path: Path) -> None:
     assert 0.9 * (n_frames - 1) / 30 < span < (n_frames - 1) / 30 + 0.5, f"5 frame periods published in {span:.3f} s"
 
 
+def test_sim_rig_waits_for_the_graph_to_spin_before_its_start_delay() -> None:
+    """A node that takes long to build after the rig (like the scene node loading torch) must not make the rig
+    publish into a graph that is not spinning yet: the start delay counts from the first spin, so a subscriber built
+    last still gets every frame."""
+    n_frames = 4
+    spec = graph.parse_graph({"nodes": [{"node": "sim_rig", "parameters": {
+        "scenario": "push", "render_scale": 0.25, "realtime": False, "max_frames": n_frames, "start_delay_s": 1.0,
+        "masks": False, "ground_truth": False}}]})
+
+    def slow_extra(ctx: Context) -> list[Node]:
+        time.sleep(2.0)  # longer than the rig's start delay plus rendering 4 frames
+        return [Collector(ctx, {"/cam0/color/image_raw": msgs.IMAGE})]
+
+    box: list[Node] = []
+    run = graph.run_graph(spec, domain_id=DOMAIN, install_signal_handlers=False,
+                          extra_nodes=lambda ctx: box.extend(slow_extra(ctx)) or box)
+    assert run.reason == "done" and run.summaries["sim_rig"]["frames"] == n_frames
+    assert [_stamp(raw) for raw in box[0].got["/cam0/color/image_raw"]] == [
+        round((k + 1) * 1e9 / 30) for k in range(n_frames)]
+
+
 # --------------------------------------------------------------------------------------------- bag player options
 @pytest.fixture(scope="module")
 def small_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:

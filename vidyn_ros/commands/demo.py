@@ -22,6 +22,7 @@ NAME = "demo"
 HELP = "run the simulated rig through the nodes; write a bag, a summary and a contact sheet"
 DESCRIPTION = __doc__.split("\n\n")[0]
 ORDER = 10
+SIM_GRAPH_OUT = "out/sim/"  # where config/graphs/sim.yaml puts its files
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,11 +97,14 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
         f"sim_rig.render_scale={float(args.scale)}",
         f"sim_rig.realtime={str(bool(args.realtime)).lower()}",
         f"sim_rig.max_frames={n_frames}",
-        f"sim_rig.calibration_out={out / 'rig_calibration.yaml'}",
-        f"recorder.output={out / 'bag'}",
         "recorder.overwrite=true",
-        f"recorder.calibration={out / 'rig_calibration.yaml'}",
     ])
+    # Every file the graph's nodes read or write under out/sim/ (the bag, the rig calibration the rig writes and the
+    # recorder and the scene node read, ...) lives in the demo's directory instead, whatever nodes the graph has.
+    for node in spec.nodes:
+        for key, value in node.parameters.items():
+            if isinstance(value, str) and value.startswith(SIM_GRAPH_OUT):
+                node.parameters[key] = str(out / value.removeprefix(SIM_GRAPH_OUT))
     bar = tqdm(total=n_frames, desc="sim rig frames", unit="frame", file=sys.stderr)
 
     def progress(nodes: list[Any]) -> bool:

@@ -412,11 +412,45 @@ class Worker:
             except Exception as err:
                 self._on_error(err)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 120.0) -> None:
+        """Take no new items and wait for the one in progress. The wait is long on purpose: a daemon thread still
+        inside native code (torch, OpenGL) when the interpreter exits aborts the process ("terminate called
+        without an active exception"), which is worse than a slow shutdown."""
         self._stop.set()
         self.queue.close()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("%s: still busy after %.0f s; leaving it behind", self._thread.name, timeout)
+
+
+def spinning_event(node: Node) -> threading.Event:
+    """An Event set when an executor first runs one of ``node``'s callbacks, i.e. when the node is being spun.
+
+    Producers that run on their own thread (the simulated rig, the bag player) wait for it before their start delay:
+    a node is built long before it spins when later nodes of a graph take seconds to build (the scene node loads
+    torch), and frames published before then are lost to subscribers that do not exist yet. The timer runs on the
+    steady clock: with use_sim_time a ROS-time timer would wait for the /clock that the rig itself publishes.
+    """
+    from rclpy.clock import Clock, ClockType
+
+    event = threading.Event()
+    timer: Any = None
+
+    def fire() -> None:
+        event.set()
+        timer.cancel()
+
+    timer = node.create_timer(0.01, fire, clock=Clock(clock_type=ClockType.STEADY_TIME))
+    return event
+
+
+def wait_for(event: threading.Event, stop: threading.Event, poll_s: float = 0.05) -> bool:
+    """Wait until ``event`` is set; False if ``stop`` is set first."""
+    while not event.wait(poll_s):
+        if stop.is_set():
+            return False
+    return not stop.is_set()
 
 
 class LoopThread:

@@ -28,7 +28,8 @@ PARAMS = [
     _ros.Param("topics", [], "only these topics (empty = all); an unknown topic is an error", kind="string"),
     _ros.Param("remap", [], "topic remappings 'from:=to' applied to the published names", kind="string"),
     _ros.Param("qos", "reliable", "publisher QoS: reliable, sensor (best effort) or latched"),
-    _ros.Param("start_delay_s", 0.0, "wait this long before playing (lets subscribers discover the publishers)"),
+    _ros.Param("start_delay_s", 0.0, "wait this long (from the first spin) before playing, so subscribers can "
+               "discover the publishers"),
     _ros.Param("wait_for_subscribers_s", 0.0, "wait up to this long until every publisher has a subscriber"),
 ]
 
@@ -88,6 +89,7 @@ class BagPlayer(Node):
         self.loops = 0
         self.done = False
         self.fatal: str | None = None
+        self._spinning = _ros.spinning_event(self)
         self._thread = _ros.LoopThread(self._play_once, name="bag_player", on_error=self._on_error)
         self._thread.start()
         self.get_logger().info(
@@ -118,7 +120,8 @@ class BagPlayer(Node):
     def _play_once(self) -> bool:
         """One pass through the bag. Returns False when playback is over."""
         if self.loops == 0:
-            if not self._sleep(self.p.start_delay_s):
+            # The delay counts from when the graph spins, not from construction (see _ros.spinning_event).
+            if not _ros.wait_for(self._spinning, self._thread.stop_event) or not self._sleep(self.p.start_delay_s):
                 return False
             if self.p.wait_for_subscribers_s > 0:
                 self._wait_for_subscribers()

@@ -41,7 +41,8 @@ PARAMS = [
     _ros.Param("qos", "reliable", "camera publisher QoS: reliable or sensor (best effort)"),
     _ros.Param("cmd_timeout_s", 0.5, "a /vidyn/cmd older than this (sim time) is stale: the pusher stops"),
     _ros.Param("calibration_out", "", "write the rig calibration YAML (camera-to-world poses) here at start"),
-    _ros.Param("start_delay_s", 0.0, "wait this long (wall time) before the first frame, for subscribers to connect"),
+    _ros.Param("start_delay_s", 0.0, "wait this long (wall time, from the first spin) before the first frame, for "
+               "subscribers to connect"),
 ]
 
 
@@ -94,6 +95,7 @@ class SimRigNode(Node):
         self.done = False
         self.fatal: str | None = None
         self._ready = threading.Event()
+        self._spinning = _ros.spinning_event(self)
         self._error: BaseException | None = None
         self._thread = _ros.LoopThread(self._run, name="sim_rig", on_error=self._on_error)
         self._thread.start()  # after the assignment: _run uses self._thread
@@ -155,7 +157,8 @@ class SimRigNode(Node):
             has_pusher = getattr(rig, "pusher_id", None) is not None or self.scenario.pusher is not None
             n_max = rig.n_frames if self.p.max_frames == 0 else self.p.max_frames
             self._ready.set()
-            if stop.wait(self.p.start_delay_s):
+            # start_delay_s counts from when the graph spins, not from construction (see _ros.spinning_event).
+            if not _ros.wait_for(self._spinning, stop) or stop.wait(self.p.start_delay_s):
                 return False
             t_wall0 = time.monotonic()
             fps = float(rig.fps)

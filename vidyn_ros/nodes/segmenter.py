@@ -35,6 +35,7 @@ PARAMS = [
     _ros.Param("output", "mask", "output topic suffix: /<cam>/<output>"),
     _ros.Param("external_masks", "", "topic suffix of an external mask source (e.g. 'sam/mask'); '' = own clustering"),
     _ros.Param("slop_ms", 15.0, "largest stamp spread inside one synchronised set [ms]"),
+    _ros.Param("stride", 1, "use every n-th pixel (2 at 640x480: ~4x faster, masks upsampled)"),
     _ros.Param("min_height", 0.003, "points this far above the table plane are object candidates [m]"),
     _ros.Param("voxel", 0.01, "voxel size for Euclidean clustering [m]"),
     _ros.Param("min_points", 20, "smallest object (fused points over all views)"),
@@ -76,8 +77,8 @@ class SegmenterNode(Node):
 
         self.msgs = msgs
         self.segmenter = InstanceSegmenter(SegmenterConfig(
-            min_height=p.min_height, voxel=p.voxel, min_points=p.min_points, workspace=tuple(p.workspace),
-            match_distance=p.match_distance))
+            stride=max(1, p.stride), min_height=p.min_height, voxel=p.voxel, min_points=p.min_points,
+            workspace=tuple(p.workspace), match_distance=p.match_distance))
         image_cls = _ros.msg_class(msgs.IMAGE)
         self.pubs = {c: self.create_publisher(image_cls, f"/{c}/{p.output.strip('/')}", _ros.sensor_qos())
                      for c in p.cameras}

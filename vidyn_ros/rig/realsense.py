@@ -155,6 +155,7 @@ class RealSenseCamera:
         self._latest: dict = {}  # stream -> the last few unpaired frames
         self._used: dict = {}  # stream -> frame number of the last frame put into a pair
         self._pair: tuple = ()
+        self.last_arrival_s = 0.0
         self._queue: collections.deque = collections.deque(maxlen=queue_size)
         self._cv = threading.Condition()
         self.dropped = 0  # framesets evicted because the consumer fell behind
@@ -290,7 +291,8 @@ class RealSenseCamera:
                 what = "recording ended" if self.config.recording else "camera disconnected"
                 raise CameraDisconnectedError(f"{self.config.name}: {what} ({self.config.source()})")
             return None
-        self._pair = frames
+        self.last_arrival_s = frames[2]  # perf_counter() when the SDK handed the pair over (for latency figures)
+        self._pair = frames[:2]
         self._composer.invoke(frames[0])
         frames = self._composed.wait_for_frame(1000).as_frameset()
         aligned = self._align.process(frames)
@@ -344,7 +346,7 @@ class RealSenseCamera:
             with self._cv:
                 if len(self._queue) == self._queue.maxlen:
                     self.dropped += 1
-                self._queue.append((depth, color))
+                self._queue.append((depth, color, time.perf_counter()))
                 self._cv.notify()
 
     def _compose(self, _frame, source) -> None:

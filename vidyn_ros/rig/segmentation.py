@@ -30,6 +30,7 @@ from vidyn_ros.types import MultiViewFrame
 class SegmenterConfig:
     """Parameters (SI units). Defaults suit a tabletop seen from ~0.6 m at 160x120 to 640x480."""
 
+    stride: int = 1  # use every stride-th pixel in both directions (2 at 640x480: 4x faster, masks upsampled)
     min_height: float = 0.003  # points this far above the table plane are object candidates [m]
     max_height: float = 0.5  # ... and below this [m]
     workspace: tuple[float, float, float, float] = (-0.5, -0.5, 0.5, 0.5)  # x_min, y_min, x_max, y_max [m]
@@ -108,7 +109,12 @@ class InstanceSegmenter:
             m = np.zeros(h * w, dtype=np.int32)
             sel = (view_idx == v) & (labels >= 0)
             m[pix_idx[sel]] = ids[labels[sel]]
-            masks.append(m.reshape(h, w))
+            m = m.reshape(h, w)
+            st = self.cfg.stride
+            if st > 1:  # nearest-neighbour upsampling of the sampled grid
+                m = np.repeat(np.repeat(m[::st, ::st], st, axis=0), st, axis=1)[:h, :w]
+                m[view.depth <= 0] = 0
+            masks.append(np.ascontiguousarray(m))
         self.frame_index += 1
         seen = [t for t in self.tracks.values() if t.last_seen == self.frame_index - 1]
         timings = {"fuse": (t1 - t0) * 1e3, "plane": (t2 - t1) * 1e3, "cluster": (t3 - t2) * 1e3,
@@ -116,25 +122,44 @@ class InstanceSegmenter:
         return SegmentationResult(masks, seen, plane, timings)
 
     # -------------------------------------------------------------------------------------------------- the cloud
-    @staticmethod
-    def _fuse(frame: MultiViewFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Valid depth pixels of all views -> world points [N, 3], colours [N, 3] uint8, view [N], pixel index [N]."""
+    def _fuse(self, frame: MultiViewFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Valid depth pixels of all views -> world points [N, 3] float32, colours [N, 3] uint8, view [N], pixel [N]."""
         pts, cols, vidx, pidx = [], [], [], []
         for v, view in enumerate(frame.views):
             cam = view.camera
             d = view.depth.reshape(-1)
-            valid = np.flatnonzero(d > 0)
-            w = view.depth.shape[1]
-            u = (valid % w).astype(np.float64)
-            r = (valid // w).astype(np.float64)
-            z = d[valid].astype(np.float64)
-            xc = np.stack([(u - cam.cx) / cam.fx * z, (r - cam.cy) / cam.fy * z, z], axis=1)
-            T = cam.T_world_cam
-            pts.append(xc @ T[:3, :3].T + T[:3, 3])
+            if self.cfg.stride > 1:
+                valid = np.flatnonzero((d > 0) & self._grid(cam.width, cam.height))
+            else:
+                valid = np.flatnonzero(d > 0)
+            rays = self._rays(cam)[valid]  # [M, 3] camera-frame direction with z = 1
+            T = cam.T_world_cam.astype(np.float32)
+            Rt = np.ascontiguousarray(T[:3, :3].T)  # contiguous: numpy's matmul is ~5x slower on a transposed view
+            # x_world = R (ray * z) + t = z * (R ray) + t: rotate the (cached) rays, then scale, in float32.
+            pts.append((rays @ Rt) * d[valid, None] + T[:3, 3])
             cols.append(view.color.reshape(-1, 3)[valid])
             vidx.append(np.full(len(valid), v, dtype=np.int32))
             pidx.append(valid)
         return np.concatenate(pts), np.concatenate(cols), np.concatenate(vidx), np.concatenate(pidx)
+
+    def _grid(self, width: int, height: int) -> np.ndarray:
+        """[H*W] bool: the pixels sampled with ``stride`` (cached)."""
+        key = (width, height, self.cfg.stride)
+        cache = self.__dict__.setdefault("_grid_cache", {})
+        if key not in cache:
+            g = np.zeros((height, width), dtype=bool)
+            g[:: self.cfg.stride, :: self.cfg.stride] = True
+            cache[key] = g.reshape(-1)
+        return cache[key]
+
+    def _rays(self, cam) -> np.ndarray:
+        """Per-pixel rays (x, y, 1) of a camera, cached by intrinsics [H*W, 3] float32."""
+        key = (cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy)
+        cache = self.__dict__.setdefault("_ray_cache", {})
+        if key not in cache:
+            u, r = np.meshgrid(np.arange(cam.width, dtype=np.float32), np.arange(cam.height, dtype=np.float32))
+            cache[key] = np.stack([(u - cam.cx) / cam.fx, (r - cam.cy) / cam.fy, np.ones_like(u)], -1).reshape(-1, 3)
+        return cache[key]
 
     def _in_workspace(self, pts: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = self.cfg.workspace
@@ -151,8 +176,8 @@ class InstanceSegmenter:
         import open3d as o3d
 
         rng = np.random.default_rng(self.cfg.seed)
-        if len(near) > 20000:  # RANSAC does not need every point
-            near = near[rng.choice(len(near), 20000, replace=False)]
+        if len(near) > 5000:  # RANSAC does not need every point
+            near = near[rng.choice(len(near), 5000, replace=False)]
         o3d.utility.random.seed(self.cfg.seed)
         pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(near))
         plane, inliers = pcd.segment_plane(self.cfg.plane_threshold, 3, 200)

@@ -195,6 +195,7 @@ def test_missing_keys_and_duplicates(tmp_path: Path) -> None:
     doc["objects"][0]["name"] = doc["objects"][1]["name"] = "a"
     assert "objects[1].name: duplicate object name 'a'" in bad(tmp_path, doc)
     assert "objects[0].name: 'pusher' is reserved" in bad(tmp_path, with_(objects__0__name="pusher"))
+    assert "objects[0].name: 'table' is reserved" in bad(tmp_path, with_(objects__0__name="table"))
     cams = {"poses": [{"position": [1, 0, 1]}]}
     assert "cameras.poses[0]: give exactly one of 'look_at' or 'rotation_wxyz'" in bad(tmp_path, with_(cameras=cams))
 

@@ -395,6 +395,13 @@ def test_fixed_textured_board_maps_image_onto_top_face(tmp_path: Path) -> None:
         np.testing.assert_allclose(pts.mean(axis=0), expected, atol=0.001)  # measured: 0.4 mm
         errs = surface_errors(rf, rig)
         assert float(np.percentile(errs[("cam0", 1)], 95)) < 0.001
+    # an image MuJoCo cannot read: one line naming the scenario file
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    doc["objects"][0]["texture"] = "broken.png"
+    (tmp_path / "broken.yaml").write_text(__import__("yaml").safe_dump(doc))
+    with pytest.raises(ConfigError, match=r"broken\.yaml: MuJoCo cannot build this scenario: .*") as info:
+        SimRig(load_scenario(tmp_path / "broken.yaml"))
+    assert "\n" not in str(info.value)
     # a missing image or another format is refused with file and key
     doc["objects"][0]["texture"] = "nope.png"
     (tmp_path / "bad.yaml").write_text(__import__("yaml").safe_dump(doc))

@@ -252,8 +252,8 @@ def parse_scenario(doc: Any, source: Path | str | None = None, default_name: str
     objects = tuple(_parse_object(r, o, i) for i, o in enumerate(objs_doc))
     names = [o.name for o in objects]
     for i, n in enumerate(names):
-        if n == "pusher":
-            raise ConfigError(f"{r.file}: objects[{i}].name: 'pusher' is reserved for the pusher")
+        if n in ("pusher", "table"):
+            raise ConfigError(f"{r.file}: objects[{i}].name: {n!r} is reserved (the {n})")
         if n in names[:i]:
             raise ConfigError(f"{r.file}: objects[{i}].name: duplicate object name {n!r}")
 
@@ -472,6 +472,8 @@ def _parse_cameras(r: _Reader, doc: Any) -> tuple[list[CameraModel], float, floa
         for k, n in enumerate(names):
             if n in names[:k]:
                 raise ConfigError(f"{r.file}: cameras.poses[{k}].name: duplicate camera name {n!r}")
+            if n == "vidyn_aux":
+                raise ConfigError(f"{r.file}: cameras.poses[{k}].name: 'vidyn_aux' is reserved (render_only's camera)")
             if not n.replace("_", "").isalnum() or not n[0].isalpha():
                 raise ConfigError(f"{r.file}: cameras.poses[{k}].name: {n!r} is not a valid topic name "
                                   "(letters, digits, _)")

@@ -29,6 +29,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from vidyn_ros.errors import ConfigError
 from vidyn_ros.geometry import quat_wxyz_to_matrix
 from vidyn_ros.rig.scenario import ObjectSpec, Scenario, load_scenario
 from vidyn_ros.types import CameraFrame, CameraModel, MultiViewFrame, ObjectPose, RigFrame
@@ -164,7 +165,7 @@ class SimRig:
         scenario: a :class:`Scenario`, a shipped scenario name or a YAML path.
         seed: seeds the sampling of initial conditions within the scenario's ``randomize`` ranges.
         render_scale: image size factor (0.25 renders 640x480 cameras at 160x120); intrinsics scale accordingly.
-        masks: render instance masks (one extra pass per camera).
+        masks: return instance masks (free: ids are read from the same pass as depth).
 
     Attributes:
         cameras: the cameras as rendered (names from the scenario, K at the rendered resolution, T_world_cam).
@@ -189,7 +190,11 @@ class SimRig:
         self.frame_index = 0
         self.last_render_s = 0.0  # wall time of the last multi-camera render [s]
 
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf(scn, self.cameras))
+        try:
+            self.model = mujoco.MjModel.from_xml_string(build_mjcf(scn, self.cameras))
+        except ValueError as err:  # e.g. an unreadable texture image: still one line that names the file
+            where = scn.source or scn.name
+            raise ConfigError(f"{where}: MuJoCo cannot build this scenario: {' '.join(str(err).split())}") from None
         self.data = mujoco.MjData(self.model)
         m = self.model
         K = len(scn.objects)

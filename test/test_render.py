@@ -399,3 +399,18 @@ def test_row_bands_give_the_same_render_and_gradients(monkeypatch: pytest.Monkey
     assert torch.equal(whole.visible, banded.visible)
     for name, a, b in zip(PARAMS, g_whole, g_banded, strict=True):  # equal up to float summation order
         assert (a - b).abs().max() <= 1e-5 * a.abs().max(), name
+
+
+def test_cpu_thread_setting_is_restored() -> None:
+    """The backend runs its CPU work on CPU_THREADS threads but leaves torch's global setting as it found it."""
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        scene = random_scene(50)
+        scene.means.requires_grad_(True)
+        out = render(scene, ring_cameras(1, 32, 24, 30.0), backend="torch")
+        assert torch.get_num_threads() == 2
+        out.rgb.sum().backward()
+        assert torch.get_num_threads() == 2 and scene.means.grad is not None
+    finally:
+        torch.set_num_threads(prev)

@@ -31,6 +31,8 @@ How the CPU path stays cheap:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +48,26 @@ _LOG_T_MIN = math.log(T_MIN)
 # (pixel, Gaussian) pair arrays stay cache-sized. Measured (1 thread, bench scene, fwd+bwd of 4 views): 5k Gaussians at
 # 160x120 150 -> 104 ms vs one batch over all views; at 320x240 830 -> 390 ms. Smaller bands were not faster.
 BAND_PIXELS = 160 * 120
+# Intra-op threads for the CPU work of this backend (None: leave torch's setting). Its hundreds of small ops per render
+# gain nothing from a second OpenMP thread even on an idle 2-core machine, and when the other core is busy (other
+# nodes, other processes) OpenMP's spin-waiting made one render 2-10x slower (bench/render_speed.py --threads 2 vs 1).
+# Set back to None to use torch's thread count.
+CPU_THREADS: int | None = 1
+
+
+@contextmanager
+def cpu_threads(device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU work with :data:`CPU_THREADS` intra-op threads, restoring torch's setting after."""
+    n = CPU_THREADS
+    prev = torch.get_num_threads()
+    if device.type != "cpu" or not n or prev == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def gsplat_intrinsics(Ks: torch.Tensor) -> torch.Tensor:
@@ -321,6 +343,11 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        with cpu_threads(grad_out.device):
+            return _Composite._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         means2d, conics, opacities, feats_t, splat, pixel, run_last, alpha, trans = ctx.saved_tensors
         width, height, row0 = ctx.size
         D, S = feats_t.shape
@@ -409,6 +436,74 @@ def rasterize(
     """Render C views. Returns rgb [C,H,W,3], depth [C,H,W] (expected, alpha-normalised), alpha [C,H,W],
     visible [C,N] bool, and when ``masks`` is given mask_contribution [C,M,N] (no grad) for ``mask_ids`` [M].
     """
+    diff = (means, quats, scales, opacities, colors, viewmats, backgrounds)
+    rest = (Ks, width, height, masks, mask_ids, near, far)
+    if means.device.type == "cpu" and torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in diff
+    ):
+        # One autograd node for the whole render, so that the backward too runs under cpu_threads().
+        rgb, depth, alpha, visible, contrib = _Rasterize.apply(rest, *diff)
+        out = {"rgb": rgb, "depth": depth, "alpha": alpha, "visible": visible}
+        if masks is not None:
+            out["mask_contribution"] = contrib
+        return out
+    with cpu_threads(means.device):
+        return _rasterize(*diff[:6], Ks, width, height, backgrounds, masks, mask_ids, near, far)
+
+
+class _Rasterize(torch.autograd.Function):
+    """The whole CPU render as one autograd node: the forward records the inner graph on detached copies of the
+    inputs, the backward replays it under :func:`cpu_threads`. Without this the graph's many small ops would run their
+    backward with torch's global thread count (see :data:`CPU_THREADS` for why that hurts).
+    """
+
+    @staticmethod
+    def forward(ctx, rest, means, quats, scales, opacities, colors, viewmats, backgrounds):
+        Ks, width, height, masks, mask_ids, near, far = rest
+        inputs = [means, quats, scales, opacities, colors, viewmats, backgrounds]
+        leaves = [None if t is None else t.detach().requires_grad_(t.requires_grad) for t in inputs]
+        with torch.enable_grad(), cpu_threads(means.device):
+            out = _rasterize(*leaves[:6], Ks, width, height, leaves[6], masks, mask_ids, near, far)
+        ctx.leaves = leaves
+        ctx.outs = (out["rgb"], out["depth"], out["alpha"])
+        contrib = out.get("mask_contribution", means.new_zeros(0))
+        ctx.mark_non_differentiable(out["visible"], contrib)
+        return out["rgb"].detach(), out["depth"].detach(), out["alpha"].detach(), out["visible"], contrib
+
+    @staticmethod
+    def backward(ctx, g_rgb, g_depth, g_alpha, _g_vis, _g_contrib):
+        leaves = ctx.leaves
+        need = [t for t in leaves if t is not None and t.requires_grad]
+        outs, grads = [], []
+        for o, g in zip(ctx.outs, (g_rgb, g_depth, g_alpha), strict=True):
+            if g is not None and o.requires_grad:
+                outs.append(o)
+                grads.append(g)
+        got: list[torch.Tensor | None] | tuple[torch.Tensor | None, ...] = [None] * len(need)
+        if outs:
+            # retain_graph: the outer graph may be replayed (retain_graph=True, gradcheck); the inner one goes with ctx
+            with cpu_threads(leaves[0].device):
+                got = torch.autograd.grad(outs, need, grads, allow_unused=True, retain_graph=True)
+        it = iter(got)
+        return (None, *[next(it) if t is not None and t.requires_grad else None for t in leaves])
+
+
+def _rasterize(
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    backgrounds: torch.Tensor | None,
+    masks: torch.Tensor | None,
+    mask_ids: torch.Tensor | None,
+    near: float,
+    far: float,
+) -> dict[str, torch.Tensor]:
     C, N = viewmats.shape[0], means.shape[0]
     H, W = height, width
     Kg = gsplat_intrinsics(Ks.to(means.dtype))

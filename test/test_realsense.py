@@ -306,7 +306,8 @@ def test_rig_graph_plays_recordings_through_realsense_and_segmenter(tmp_path):
     spec = apply_overrides(spec, [f"realsense.recordings=[{', '.join(recordings)}]",
                                   f"realsense.calibration={calib}", f"segmenter.calibration={calib}",
                                   # every frame, however slow the shared CPU; discovery before the first frame
-                                  "segmenter.queue=30", "realsense.start_delay_s=2.0"])
+                                  "segmenter.queue=30", "realsense.start_delay_s=2.0",
+                                  "segmenter.stride=1"])  # the graph's stride 2 is for 640x480; these are 160x120
     got: dict = {}
 
     def listener(ctx):

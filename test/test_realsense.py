@@ -140,6 +140,31 @@ def test_failure_modes_give_one_line_errors(tmp_path):
     # An unknown serial (CI has no camera, so nothing is connected; with hardware the message lists what is).
     with pytest.raises(CameraError, match=r"camX: no camera with serial 0000 \(connected: "):
         RealSenseCamera(RealSenseConfig(name="camX", serial="0000")).open()
+    from vidyn_ros.rig.realsense import connected_devices
+
+    if not connected_devices():  # no camera at all
+        with pytest.raises(CameraError, match=r"^camX: no RealSense camera connected$"):
+            RealSenseCamera(RealSenseConfig(name="camX")).open()
+
+
+def test_node_parameters_map_to_camera_configs(tmp_path):
+    from types import SimpleNamespace
+
+    from vidyn_ros.errors import ConfigError
+    from vidyn_ros.nodes.realsense import PARAMS, camera_configs
+    from vidyn_ros.rig.calibration_io import save_rig_calibration
+
+    defaults = {p.name: p.default for p in PARAMS}
+    calib = save_rig_calibration(tmp_path / "rig.yaml", {"left": np.eye(4), "right": np.eye(4)},
+                                 serials={"left": "111", "right": "222"})
+    cfgs = camera_configs(SimpleNamespace(**{**defaults, "calibration": str(calib), "fps": [15, 30],
+                                             "sync_mode": ["master", "slave"], "emitter_enabled": [0]}))
+    assert [(c.name, c.serial, c.fps, c.sync_mode, c.emitter_enabled) for c in cfgs] == [
+        ("left", "111", 15, "master", False), ("right", "222", 30, "slave", False)]
+    with pytest.raises(ConfigError, match="sync_mode 'bogus'"):
+        camera_configs(SimpleNamespace(**{**defaults, "serials": ["1"], "sync_mode": ["bogus"]}))
+    with pytest.raises(ConfigError, match="'fps' needs 1 or 2 entries"):
+        camera_configs(SimpleNamespace(**{**defaults, "serials": ["1", "2"], "fps": [1, 2, 3]}))
 
 
 def test_supervisor_keeps_serving_and_reconnects_when_the_recording_returns(tmp_path):

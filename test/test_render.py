@@ -414,3 +414,18 @@ def test_cpu_thread_setting_is_restored() -> None:
         assert torch.get_num_threads() == 2 and scene.means.grad is not None
     finally:
         torch.set_num_threads(prev)
+
+
+def test_far_plane_numpy_masks_and_render_torch() -> None:
+    from vidyn_ros.render import render_torch
+
+    cam = axis_camera()
+    scene = gaussians([[0.0, 0.0, 1.0], [0.6, 0.0, 5.0]], [0.03, 0.2], [[1, 0, 0], [0, 1, 0]], 0.9)
+    masks = np.zeros((1, 21, 31), dtype=np.int32)
+    masks[0, :, 16:] = 2
+    near_only = render_torch(scene, [cam], far=3.0, masks=masks)
+    both = render_torch(scene, [cam], far=100.0, masks=masks)
+    assert near_only.visible[0].tolist() == [True, False]
+    assert both.visible[0].tolist() == [True, True]
+    assert near_only.mask_ids.tolist() == [2] and near_only.mask_contribution[0, 0, 1] == 0
+    assert both.mask_contribution[0, 0, 1].item() == pytest.approx(0.9, abs=1e-3)  # its centre (u = 27) is in mask 2

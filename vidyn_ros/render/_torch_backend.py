@@ -381,8 +381,10 @@ class _Composite(torch.autograd.Function):
         v_alpha = trans * g - behind / (1.0 - alpha)
         # α = min(0.999, o e^{−σ}): no gradient where clamped; otherwise dα/do = α / o and dα/dσ = −α.
         va = torch.where(alpha < ALPHA_MAX, v_alpha * alpha, torch.zeros_like(alpha))
-        u = (pixel % width).to(dtype) + 0.5
-        v = ((torch.div(pixel, width, rounding_mode="floor") + row0) % height).to(dtype) + 0.5
+        # pixel centres through small per-pixel tables: a cache-resident gather beats integer % and // on every pair
+        ids = torch.arange(int(run_last.numel()), device=device)
+        u = ((ids % width).to(dtype) + 0.5).index_select(0, pixel)
+        v = (((torch.div(ids, width, rounding_mode="floor") + row0) % height).to(dtype) + 0.5).index_select(0, pixel)
         dx = means2d[:, 0].contiguous().index_select(0, splat) - u
         dy = means2d[:, 1].contiguous().index_select(0, splat) - v
         # σ = ½ a dx² + b dx dy + ½ c dy² with (a, b, c) per splat: scatter the pair moments once, apply the conic

@@ -121,3 +121,24 @@ def test_target_yaml_errors(tmp_path):
         load_target(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_target(tmp_path / "missing.yaml")
+
+
+def test_cli_from_a_bag_and_bad_sources(capture, tmp_path, capsys):
+    from vidyn_ros.bags import BagWriter
+    from vidyn_ros.cli import main
+
+    frame, truth, _ = capture
+    with BagWriter(tmp_path / "bag") as w:
+        w.write_rig_frame(frame, ground_truth=False)
+    out = tmp_path / "from_bag.yaml"
+    assert main(["calibrate", "--bag", str(tmp_path / "bag"), "--out", str(out)]) == 0
+    for name, T in load_rig_calibration(out).items():
+        rot, trans = pose_errors(T, truth[name])
+        assert rot < 0.5 and trans < 0.005, (name, rot, trans)
+    capsys.readouterr()
+    # Bad input: one line on stderr, exit code 2, nothing written.
+    assert main(["calibrate", "--bag", str(tmp_path / "nope"), "--out", str(tmp_path / "x.yaml")]) == 2
+    assert main(["calibrate", "--recordings", str(tmp_path / "nope.db3"), "--out", str(tmp_path / "x.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "nope.db3 not found" in err[1] and "Traceback" not in "".join(err)
+    assert not (tmp_path / "x.yaml").exists()

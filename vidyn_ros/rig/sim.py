@@ -128,6 +128,8 @@ def build_mjcf(scn: Scenario, cameras: Sequence[CameraModel]) -> str:
     cams = "\n    ".join(_camera_xml(c) for c in cameras)
     aux = f'<camera name="{_AUX_CAMERA}" pos="0 0 1" xyaxes="1 0 0 0 1 0"/>'
     bg = _fmt(scn.render.background)
+    # Lights: ambient + diffuse on an upward-facing surface add up to ~0.9, below OpenGL's clamp at 1. Above it every
+    # lit surface saturates to its flat texture colour (no shading), and MuJoCo's additive shadow pass washes out.
     return f"""<mujoco model={quoteattr(scn.name)}>
   <compiler angle="radian"/>
   <option timestep="{scn.physics_dt:.12g}" gravity="{_fmt(scn.gravity)}"/>
@@ -135,7 +137,7 @@ def build_mjcf(scn: Scenario, cameras: Sequence[CameraModel]) -> str:
   <visual>
     <global offwidth="{w}" offheight="{h}"/>
     <map znear="{scn.near:.6g}" zfar="{scn.far:.6g}"/>
-    <headlight ambient="0.35 0.35 0.35" diffuse="0.25 0.25 0.25" specular="0.05 0.05 0.05"/>
+    <headlight ambient="0.15 0.15 0.15" diffuse="0.1 0.1 0.1" specular="0.05 0.05 0.05"/>
     <quality shadowsize="2048" offsamples="{4 if scn.render.antialias else 0}"/>
     <rgba fog="{bg} 1" haze="{bg} 1"/>
   </visual>
@@ -147,8 +149,8 @@ def build_mjcf(scn: Scenario, cameras: Sequence[CameraModel]) -> str:
   </asset>
   <worldbody>
     <light name="key" directional="true" pos=".5 -.5 2" dir="-0.3 0.3 -1" diffuse=".45 .45 .45" castshadow="{shadow}"/>
-    <light name="fill" directional="true" pos="-0.5 0.5 2" dir="0.3 -0.3 -1" diffuse=".25 .25 .25" castshadow="false"/>
-    <light name="top" directional="true" pos="0 0 3" dir="0 0 -1" diffuse="0.2 0.2 0.2" castshadow="false"/>
+    <light name="fill" directional="true" pos="-0.5 0.5 2" dir="0.3 -0.3 -1" diffuse=".15 .15 .15" castshadow="false"/>
+    <light name="top" directional="true" pos="0 0 3" dir="0 0 -1" diffuse="0.1 0.1 0.1" castshadow="false"/>
     <geom name="table" type="plane" size="{_fmt(t.half_size)} 0.05" material="table_mat" friction="{_fmt(t.friction)}"/>
     {cams}
     {aux}

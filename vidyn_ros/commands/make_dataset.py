@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -136,24 +137,29 @@ def _write_yaml(path: Any, doc: dict) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (e.g. a job scheduler) unwinds like Ctrl-C inside the block, so the current bag is finished rather
-    than cut off; the previous handler is back afterwards (``run`` may be called in-process)."""
+def _interrupt_between_frames() -> Iterator[threading.Event]:
+    """Ctrl-C and SIGTERM (e.g. a job scheduler) inside the block set the yielded Event; the render loop raises
+    KeyboardInterrupt at the next frame boundary, so the bag ends with a whole frame (every topic of the last stamp)
+    and is finished rather than cut off. A second signal interrupts at once. Previous handlers are restored after.
+    """
     import signal
-    import threading
 
+    stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
+        yield stop
         return
 
-    def _on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def _on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt(f"signal {signum}")
+        stop.set()
 
-    old = signal.signal(signal.SIGTERM, _on_term)
+    old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,8 +171,6 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from vidyn_ros import msgs
-    from vidyn_ros.bags import BagWriter
     from vidyn_ros.errors import ConfigError, OutputError
     from vidyn_ros.rig.scenario import load_scenario
 
@@ -216,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     _write_yaml(out / "dataset.yaml", doc)  # first, so that an unwritable DIR fails before any rendering
 
     total = args.episodes * n_frames
-    with _sigterm_as_interrupt(), tqdm(total=total, unit="frame", desc=scn.name, disable=None) as bar:
+    with _interrupt_between_frames() as stop, tqdm(total=total, unit="frame", desc=scn.name, disable=None) as bar:
         try:
             for e, name in enumerate(names):
                 seed = args.seed + e
@@ -225,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                 # finished by BagWriter on the way out), marked complete: false.
                 entry: dict[str, Any] = {"name": name, "seed": seed, "bag": name, "frames": 0, "complete": False}
                 doc["episodes"].append(entry)
-                _render_episode(scn, seed, n_frames, args, out / name, use_pusher, bar, entry, BagWriter, msgs)
+                _render_episode(scn, seed, n_frames, args, out / name, use_pusher, bar, entry, stop)
                 entry["complete"] = True
                 _write_yaml(out / "dataset.yaml", doc)  # after every episode
             doc["complete"] = True
@@ -236,8 +240,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render_episode(scn: Any, seed: int, n_frames: int, args: argparse.Namespace, path: Any, use_pusher: bool,
-                    bar: Any, entry: dict[str, Any], BagWriter: Any, msgs: Any) -> None:
-    """Render one episode into the bag at ``path``; fills ``entry`` (the dataset.yaml record) as it goes."""
+                    bar: Any, entry: dict[str, Any], stop: threading.Event) -> None:
+    """Render one episode into the bag at ``path``; fills ``entry`` (the dataset.yaml record) as it goes.
+
+    Raises KeyboardInterrupt after the first whole frame written once ``stop`` is set."""
+    from vidyn_ros import msgs
+    from vidyn_ros.bags import BagWriter
     from vidyn_ros.rig.sim import SimRig
 
     custom = {"vidyn.scenario": scn.name, "vidyn.seed": str(seed), "vidyn.source": "make-dataset"}
@@ -260,6 +268,8 @@ def _render_episode(scn: Any, seed: int, n_frames: int, args: argparse.Namespace
             bag.write_rig_frame(rf)
             entry["frames"] = k + 1
             bar.update(1)
+            if stop.is_set():
+                raise KeyboardInterrupt("interrupted")
             if k == n_frames - 1:
                 break
             stamp = rf.frame.stamp_ns

@@ -361,7 +361,7 @@ class Commander(Node):
 def test_sim_rig_follows_cmd_and_stops_when_stale() -> None:
     spec = graph.parse_graph({"use_sim_time": True, "nodes": [
         {"node": "sim_rig", "parameters": {"scenario": "push", "render_scale": 0.25, "realtime": True,
-                                           "max_frames": 30, "start_delay_s": 1.0, "cmd_timeout_s": 0.2,
+                                           "max_frames": 36, "start_delay_s": 1.0, "cmd_timeout_s": 0.3,
                                            "masks": False}},
     ]})
     box: list[Node] = []
@@ -372,15 +372,17 @@ def test_sim_rig_follows_cmd_and_stops_when_stale() -> None:
 
     run = graph.run_graph(spec, domain_id=DOMAIN, install_signal_handlers=False, extra_nodes=extra)
     summary = run.summaries["sim_rig"]
-    assert summary["frames"] == 30 and summary["cmds_received"] > 5
+    assert summary["frames"] == 36 and summary["cmds_received"] > 5
     assert summary["stale_events"] == 1
     poses = [(_stamp(raw) / 1e9, msgs.object_poses_from_msg(msgs.deserialize(raw, msgs.POSE_ARRAY)))
              for raw in box[0].got[msgs.OBJECT_POSES_TOPIC]]
-    assert len(poses) == 30
+    assert len(poses) == 36
     x = np.array([p[-1].position[0] for _t, p in poses])  # the pusher is the last object (id K+1)
     t = np.array([t for t, _p in poses])
     moving = (t > 0.15) & (t < 0.45)
     np.testing.assert_allclose(np.diff(x)[moving[1:]], 0.1 / 30, atol=2e-4)  # 0.1 m/s while commanded
-    stopped = t > 0.85  # commands end at 0.5 s; stale after 0.2 s more (one frame of slack)
-    assert np.ptp(x[stopped]) < 1e-6
-    assert 0.04 < x[stopped][0] - x[0] < 0.075
+    # Commands end at 0.5 s and are stale 0.3 s later (a timeout that a busy executor's delivery jitter cannot
+    # reach while commands still flow); 0.1 s of slack for a command delivered late.
+    stopped = t > 0.95
+    assert stopped.sum() >= 7 and np.ptp(x[stopped]) < 1e-6
+    assert 0.04 < x[stopped][0] - x[0] < 0.085

@@ -327,6 +327,13 @@ def intersect(
     )
 
 
+def _sum_by(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+    """out[i] = Σ values[index == i], [n]. A weighted bincount: on CPU ~1.5x faster than ``index_add_``."""
+    if index.numel() == 0:  # bincount of nothing is int64
+        return values.new_zeros(n)
+    return torch.bincount(index, weights=values, minlength=n)
+
+
 class _Composite(torch.autograd.Function):
     """Front-to-back compositing over precomputed pairs with an analytic backward (gsplat's rasterize backward,
     vectorised): the forward reuses the no-grad alphas and transmittances of :func:`intersect`, and the backward
@@ -339,9 +346,8 @@ class _Composite(torch.autograd.Function):
         w = alpha * trans
         D = features.shape[1]
         feats_t = features.t().contiguous()  # [D, S]: 1-D gathers from contiguous rows are the fast path on CPU
-        cols = [features.new_zeros(n_pixels).index_add_(0, pixel, w * feats_t[k].index_select(0, splat))
-                for k in range(D)]
-        cols.append(features.new_zeros(n_pixels).index_add_(0, pixel, w))
+        cols = [_sum_by(pixel, w * feats_t[k].index_select(0, splat), n_pixels) for k in range(D)]
+        cols.append(_sum_by(pixel, w, n_pixels))
         ctx.save_for_backward(means2d, conics, opacities, feats_t, splat, pixel, run_last, alpha, trans)
         ctx.size = (width, height, row0)
         return torch.stack(cols, dim=1)
@@ -364,7 +370,7 @@ class _Composite(torch.autograd.Function):
             return tuple(grads)
 
         def scatter(x: torch.Tensor) -> torch.Tensor:  # per-pair [P] -> per-splat sums [S]
-            return torch.zeros(S, dtype=dtype, device=device).index_add_(0, splat, x)
+            return _sum_by(splat, x, S)
 
         w = alpha * trans
         grad_t = grad_out.t().contiguous()  # [D + 1, n_pixels]

@@ -98,9 +98,9 @@ def test_gradcheck_float64_tiny_scene() -> None:
         [0.03, 0.025, 0.035, 0.02], [[0.9, 0.1, 0.2], [0.1, 0.8, 0.3], [0.2, 0.3, 0.9], [0.7, 0.7, 0.1]],
         [0.7, 0.5, 0.8, 0.6], dtype=torch.float64,
     )
-    torch.manual_seed(0)
-    quats = torch.randn(4, 4, dtype=torch.float64)  # anisotropic, rotated
-    log_scales = scene.log_scales + 0.3 * torch.randn(4, 3, dtype=torch.float64)
+    rng = torch.Generator().manual_seed(0)
+    quats = torch.randn(4, 4, dtype=torch.float64, generator=rng)  # anisotropic, rotated
+    log_scales = scene.log_scales + 0.3 * torch.randn(4, 3, dtype=torch.float64, generator=rng)
     cam = CameraModel("c", 8, 6, np.array([[8.0, 0, 3.5], [0, 8.0, 2.5], [0, 0, 1]]),
                       look_at(np.array([0.0, -0.3, 0.2]), ORIGIN))
     viewmat = torch.tensor(np.linalg.inv(cam.T_world_cam), dtype=torch.float64)[None]

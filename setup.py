@@ -16,7 +16,8 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.py") + glob("launch/*.yaml")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
-        ("share/" + package_name + "/config/scenarios", glob("config/scenarios/*.yaml")),
+        ("share/" + package_name + "/config/scenarios", glob("config/scenarios/*.yaml")
+         + glob("config/scenarios/*.png")),
         ("share/" + package_name + "/config/graphs", glob("config/graphs/*.yaml")),
         ("share/" + package_name + "/rviz", glob("rviz/*.rviz")),
         ("share/" + package_name + "/models", glob("models/*")),

@@ -50,7 +50,8 @@ def load_rig_calibration(path: str | Path) -> dict[str, np.ndarray]:
 def load_serials(path: str | Path) -> dict[str, str]:
     """{camera name: serial} for the cameras that name one."""
     doc = yaml.safe_load(Path(path).read_text()) or {}
-    return {str(k): str(v["serial"]) for k, v in (doc.get("cameras") or {}).items() if isinstance(v, dict) and "serial" in v}
+    cams = doc.get("cameras") or {}
+    return {str(k): str(v["serial"]) for k, v in cams.items() if isinstance(v, dict) and "serial" in v}
 
 
 def save_rig_calibration(
@@ -65,7 +66,8 @@ def save_rig_calibration(
         entry["translation"] = [round(float(v), 6) for v in T[:3, 3]]
         entry["rotation_wxyz"] = [round(float(v), 8) for v in matrix_to_quat_wxyz(T[:3, :3])]
         cams[name] = entry
-    text = (f"# {comment}\n" if comment else "") + yaml.safe_dump({"frame_id": "world", "cameras": cams}, sort_keys=False)
+    body = yaml.safe_dump({"frame_id": "world", "cameras": cams}, sort_keys=False)
+    text = (f"# {comment}\n" if comment else "") + body
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -1,6 +1,7 @@
 """recorder node: subscribe to a list of topics (raw CDR bytes, no decoding) and write them to a rosbag2 bag (MCAP).
 
-Message types are given as ``topic:type`` or discovered from the graph (the recorder waits until a publisher appears).
+Message types are given as ``topic:type`` or discovered from the graph; either way a topic is subscribed once a
+publisher of it appears.
 The subscription QoS follows the publishers (reliable if they all are, else best effort), as ``ros2 bag record`` does,
 so a reliable recorder never silently fails to match a best-effort camera driver.
 The bag is closed in ``close()``: ``vidyn launch``/``run_node`` call it on Ctrl-C and SIGTERM, so the bag stays
@@ -140,10 +141,11 @@ class Recorder(Node):
             resolved = self.resolve_topic_name(topic)
             if resolved in self._subs:
                 continue
-            msgtype = given or (graph.get(resolved) or [None])[0]
-            if msgtype is None:
+            # Wait for a publisher also when the type is given: the subscription's QoS follows the publishers', and
+            # subscribing before any exists would pick best effort and silently drop a reliable stream's bursts.
+            if resolved not in graph or self.count_publishers(resolved) == 0:  # a topic may have subscribers only
                 continue
-            self._subscribe(resolved, msgtype)
+            self._subscribe(resolved, given or graph[resolved][0])
         missing = [t for t in self.wanted if self.resolve_topic_name(t) not in self._subs]
         waited_s = (_ros.now_ns(self) - self._t_start) / 1e9
         if missing and waited_s > self.p.warn_missing_s:

@@ -25,7 +25,7 @@ DOMAIN = 151 + os.getpid() % 50  # 151..200, apart from test_nodes_roundtrip
 
 def test_shipped_graphs_load_and_use_the_shm_profile() -> None:
     names = graph.graph_names()
-    assert {"sim", "replay"} <= set(names)
+    assert {"sim", "replay", "rig"} <= set(names)
     for name in names:
         spec = graph.load_graph(name)
         assert spec.name == name and spec.nodes
@@ -44,6 +44,9 @@ def test_launch_files_are_thin_and_match_graphs() -> None:
         text = f.read_text()
         assert f'launch_description("{name}")' in text
         assert len(text.splitlines()) < 20
+    # and no launch file points at a graph that is not shipped (ros2 launch would fail at start)
+    assert {f.name.removesuffix(".launch.py") for f in launch_dir().glob("*.launch.py")} == set(graph.graph_names())
+    assert {"sim", "replay", "rig"} <= set(graph.graph_names())
 
 
 def test_launch_node_entries() -> None:

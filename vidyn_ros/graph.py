@@ -154,13 +154,17 @@ def _check_param_value(v: Any, where: str) -> None:
     raise ConfigError(f"{where}: unsupported parameter value {v!r} (use a number, string, bool or a flat list)")
 
 
+def _check_keys(doc: dict, allowed: set[str], where: str) -> None:
+    unknown = set(doc) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
 def parse_graph(doc: Any, source: str = "<memory>", default_name: str = "graph") -> GraphSpec:
     """Validate a loaded YAML document -> GraphSpec. ConfigError names the file and key."""
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: a graph must be a mapping with a 'nodes' list")
-    unknown = set(doc) - _TOP_KEYS
-    if unknown:
-        raise ConfigError(f"{source}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(_TOP_KEYS))})")
+    _check_keys(doc, _TOP_KEYS, source)
     nodes_doc = doc.get("nodes")
     if not isinstance(nodes_doc, list) or not nodes_doc:
         raise ConfigError(f"{source}: key 'nodes' must be a non-empty list")
@@ -175,9 +179,7 @@ def parse_graph(doc: Any, source: str = "<memory>", default_name: str = "graph")
         where = f"{source}: nodes[{i}]"
         if not isinstance(nd, dict):
             raise ConfigError(f"{where}: must be a mapping with at least 'node'")
-        unknown = set(nd) - _NODE_KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(_NODE_KEYS))})")
+        _check_keys(nd, _NODE_KEYS, where)
         kind = nd.get("node")
         if not isinstance(kind, str) or not _NAME_RE.match(kind):
             raise ConfigError(f"{where}.node: expected a node module name like 'sim_rig', got {kind!r}")
@@ -301,17 +303,11 @@ def run_graph(
 
     from vidyn_ros.nodes import _ros
 
-    _ros.setup_fastdds_env()
+    ctx = Context()
+    _ros.init_rclpy(context=ctx, domain_id=domain_id)  # SHM profile, no rclpy signal handlers (``shutdown`` has them)
     shutdown = _ros.Shutdown()
     if install_signal_handlers:
         shutdown.install()
-    ctx = Context()
-    from rclpy.signals import SignalHandlerOptions
-
-    init_kw: dict[str, Any] = {"context": ctx, "signal_handler_options": SignalHandlerOptions.NO}
-    if domain_id is not None:
-        init_kw["domain_id"] = domain_id
-    rclpy.init(**init_kw)
     nodes: list[Any] = []
     run = GraphRun("error")
 

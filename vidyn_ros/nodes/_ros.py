@@ -201,34 +201,24 @@ def now_ns(node: Node) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------------------ QoS
+def _keep_last(depth: int, reliability: ReliabilityPolicy,
+               durability: DurabilityPolicy = DurabilityPolicy.VOLATILE) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability, durability=durability)
+
+
 def sensor_qos(depth: int = 5) -> QoSProfile:
     """Camera streams: best effort, keep last few (a late frame is worthless; never block the publisher)."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        reliability=ReliabilityPolicy.BEST_EFFORT,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    return _keep_last(depth, ReliabilityPolicy.BEST_EFFORT)
 
 
 def reliable_qos(depth: int = 10) -> QoSProfile:
     """Commands, recorder inputs, ground truth: reliable, keep last ``depth``."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    return _keep_last(depth, ReliabilityPolicy.RELIABLE)
 
 
 def latched_qos(depth: int = 1) -> QoSProfile:
     """Rarely changing data (calibration, goals): reliable + transient local so late joiners get the last value."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL,
-    )
+    return _keep_last(depth, ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def qos_by_name(name: str, depth: int | None = None) -> QoSProfile:

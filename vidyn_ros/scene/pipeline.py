@@ -40,6 +40,8 @@ class SceneConfig:
     init_iters: int = 60  # optimisation steps at initialisation
     iters_per_frame: int = 0  # per-Gaussian refinement steps per tracked frame
     estimate_background: bool = True  # background colour = median colour of pixels without depth
+    densify_every: int = 5  # add Gaussians for unexplained observed surfaces every n tracked frames (0 = never)
+    densify_max: int = 300  # at most this many new Gaussians per densification
     vote_ids: bool = True  # cross-view id vote after the initial optimisation (needs masks)
     vote_min_contribution: float = 0.2  # a view votes only where a Gaussian's best Γ reaches this
     vote_prior_weight: float = 0.0  # extra votes for the pixel label a Gaussian was made from (0: paper's rule)
@@ -120,9 +122,14 @@ class SceneEstimator:
             loss = self.init_losses[-1] if self.init_losses else float("nan")
         else:
             assert self.tracker is not None
-            targets = make_targets(frame, self.cfg.downscale, self.cfg.device) if self.cfg.iters_per_frame else None
-            self.tracker.cfg.refine_iters = self.cfg.iters_per_frame
-            stats = self.tracker.step(frame, targets, backend=self.cfg.backend)
+            cfg = self.cfg
+            densify = cfg.densify_every > 0 and self.n_updates % cfg.densify_every == 0
+            targets = make_targets(frame, cfg.downscale, cfg.device) if (cfg.iters_per_frame or densify) else None
+            self.tracker.cfg.refine_iters = cfg.iters_per_frame
+            stats = self.tracker.step(frame, targets, backend=cfg.backend)
+            if densify and targets is not None:
+                stats["densified"] = float(self.tracker.densify(targets, cfg.densify_max, backend=cfg.backend,
+                                                                seed=cfg.seed))
             loss = stats.get("refine_loss", float("nan"))
         self.n_updates += 1
         assert self.tracker is not None

@@ -49,6 +49,7 @@ class TrackConfig:
     constant_velocity: bool = True  # warm start from the last frame-to-frame motion
     refine_iters: int = 0  # per-Gaussian refinement steps per frame (rendering: expensive on CPU)
     refine_lr: float = 5e-4  # [m]
+    refine_lr_colors: float = 0.03  # colours (opacity logits: twice this)
     lambda_rigid: float = 10.0  # local-rigidity weight
     lambda_iso: float = 10.0  # isometry weight
     knn: int = 8  # neighbours for the rigidity terms
@@ -66,6 +67,7 @@ class ObjectTrack:
     fitness: float = 1.0
     rmse: float = 0.0
     n_observed: int = 0
+    centroid: np.ndarray = field(default_factory=lambda: np.zeros(3))  # canonical centroid of its first Gaussians
 
 
 def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -127,6 +129,9 @@ class Tracker:
 
         self.objects[k] = ObjectTrack(k)
         pts = self.canonical[idx]
+        # the reported centroid is this first-sight centroid carried by the rigid pose: Gaussians added later
+        # (densification) on one side of the object must not move it
+        self.objects[k].centroid = pts.mean(axis=0) if len(pts) else np.zeros(3)
         if len(idx) >= 4:
             self.normals[idx] = estimate_normals(pts, k=min(12, len(idx)), cameras=self.cameras)
             nn = min(self.cfg.knn, len(idx) - 1)
@@ -318,11 +323,16 @@ class Tracker:
         d_canon = canon[pj] - canon[pi]  # [P,3]
         rest = d_canon.norm(dim=1)
         means = g.means.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([means], lr=cfg.refine_lr)
+        # appearance too: a surface seen from a new side after the object turned needs other colours
+        colors = g.colors.detach().clone().requires_grad_(True)
+        opac = g.opacity_logits.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([{"params": [means], "lr": cfg.refine_lr},
+                                {"params": [colors], "lr": cfg.refine_lr_colors},
+                                {"params": [opac], "lr": cfg.refine_lr_colors * 2}])
         loss_v = float("nan")
         for _ in range(cfg.refine_iters):
             opt.zero_grad(set_to_none=True)
-            gi = GaussianSet(means, g.quats, g.log_scales, g.colors, g.opacity_logits, g.object_ids)
+            gi = GaussianSet(means, g.quats, g.log_scales, colors, opac, g.object_ids)
             out = render(gi, targets.cameras, background=self.background, backend=backend)
             loss = photometric_loss(out.rgb, targets.color, 0.0) + depth_loss(out.depth, targets.depth)
             d = means[pj] - means[pi]
@@ -330,10 +340,15 @@ class Tracker:
             iso = (d.norm(dim=1) - rest).abs().mean()
             total = loss + cfg.lambda_rigid * rigid + cfg.lambda_iso * iso
             total.backward()
-            means.grad[~moving] = 0.0
+            for p in (means, colors, opac):
+                p.grad[~moving] = 0.0
             opt.step()
-            loss_v = float(loss)
+            with torch.no_grad():
+                colors.clamp_(0.0, 1.0)
+            loss_v = float(loss.detach())
         with torch.no_grad():
+            g.colors.copy_(colors.detach())
+            g.opacity_logits.copy_(opac.detach())
             # keep the refinement as local residuals only: each object's mean displacement is removed, because the
             # object's motion is the rigid step's job (photometric gradients alone drift whole objects by mm)
             ids = g.object_ids.cpu().numpy()
@@ -349,6 +364,77 @@ class Tracker:
             g.means.copy_(torch.as_tensor(m, dtype=g.means.dtype, device=g.device))
         return loss_v
 
+    # ------------------------------------------------------------------ densification
+    @torch.no_grad()
+    def densify(self, targets: Targets, max_new: int = 300, depth_gap: float = 0.02, color_gap: float = 0.15,
+                backend: str = "auto", seed: int = 0) -> int:
+        """Add Gaussians where the views see something the scene does not explain: surfaces uncovered since the
+        first frame (the table under a pushed block, the inner faces of a toppled stack). A pixel needs one when it
+        has depth and the render there is transparent (alpha < 0.5), farther than the observation by ``depth_gap``
+        or off in colour by ``color_gap`` (mean absolute RGB error: a face that was hidden, e.g. between two cubes).
+        New Gaussians are small isotropic disks with the pixel's colour and mask id (ids the tracker does not know
+        yet are left to the spawn logic), attached to their object's rigid pose. Returns how many were added.
+        """
+        from vidyn_ros.geometry import backproject
+        from vidyn_ros.render import render
+
+        g = self.gaussians
+        out = render(g, targets.cameras, background=self.background, backend=backend)
+        pts, cols, labs, sig = [], [], [], []
+        known = set(self.objects) | {0}
+        for c, cam in enumerate(targets.cameras):
+            d = targets.depth[c].cpu().numpy()
+            col_err = (out.rgb[c] - targets.color[c]).abs().mean(dim=-1).cpu().numpy()
+            unexplained = (out.alpha[c].cpu().numpy() < 0.5) | (d < out.depth[c].cpu().numpy() - depth_gap)
+            lab = targets.mask[c].cpu().numpy() if targets.mask is not None else np.zeros_like(d, dtype=np.int64)
+            # colour alone flags only object pixels: on the textured table it would flag every blurred checker edge
+            miss = (d > 0) & (unexplained | ((col_err > color_gap) & (lab > 0)))
+            miss &= np.isin(lab, list(known))
+            if not miss.any():
+                continue
+            pts.append(backproject(d, cam.K, cam.T_world_cam)[miss])
+            cols.append(targets.color[c].cpu().numpy()[miss])
+            labs.append(lab[miss].astype(np.int64))
+            sig.append(d[miss] / cam.fx)  # one pixel's footprint [m]
+        if not pts:
+            return 0
+        cloud = FusedCloud(np.concatenate(pts), np.concatenate(cols).astype(np.float32), np.concatenate(labs),
+                           np.zeros(sum(len(p) for p in pts), dtype=np.int64))
+        sigma = np.concatenate(sig)
+        # several views see the same hole: one Gaussian per 4 mm voxel, then a seeded cap
+        key = np.floor(cloud.points / 0.004).astype(np.int64)
+        _, first = np.unique(key, axis=0, return_index=True)
+        if len(first) > max_new:
+            first = np.random.default_rng(seed + len(self.positions)).choice(first, max_new, replace=False)
+        first = np.sort(first)
+        cloud, sigma = cloud.select(first), sigma[first]
+        n = len(cloud)
+        dev = g.device
+        new_ids = torch.as_tensor(cloud.labels, device=dev)
+        self.gaussians = GaussianSet(
+            means=torch.cat([g.means, torch.as_tensor(cloud.points, dtype=g.means.dtype, device=dev)]),
+            quats=torch.cat([g.quats, torch.tensor([[1.0, 0.0, 0.0, 0.0]], device=dev).expand(n, 4)]),
+            log_scales=torch.cat([g.log_scales, torch.as_tensor(np.log(sigma), dtype=g.log_scales.dtype,
+                                                                device=dev)[:, None].expand(n, 3)]),
+            colors=torch.cat([g.colors, torch.as_tensor(cloud.colors, dtype=g.colors.dtype, device=dev)]),
+            opacity_logits=torch.cat([g.opacity_logits, torch.full((n,), float(np.log(0.8 / 0.2)), device=dev)]),
+            object_ids=torch.cat([g.object_ids, new_ids]),
+        )
+        canon = cloud.points.astype(np.float64).copy()
+        for k, obj in self.objects.items():  # express object points in the object's first-sight frame
+            sel = cloud.labels == k
+            canon[sel] = (canon[sel] - obj.T[:3, 3]) @ obj.T[:3, :3]
+        self.canonical = np.concatenate([self.canonical, canon])
+        self.canonical_quats = torch.cat([self.canonical_quats, torch.tensor([[1.0, 0.0, 0.0, 0.0]],
+                                                                             device=dev).expand(n, 4)])
+        self.normals = np.concatenate([self.normals, np.zeros((n, 3))])
+        # the rows of the last trajectory sample must match the current set: the new ones existed from now on
+        if self.positions:
+            self.positions[-1] = self.gaussians.means.cpu().numpy().astype(np.float32).copy()
+            q = self.gaussians.quats
+            self.quats[-1] = (q / q.norm(dim=1, keepdim=True)).cpu().numpy().astype(np.float32)
+        return n
+
     # ------------------------------------------------------------------ outputs
     def record(self, stamp_ns: int) -> None:
         self.positions.append(self.gaussians.means.detach().cpu().numpy().astype(np.float32).copy())
@@ -357,15 +443,14 @@ class Tracker:
         self.stamps.append(int(stamp_ns))
 
     def object_poses(self) -> list[ObjectPose]:
-        """Per object: the centroid of its Gaussians and the rotation of its rigid pose (w.r.t. first sight)."""
+        """Per object: its first-sight Gaussian centroid moved by the rigid pose, and the pose's rotation."""
         out = []
         ids = self.gaussians.object_ids.cpu().numpy()
-        means = self.gaussians.means.detach().cpu().numpy()
         for k, obj in sorted(self.objects.items()):
-            idx = ids == k
-            if not idx.any():
+            if not (ids == k).any():
                 continue
-            out.append(ObjectPose(k, means[idx].mean(axis=0).astype(np.float64), matrix_to_quat_wxyz(obj.T[:3, :3])))
+            c = obj.T[:3, :3] @ obj.centroid + obj.T[:3, 3]
+            out.append(ObjectPose(k, c.astype(np.float64), matrix_to_quat_wxyz(obj.T[:3, :3])))
         return out
 
     def trajectories(self) -> dict[str, np.ndarray]:

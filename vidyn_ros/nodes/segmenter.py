@@ -40,7 +40,7 @@ PARAMS = [
     _ros.Param("voxel", 0.01, "voxel size for Euclidean clustering [m]"),
     _ros.Param("min_points", 20, "smallest object (fused points over all views)"),
     _ros.Param("workspace", [-0.5, -0.5, 0.5, 0.5], "x_min, y_min, x_max, y_max of the table area [m]"),
-    _ros.Param("match_distance", 0.06, "largest centroid jump between frames for one object id [m]"),
+    _ros.Param("match_distance", 0.1, "largest distance of an object from its predicted position between frames [m]"),
     _ros.Param("queue", 1, "frames waiting for segmentation: 1 = the newest only (lowest latency); more = every frame"),
     _ros.Param("stale_s", 2.0, "warn on /diagnostics when no synchronised frame arrived for this long"),
 ]

@@ -40,11 +40,13 @@ class SegmenterConfig:
     neighbor_voxels: int = 1  # voxels within this Chebyshev distance are connected
     min_points: int = 20  # smallest cluster kept (fused points over all views)
     min_saturation: float = 0.05  # rg-chromaticity distance from white below which a pixel is achromatic (grey)
-    dark_level: int = 45  # pixels darker than this (max channel) are achromatic too (their hue is noise)
+    dark_level: int = 15  # pixels darker than this (max channel) are achromatic too (their hue is noise)
     hue_bin_deg: float = 5.0  # hue histogram bin [deg]
     hue_min_separation_deg: float = 25.0  # hue peaks closer than this are one colour (red vs purple: ~37 deg)
     colour_min_fraction: float = 0.04  # a colour class needs this fraction of its component's points
-    match_distance: float = 0.06  # largest centroid jump between frames for the same id [m]
+    match_distance: float = 0.1  # largest distance from an id's predicted centroid (constant velocity) [m]
+    colour_weight: float = 0.5  # matching cost per unit of rg-chromaticity difference [m]
+    colour_gate: float = 0.15  # largest rg-chromaticity difference for the same id
     max_missing: int = 15  # frames an unseen object keeps its id
     merge_distance: float = 0.03  # external masks: segments of different views closer than this are one object [m]
     seed: int = 0  # RANSAC seed
@@ -58,6 +60,7 @@ class TrackedObject:
     n_points: int
     last_seen: int
     missing: int = 0
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))  # centroid motion per frame [m]
 
 
 @dataclass
@@ -292,24 +295,32 @@ class InstanceSegmenter:
         track_ids = list(self.tracks)
         matched: dict[int, int] = {}
         if track_ids:
-            prev = np.stack([self.tracks[t].centroid for t in track_ids])
+            # Constant-velocity prediction: a toppling cube moves several cm per frame at 30 fps.
+            prev = np.stack([t.centroid + t.velocity * (t.missing + 1) for t in self.tracks.values()])
             prev_col = np.stack([self.tracks[t].color for t in track_ids])
             dist = np.linalg.norm(cents[:, None] - prev[None], axis=2)
-            # Colour breaks ties between nearby objects (a stack of cubes): 1 chroma unit ~ 0.1 m.
-            cost = dist + 0.1 * np.linalg.norm(cols[:, None] - prev_col[None], axis=2)
-            rows, cols_idx = linear_sum_assignment(np.where(dist < self.cfg.match_distance, cost, 1e6))
+            cdist = np.linalg.norm(cols[:, None] - prev_col[None], axis=2)
+            # Colour matters as much as position: in a falling stack, cube k lands where cube k-1 was.
+            cost = dist + self.cfg.colour_weight * cdist
+            ok = (dist < self.cfg.match_distance) & (cdist < self.cfg.colour_gate)
+            rows, cols_idx = linear_sum_assignment(np.where(ok, cost, 1e6))
             for r, c in zip(rows, cols_idx, strict=True):
-                if dist[r, c] < self.cfg.match_distance:
+                if ok[r, c]:
                     matched[r] = track_ids[c]
         # New objects are numbered in a deterministic order (by x, then y) so that the first frame is reproducible.
         for label in sorted(range(n), key=lambda i: (cents[i, 0], cents[i, 1])):
             if counts[label] == 0:
                 continue
             oid = matched.get(label)
+            velocity = np.zeros(3)
             if oid is None:
                 oid = self.next_id
                 self.next_id += 1
-            self.tracks[oid] = TrackedObject(oid, cents[label], cols[label], int(counts[label]), self.frame_index)
+            else:
+                old = self.tracks[oid]
+                velocity = (cents[label] - old.centroid) / (self.frame_index - old.last_seen)
+            self.tracks[oid] = TrackedObject(oid, cents[label], cols[label], int(counts[label]), self.frame_index,
+                                             velocity=velocity)
             ids[label] = oid
         self._age_tracks(set(ids[ids > 0].tolist()))
         return ids

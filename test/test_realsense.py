@@ -28,6 +28,8 @@ W, H = 80, 60
 K = np.array([[70.0, 0.0, 39.2], [0.0, 71.0, 29.7], [0.0, 0.0, 1.0]])
 COEFFS = (0.01, -0.02, 0.001, 0.0005, 0.003)
 START_MS = 1.7e12
+# DDS domain per test process (other test modules use 101..230); topic names are unique per test as well.
+DOMAIN = 40 + os.getpid() % 30
 
 
 def _content(n, cam=0):
@@ -168,7 +170,7 @@ def test_node_parameters_map_to_camera_configs(tmp_path):
 
 
 def test_supervisor_keeps_serving_and_reconnects_when_the_recording_returns(tmp_path):
-    _record(tmp_path / "long.db3", 40, cam=0)
+    _record(tmp_path / "long.db3", 60, cam=0)
     _record(tmp_path / "short.db3", 3, cam=1)
     frames: dict = {"c0": [], "c1": []}
     statuses = []
@@ -216,7 +218,7 @@ def ros_context():
     from rclpy.context import Context
 
     ctx = Context()
-    rclpy.init(context=ctx, domain_id=int(os.environ.get("VIDYN_TEST_DOMAIN", "77")))
+    rclpy.init(context=ctx, domain_id=DOMAIN)
     yield ctx
     rclpy.try_shutdown(context=ctx)
 
@@ -304,6 +306,8 @@ def test_node_publishes_recordings_on_the_rig_topics(tmp_path, ros_context):
 def test_rig_graph_plays_recordings_through_realsense_and_segmenter(tmp_path):
     """The shipped `rig` graph (without the scene node, too slow for a CPU test) on RealSense recordings made from the
     simulated rig: realsense node -> DDS -> segmenter node -> /<cam>/mask, checked against the sim's true masks."""
+    from dataclasses import replace
+
     from vidyn_ros import msgs
     from vidyn_ros.graph import apply_overrides, load_graph, run_graph
     from vidyn_ros.nodes import _ros
@@ -317,7 +321,8 @@ def test_rig_graph_plays_recordings_through_realsense_and_segmenter(tmp_path):
     with SimRig(load_scenario("push"), seed=0, render_scale=0.25) as rig:
         rig.set_pusher_velocity([0.1, 0.0, 0.0])
         frames = [rig.step().frame for _ in range(n)]
-    cams = [v.camera for v in frames[0].views]
+    tag = uuid.uuid4().hex[:6]  # unique camera (= topic) names
+    cams = [replace(v.camera, name=f"rg{tag}{v.camera.name}") for v in frames[0].views]
     recordings = []
     for i, cam in enumerate(cams):
         recordings.append(str(write_recording(
@@ -328,7 +333,9 @@ def test_rig_graph_plays_recordings_through_realsense_and_segmenter(tmp_path):
     spec = load_graph("rig")
     assert [nd.name for nd in spec.nodes] == ["realsense", "segmenter", "scene"]
     spec.nodes = [nd for nd in spec.nodes if nd.name != "scene"]
+    names = ", ".join(c.name for c in cams)
     spec = apply_overrides(spec, [f"realsense.recordings=[{', '.join(recordings)}]",
+                                  f"realsense.cameras=[{names}]", f"segmenter.cameras=[{names}]",
                                   f"realsense.calibration={calib}", f"segmenter.calibration={calib}",
                                   # every frame, however slow the shared CPU; discovery before the first frame
                                   "segmenter.queue=30", "realsense.start_delay_s=2.0",
@@ -346,7 +353,7 @@ def test_rig_graph_plays_recordings_through_realsense_and_segmenter(tmp_path):
                 _ros.sensor_qos(50), raw=True)
         return [node]
 
-    run = run_graph(spec, duration_s=15, domain_id=int(os.environ.get("VIDYN_TEST_DOMAIN", "79")),
+    run = run_graph(spec, duration_s=15, domain_id=DOMAIN,
                     install_signal_handlers=False, extra_nodes=listener,
                     until=lambda nodes: all(len(got.get(c.name, [])) >= n // 2 for c in cams) and all(
                         st.state == "disconnected" for st in nodes[0].supervisor.status.values()))

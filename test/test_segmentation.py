@@ -79,7 +79,7 @@ def ros_context():
     from rclpy.context import Context
 
     ctx = Context()
-    rclpy.init(context=ctx, domain_id=int(os.environ.get("VIDYN_TEST_DOMAIN", "78")))
+    rclpy.init(context=ctx, domain_id=40 + (os.getpid() + 15) % 30)
     yield ctx
     rclpy.try_shutdown(context=ctx)
 

@@ -86,6 +86,21 @@ def test_substitutions(monkeypatch: pytest.MonkeyPatch) -> None:
         graph.substitute("$(find x)", "g.yaml")
 
 
+def test_graph_env_respects_the_user_and_vidyn_no_shm(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = graph.load_graph("sim")
+    key = "FASTDDS_DEFAULT_PROFILES_FILE"
+    monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("VIDYN_NO_SHM", raising=False)
+    assert graph.env_to_set(spec)[key] == str(config_dir() / "fastdds_shm.xml")
+    monkeypatch.setenv(key, "/my/profile.xml")
+    assert key not in graph.env_to_set(spec)  # the user's own profile wins
+    assert graph.env_to_set(spec, override=True)[key].endswith("fastdds_shm.xml")
+    monkeypatch.delenv(key)
+    monkeypatch.setenv("VIDYN_NO_SHM", "1")
+    assert key not in graph.env_to_set(spec, override=True)
+    assert key not in graph.apply_env(spec) and key not in os.environ
+
+
 BAD_GRAPHS = [
     ("nodes: [", "not valid YAML"),
     ("- a\n- b\n", "must be a mapping"),

@@ -249,15 +249,19 @@ def apply_overrides(spec: GraphSpec, overrides: Sequence[str]) -> GraphSpec:
     return spec
 
 
+def env_to_set(spec: GraphSpec, override: bool = False) -> dict[str, str]:
+    """The part of the graph's env to export: what the user has not set already (unless ``override``), and no Fast
+    DDS profile when ``VIDYN_NO_SHM=1`` (the documented switch back to Fast DDS defaults, see
+    vidyn_ros.nodes._ros.setup_fastdds_env)."""
+    no_shm = os.environ.get("VIDYN_NO_SHM") == "1"
+    return {k: v for k, v in spec.env.items()
+            if (override or k not in os.environ) and not (no_shm and k == "FASTDDS_DEFAULT_PROFILES_FILE")}
+
+
 def apply_env(spec: GraphSpec, override: bool = False) -> dict[str, str]:
-    """Export the graph's env (without overriding what the user set, unless ``override``). Returns what was set."""
-    done = {}
-    for k, v in spec.env.items():
-        if k == "FASTDDS_DEFAULT_PROFILES_FILE" and os.environ.get("VIDYN_NO_SHM") == "1":
-            continue  # the documented switch back to Fast DDS defaults (vidyn_ros.nodes._ros.setup_fastdds_env)
-        if override or k not in os.environ:
-            os.environ[k] = v
-            done[k] = v
+    """Export :func:`env_to_set` into this process's environment. Returns what was set."""
+    done = env_to_set(spec, override)
+    os.environ.update(done)
     return done
 
 
@@ -385,7 +389,7 @@ def launch_description(graph: str | Path) -> Any:
 
         spec = load_graph(context.launch_configurations.get("graph", str(graph)))
         spec = apply_overrides(spec, launch_overrides(dict(context.launch_configurations)))
-        actions: list[Any] = [SetEnvironmentVariable(k, v) for k, v in spec.env.items() if k not in os.environ]
+        actions: list[Any] = [SetEnvironmentVariable(k, v) for k, v in env_to_set(spec).items()]
         for entry in launch_node_entries(spec):
             node = Node(**entry)
             actions.append(node)

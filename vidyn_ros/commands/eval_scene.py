@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/eval_scene", help="output directory")
     p.add_argument("--budget", type=int, default=5000, help="number of Gaussians")
     p.add_argument("--init-iters", type=int, default=60, help="optimisation iterations at initialisation")
-    p.add_argument("--iters-per-frame", type=int, default=0, help="per-Gaussian refinement iterations per frame")
+    p.add_argument("--iters-per-frame", type=int, default=2,
+                   help="per-Gaussian refinement iterations per frame (appearance + positions; 0 = rigid only)")
     p.add_argument("--downscale", type=int, default=1, help="integer image downscale for the rendering losses")
     p.add_argument("--eval-every", type=int, default=10, help="evaluate PSNR and id accuracy every N frames")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")

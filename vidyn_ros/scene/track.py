@@ -70,6 +70,18 @@ class ObjectTrack:
     centroid: np.ndarray = field(default_factory=lambda: np.zeros(3))  # canonical centroid of its first Gaussians
 
 
+def _interior(labels: np.ndarray, depth: np.ndarray, depth_step: float = 0.01) -> np.ndarray:
+    """[H, W] bool: pixels whose 4-neighbours have the same label and depth within ``depth_step`` (not on an edge)."""
+    lab = np.pad(labels, 1, mode="edge")
+    dep = np.pad(depth, 1, mode="edge")
+    ok = np.ones(labels.shape, dtype=bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        n_lab = lab[dy : dy + labels.shape[0], dx : dx + labels.shape[1]]
+        n_dep = dep[dy : dy + labels.shape[0], dx : dx + labels.shape[1]]
+        ok &= (n_lab == labels) & (np.abs(n_dep - depth) < depth_step)
+    return ok
+
+
 def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Hamilton product of (w, x, y, z) quaternions, broadcast [..., 4]."""
     aw, ax, ay, az = a.unbind(-1)
@@ -389,7 +401,7 @@ class Tracker:
             lab = targets.mask[c].cpu().numpy() if targets.mask is not None else np.zeros_like(d, dtype=np.int64)
             # colour alone flags only object pixels: on the textured table it would flag every blurred checker edge
             miss = (d > 0) & (unexplained | ((col_err > color_gap) & (lab > 0)))
-            miss &= np.isin(lab, list(known))
+            miss &= np.isin(lab, list(known)) & _interior(lab, d)  # silhouettes blend depths: never "missing"
             if not miss.any():
                 continue
             pts.append(backproject(d, cam.K, cam.T_world_cam)[miss])
@@ -401,6 +413,14 @@ class Tracker:
         cloud = FusedCloud(np.concatenate(pts), np.concatenate(cols).astype(np.float32), np.concatenate(labs),
                            np.zeros(sum(len(p) for p in pts), dtype=np.int64))
         sigma = np.concatenate(sig)
+        # a point next to an existing Gaussian is explained by it (wrong colour at most): no pile-up frame after frame
+        from scipy.spatial import cKDTree
+
+        dist, _ = cKDTree(g.means.cpu().numpy()).query(cloud.points, k=1)
+        keep = dist > np.maximum(1.5 * sigma, 0.003)
+        cloud, sigma = cloud.select(keep), sigma[keep]
+        if len(cloud) == 0:
+            return 0
         # several views see the same hole: one Gaussian per 4 mm voxel, then a seeded cap
         key = np.floor(cloud.points / 0.004).astype(np.int64)
         _, first = np.unique(key, axis=0, return_index=True)

@@ -5,6 +5,7 @@ What "disconnect" and "reconnect" mean here (no hardware in CI): a recording tha
 stops delivering mid-stream; a new recording appearing at the same path is the camera coming back.
 """
 
+import itertools
 import os
 import shutil
 import threading
@@ -205,6 +206,9 @@ def test_supervisor_keeps_serving_and_reconnects_when_the_recording_returns(tmp_
             time.sleep(0.02)
         assert 2 <= len(frames["c1"]) - n_before <= 5
         assert int(frames["c1"][-1].color[0, 0, 0]) == 4  # the new recording's last frame
+        # Its stamps start over in the file; the camera keeps them increasing, as a real camera's would.
+        stamps = [f.stamp_ns for f in frames["c1"]]
+        assert all(b > a for a, b in itertools.pairwise(stamps))
         assert [n for n, s, _ in statuses if s == "streaming"].count("c1") == 2
     finally:
         sup.stop()

@@ -156,6 +156,8 @@ class RealSenseCamera:
         self._used: dict = {}  # stream -> frame number of the last frame put into a pair
         self._pair: tuple = ()
         self.last_arrival_s = 0.0
+        self._stamp_offset = 0  # added to the SDK stamps of a recording that started over [ns]
+        self._last_stamp: int | None = None
         self._queue: collections.deque = collections.deque(maxlen=queue_size)
         self._cv = threading.Condition()
         self.dropped = 0  # framesets evicted because the consumer fell behind
@@ -303,10 +305,18 @@ class RealSenseCamera:
         depth_raw_units = np.asanyarray(depth_f.get_data())
         # The SDK reports units as float32 (0.0010000000475); rounding keeps 810 mm -> 0.81 m exactly as on the wire.
         units = round(float(depth_f.get_units() or 0.001), 7)
+        # SDK timestamps are milliseconds (double): round at the microsecond, below that it is float noise.
+        stamp = round(color_f.get_timestamp() * 1000.0) * 1000 + self._stamp_offset
+        if self.config.recording and self._last_stamp is not None and stamp <= self._last_stamp:
+            # A recording that loops (repeat) or was replaced starts over in time: keep the stamps increasing, as a
+            # camera's would (synchronisers downstream drop anything older than what they already emitted).
+            period = round(1e9 / max(1, self._fps(color_f)))
+            self._stamp_offset += self._last_stamp + period - stamp
+            stamp = self._last_stamp + period
+        self._last_stamp = stamp
         return CameraFrame(
             camera=self.model,
-            # SDK timestamps are milliseconds (double): round at the microsecond, below that it is float noise.
-            stamp_ns=round(color_f.get_timestamp() * 1000.0) * 1000,
+            stamp_ns=stamp,
             color=np.ascontiguousarray(color, dtype=np.uint8),
             depth=depth_raw_units.astype(np.float32) * np.float32(units),
         )

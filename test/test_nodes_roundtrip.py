@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +75,63 @@ def _stamp(raw: bytes) -> int:
     from vidyn_ros.nodes.recorder import header_stamp_ns
 
     return header_stamp_ns(raw)
+
+
+# --------------------------------------------------------------------------------------------------- _ros helpers
+def test_declare_params_coerces_ints_and_reports_type_errors_in_one_line() -> None:
+    from vidyn_ros.errors import ConfigError
+
+    table = [_ros.Param("rate", 1.0, "a float"), _ros.Param("gains", [0.5], "floats"),
+             _ros.Param("names", [], "strings", kind="string"), _ros.Param("n", 3, "an int")]
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    try:
+        # YAML `2` where a float is declared, and an empty list (no ROS array type) left to the default
+        node = Node("p1", context=ctx, parameter_overrides=_ros.parameter_overrides(
+            {"rate": 2, "gains": [1, 2], "names": []}))
+        p = _ros.declare_params(node, table)
+        assert (p.rate, p.gains, p.names, p.n) == (2.0, [1.0, 2.0], [], 3) and isinstance(p.rate, float)
+        node.destroy_node()
+        bad = Node("p2", context=ctx, parameter_overrides=_ros.parameter_overrides({"n": "three"}))
+        with pytest.raises(ConfigError, match=r"^p2: parameter 'n': ") as info:
+            _ros.declare_params(bad, table)
+        assert "\n" not in str(info.value)
+        bad.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
+def test_worker_keeps_the_newest_items_and_survives_errors() -> None:
+    done: list[int] = []
+    errors: list[BaseException] = []
+    gate = threading.Event()
+
+    def work(item: int) -> None:
+        gate.wait(10)
+        if item == 3:
+            raise ValueError("bad frame")
+        done.append(item)
+
+    w = _ros.Worker(work, maxsize=2, on_error=errors.append)
+    try:
+        w.submit(0)
+        assert _wait(lambda: len(w.queue) == 0)  # the worker holds item 0 (blocked on the gate)
+        for k in range(1, 6):
+            w.submit(k)  # a queue of 2: 1, 2 and 3 are dropped, 4 and 5 stay
+        assert w.queue.dropped == 3
+        w.submit(3)  # drops 4: queue 5, 3
+        gate.set()
+        assert _wait(lambda: len(done) == 2 and len(errors) == 1)
+        assert done == [0, 5] and isinstance(errors[0], ValueError)
+    finally:
+        w.stop()
+
+
+def _wait(cond, timeout: float = 30.0) -> bool:
+    t_end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < t_end:
+        time.sleep(0.01)
+    return bool(cond())
 
 
 # ------------------------------------------------------------------------------------------------ full round trip

@@ -174,12 +174,6 @@ def msg_class(msgtype: str) -> type:
         raise VidynError(f"message type {msgtype!r} is not available in this ROS installation") from err
 
 
-def msgtype_of(cls: type) -> str:
-    """Inverse of ``msg_class``: ``sensor_msgs.msg.Image`` -> ``sensor_msgs/msg/Image``."""
-    mod = cls.__module__.split(".")  # e.g. sensor_msgs.msg._image
-    return f"{mod[0]}/{mod[1]}/{cls.__name__}"
-
-
 def publish_cdr(publisher: Any, msg: Any, msgtype: str) -> bytes:
     """Serialise a rosbags-typestore ``msg`` to CDR with vidyn_ros.msgs and publish the bytes. Returns the bytes.
 
@@ -229,12 +223,7 @@ def qos_by_name(name: str, depth: int | None = None) -> QoSProfile:
     return presets[name]() if depth is None else presets[name](depth)
 
 
-# ------------------------------------------------------------------------------------------------------------- sim time
-def set_use_sim_time(node: Node, enabled: bool) -> None:
-    """Switch the node clock to /clock. ``use_sim_time`` is declared by rclpy itself on every node."""
-    node.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, bool(enabled))])
-
-
+# ------------------------------------------------------------------------------------------------------ node options
 def remap_args(remappings: dict[str, str] | None) -> list[str]:
     """``{"/a": "/b"}`` -> ``["--ros-args", "-r", "/a:=/b"]`` for ``Node(..., cli_args=...)``."""
     out: list[str] = []

@@ -84,7 +84,10 @@ def ros_context():
     rclpy.try_shutdown(context=ctx)
 
 
-def test_segmenter_node_publishes_masks_over_dds(tmp_path, ros_context):
+@pytest.mark.parametrize("external", [False, True], ids=["clustering", "external_masks"])
+def test_segmenter_node_publishes_masks_over_dds(tmp_path, ros_context, external):
+    """Sim frames over DDS -> segmenter node -> /<cam>/mask. With ``external``, per-view masks with scrambled ids
+    arrive on /<cam>/sam/mask instead, and the node must output ids that agree across views."""
     import time
     import uuid
     from dataclasses import replace
@@ -114,12 +117,13 @@ def test_segmenter_node_publishes_masks_over_dds(tmp_path, ros_context):
     for cam in names.values():
         pubs[cam] = (pub_node.create_publisher(image_cls, msgs.color_topic(cam), qos),
                      pub_node.create_publisher(image_cls, msgs.depth_topic(cam), qos),
-                     pub_node.create_publisher(info_cls, msgs.info_topic(cam), qos))
+                     pub_node.create_publisher(info_cls, msgs.info_topic(cam), qos),
+                     pub_node.create_publisher(image_cls, f"/{cam}/sam/mask", qos))
         pub_node.create_subscription(
             image_cls, msgs.mask_topic(cam),
             lambda raw, c=cam: got.setdefault(c, []).append(msgs.deserialize(raw, msgs.IMAGE)), qos, raw=True)
     node = create_node(context=ros_context, parameter_overrides=_ros.parameter_overrides(
-        {"cameras": list(names.values()), "calibration": str(calib)}))
+        {"cameras": list(names.values()), "calibration": str(calib), "external_masks": "sam/mask" if external else ""}))
     ex = SingleThreadedExecutor(context=ros_context)
     ex.add_node(pub_node)
     ex.add_node(node)
@@ -127,10 +131,13 @@ def test_segmenter_node_publishes_masks_over_dds(tmp_path, ros_context):
         for _ in range(30):  # discovery
             ex.spin_once(timeout_sec=0.02)
         for k, f in enumerate(frames):
-            for v in f.views:
+            for vi, v in enumerate(f.views):
                 cam = names[v.camera.name]
                 fid = msgs.camera_frame_id(cam)
-                color_pub, depth_pub, info_pub = pubs[cam]
+                color_pub, depth_pub, info_pub, sam_pub = pubs[cam]
+                if external:  # ids differ per view, as an independent per-view segmenter's would
+                    scrambled = np.where(v.mask > 0, (v.mask * 5 + 7 * vi + k) % 97 + 1, 0)
+                    _ros.publish_cdr(sam_pub, msgs.mask_msg(scrambled.astype(np.int32), v.stamp_ns, fid), msgs.IMAGE)
                 _ros.publish_cdr(info_pub, msgs.camera_info_msg(replace(v.camera, name=cam), v.stamp_ns),
                                  msgs.CAMERA_INFO)
                 _ros.publish_cdr(color_pub, msgs.image_msg(v.color, v.stamp_ns, fid, "rgb8"), msgs.IMAGE)

@@ -137,11 +137,15 @@ class RealSenseNode(Node):
         self.supervisor = CameraSupervisor(self.configs, self._on_frame, self._on_status,
                                            reconnect_s=float(self.p.reconnect_s))
         self._timer = self.create_timer(1.0, self._report)
-        if self.p.start_delay_s > 0:
-            self._start_timer = threading.Timer(self.p.start_delay_s, self.supervisor.start)
-            self._start_timer.daemon = True
-            self._start_timer.start()
-        else:
+        # The cameras open once the node spins (plus start_delay_s): in a graph, later nodes may take seconds to build
+        # (the scene node loads torch), and frames published before anyone subscribes are lost.
+        self._spinning = _ros.spinning_event(self)
+        self._stop_start = threading.Event()
+        self._starter = threading.Thread(target=self._start_cameras, name="realsense-start", daemon=True)
+        self._starter.start()
+
+    def _start_cameras(self) -> None:
+        if _ros.wait_for(self._spinning, self._stop_start) and not self._stop_start.wait(self.p.start_delay_s):
             self.supervisor.start()
 
     def _on_frame(self, name: str, frame: Any) -> None:
@@ -169,8 +173,8 @@ class RealSenseNode(Node):
             self.diag[name].update(level, st.message, state=st.state, frames=st.frames, rate_hz=f"{rate:.1f}")
 
     def close(self) -> None:
-        if getattr(self, "_start_timer", None) is not None:
-            self._start_timer.cancel()
+        self._stop_start.set()
+        self._starter.join(timeout=2.0)
         self.supervisor.stop()
 
 

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     traj = est.tracker.trajectories()
     np.savez_compressed(out / "trajectories.npz", **traj)
     report = {
-        "command": " ".join(sys.argv), "versions": versions(), "bag": str(args.bag), "frames": n,
+        "command": "vidyn " + " ".join(sys.argv[1:]), "versions": versions(), "bag": str(args.bag), "frames": n,
         "gaussians": int(traj["positions"].shape[1]), "objects": sorted(int(k) for k in est.tracker.objects),
         "psnr_first_db": first_psnr, "psnr_last_db": last_psnr, "init_s": times[0],
         "update_s_mean": float(np.mean(times[1:])) if len(times) > 1 else None,

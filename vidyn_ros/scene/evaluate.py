@@ -198,7 +198,7 @@ def write_results(results: Sequence[EpisodeResult], cfg: SceneConfig, out_dir: s
     out = Path(out_dir)
     table = results_table(results)
     doc = {
-        "command": " ".join(sys.argv),
+        "command": "vidyn " + " ".join(sys.argv[1:]),
         "versions": versions(),
         "config": asdict(cfg),
         "created_unix": time.time(),

@@ -6,11 +6,13 @@ No learned weights. For one synchronised MultiViewFrame (calibrated cameras):
 2. the table plane is found with RANSAC (open3d ``segment_plane``) and points more than ``min_height`` above it,
    inside the workspace, are object candidates;
 3. candidates are split into spatially connected components on a voxel grid (Euclidean clustering), and each
-   component is split again by colour: modes of its rg-chromaticity histogram (shading-invariant under white light),
-   so that touching objects of different colours — a stack of cubes — separate; tiny clusters are dropped;
+   component is split again by colour: peaks of its hue histogram in rg-chromaticity (shading-invariant under white
+   light) plus one achromatic class, so that touching objects of different colours — a stack of cubes — separate;
+   tiny clusters are dropped;
 4. the labels go back to the pixels they came from, so all views get consistent instance masks;
-5. ids are kept stable over time by matching clusters to the previous frame's objects (Hungarian assignment on
-   centroid distance, gated; objects that vanish are remembered for ``max_missing`` frames).
+5. ids are kept stable over time by matching clusters to the tracked objects (Hungarian assignment on the distance
+   to each object's constant-velocity prediction plus a colour term, both gated; objects that vanish are remembered
+   for ``max_missing`` frames).
 
 An external mask source (e.g. a SAM node publishing per-view masks with arbitrary ids) can replace steps 2-3:
 :meth:`InstanceSegmenter.segment` with ``external`` masks lifts each view's segments to 3D, merges segments of

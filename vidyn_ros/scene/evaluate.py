@@ -57,9 +57,13 @@ def side_by_side(observed: np.ndarray, rendered: np.ndarray, path: str | Path, l
 
 
 def render_psnr(est: SceneEstimator, frame: MultiViewFrame) -> tuple[float, np.ndarray, np.ndarray]:
-    """(PSNR [dB] over all views, observed [C,H,W,3] uint8, rendered [C,H,W,3] uint8) at the frames' resolution."""
-    rgb, _ = est.render(frame.cameras)
-    obs = np.stack([v.color for v in frame.views])
+    """(PSNR [dB] over all views, observed [C,H,W,3] uint8, rendered [C,H,W,3] uint8) at the scene's working
+    resolution (the frames' size divided by ``SceneConfig.downscale``, where the Gaussians were fitted)."""
+    from .init import make_targets
+
+    t = make_targets(frame, est.cfg.downscale)
+    rgb, _ = est.render(t.cameras)
+    obs = (t.color.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
     value = psnr(torch.from_numpy(rgb).float() / 255.0, torch.from_numpy(obs).float() / 255.0)
     return value, obs, rgb
 

@@ -189,7 +189,8 @@ class SceneNode(Node):
         )  # fmt: skip
 
     def close(self) -> None:
-        self.worker.stop()
+        # let an update in progress finish (an initialisation takes seconds on CPU) before saving its result
+        self.worker.stop(timeout=30.0)
         if self.p.save_ply and self.estimator.gaussians is not None:
             from vidyn_ros.scene.ply import save_ply
 

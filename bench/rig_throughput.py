@@ -243,15 +243,17 @@ def bench_dds_two_processes(mode: str, seconds: float, domain: int, shm: bool) -
         sub_node = Node("bench_sub", context=ctx)
         rx = _Receiver(sub_node)
         stop, th = _spin_thread(ctx, sub_node)
-        proc = subprocess.run(
-            [sys.executable, __file__, "--role", "pub", "--mode", mode, "--seconds", str(seconds),
-             "--domain", str(domain)],
-            env=env, capture_output=True, text=True, timeout=seconds + 90)
-        time.sleep(0.5)
-        stop.set()
-        th.join(5)
-        sub_node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
+        try:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--role", "pub", "--mode", mode, "--seconds", str(seconds),
+                 "--domain", str(domain)],
+                env=env, capture_output=True, text=True, timeout=seconds + 90)
+            time.sleep(0.5)  # the last frames still in flight
+        finally:  # also when the publisher hangs (TimeoutExpired): stop spinning, free the participant
+            stop.set()
+            th.join(5)
+            sub_node.destroy_node()
+            rclpy.try_shutdown(context=ctx)
     finally:
         for k, v in saved.items():
             if v is None:

@@ -116,8 +116,9 @@ def test_align_reprojects_depth_into_color_geometry(tmp_path):
 
 
 def test_distortion_models_map_to_ros_names():
-    import pyrealsense2 as rs
+    from vidyn_ros.rig.realsense import _rs
 
+    rs = _rs()  # loads pyrealsense2 after rclpy (the other order crashes the process at exit)
     name, D = distortion_to_ros(rs.distortion.kannala_brandt4, [0.1, 0.2, 0.3, 0.4, 0.0])
     assert name == "equidistant" and list(D) == pytest.approx([0.1, 0.2, 0.3, 0.4])
     name, D = distortion_to_ros(rs.distortion.inverse_brown_conrady, [0.1, 0.2, 0.3, 0.4, 0.5])

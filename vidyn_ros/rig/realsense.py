@@ -45,6 +45,15 @@ class CameraDisconnectedError(CameraError):
 
 
 def _rs():
+    """The pyrealsense2 module (CameraError when it is missing)."""
+    # librealsense 2.59 brings its own DDS libraries. When pyrealsense2 is loaded *before* rclpy in one process, the
+    # process segfaults at exit once an rclpy node has existed (free() of a bad pointer in the exit handlers; measured
+    # here with nothing but the two imports, an rclpy node and exit). Loading rclpy first is safe, so load it first
+    # whenever it is installed; the library stays usable without ROS.
+    try:
+        import rclpy  # noqa: F401
+    except ImportError:
+        pass
     try:
         import pyrealsense2 as rs
     except ImportError as err:  # pragma: no cover - pyrealsense2 is a hard requirement of the camera layer
@@ -155,6 +164,8 @@ class RealSenseCamera:
         self._latest: dict = {}  # stream -> the last few unpaired frames
         self._used: dict = {}  # stream -> frame number of the last frame put into a pair
         self._pair: tuple = ()
+        self._composer = None
+        self._composed = None
         self.last_arrival_s = 0.0
         self._stamp_offset = 0  # added to the SDK stamps of a recording that started over [ns]
         self._last_stamp: int | None = None
@@ -265,6 +276,13 @@ class RealSenseCamera:
                 pass
         self._pipe = None
         self._playback = None
+        # Drop every SDK object and kept frame now: the processing block holds a bound method of this camera (a
+        # reference cycle), so without this they live until interpreter exit, where librealsense destroying them
+        # after its own globals crashed the process (segfault at the end of a test run).
+        self._composer = self._composed = self._align = None
+        self._latest, self._used, self._pair = {}, {}, ()
+        with self._cv:
+            self._queue.clear()
 
     @property
     def is_open(self) -> bool:
@@ -317,7 +335,9 @@ class RealSenseCamera:
         return CameraFrame(
             camera=self.model,
             stamp_ns=stamp,
-            color=np.ascontiguousarray(color, dtype=np.uint8),
+            # A copy: a view would keep the SDK frame (and its slot in librealsense's bounded frame pool) alive for
+            # as long as the consumer holds the image.
+            color=np.array(color, dtype=np.uint8, order="C"),
             depth=depth_raw_units.astype(np.float32) * np.float32(units),
         )
 

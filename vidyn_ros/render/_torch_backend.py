@@ -31,6 +31,7 @@ How the CPU path stays cheap:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,12 +49,11 @@ _LOG_T_MIN = math.log(T_MIN)
 # (pixel, Gaussian) pair arrays stay cache-sized. Measured (1 thread, bench scene, fwd+bwd of 4 views): 5k Gaussians at
 # 160x120 150 -> 104 ms vs one batch over all views; at 320x240 830 -> 390 ms. Smaller bands were not faster.
 BAND_PIXELS = 160 * 120
-# Intra-op threads for the CPU work of this backend (None: leave torch's setting). Its hundreds of small ops per render
-# gain nothing from a second OpenMP thread even on an idle 2-core machine, and when the other core is busy (other
-# nodes, other processes) OpenMP's spin-waiting made one render 2-10x slower (bench/render_speed.py --threads 2 vs 1).
-# Set back to None to use torch's thread count.
-CPU_THREADS: int | None = 1
-
+# Intra-op threads for the CPU work of this backend (None: leave torch's setting). Measured on 2 cores, 5k Gaussians,
+# 4 views 160x120, fwd+bwd: with the other core free, 2 threads 84 ms vs 1 thread 107 ms; with the other core busy
+# (other nodes / processes), OpenMP's spin-waiting made 2 threads 2-10x slower than 1. One thread is the robust default
+# on a shared machine; env VIDYN_RENDER_THREADS=N overrides it (0: torch's own setting).
+CPU_THREADS: int | None = int(os.environ.get("VIDYN_RENDER_THREADS", "1")) or None
 
 @contextmanager
 def cpu_threads(device: torch.device) -> Iterator[None]:

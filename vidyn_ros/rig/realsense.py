@@ -481,8 +481,9 @@ class CameraSupervisor:
                     cam.open()
                     ended_sig = None
                     self._set(cfg.name, "streaming", f"{cfg.name}: streaming from {cfg.source()}")
-                except CameraError as err:
-                    self._set(cfg.name, "error", str(err))
+                except (CameraError, RuntimeError) as err:  # RuntimeError: any other SDK failure while opening
+                    cam.close()
+                    self._set(cfg.name, "error", str(err) if isinstance(err, CameraError) else f"{cfg.name}: {err}")
                     self._stop.wait(self.reconnect_s)
                     continue
             try:
@@ -492,6 +493,13 @@ class CameraSupervisor:
                     ended_sig = cam._file_sig
                 cam.close()
                 self._set(cfg.name, "disconnected", f"{err}; retrying every {self.reconnect_s:g} s")
+                continue
+            except RuntimeError as err:
+                # An SDK failure mid-stream (e.g. a frame that never came out of align): without this the camera's
+                # thread would end with a traceback and the camera would never be retried. Reopen it instead.
+                cam.close()
+                self._set(cfg.name, "error", f"{cfg.name}: {err}; reopening in {self.reconnect_s:g} s")
+                self._stop.wait(self.reconnect_s)
                 continue
             if frame is None:
                 continue

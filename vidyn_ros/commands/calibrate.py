@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from vidyn_ros.errors import OutputError
     from vidyn_ros.rig.calibration import CharucoTarget, calibrate_rig, draw_detections, load_target, pose_errors
     from vidyn_ros.rig.calibration_io import save_rig_calibration
 
@@ -122,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"not calibrated (target not seen): {', '.join(missing)}")
     report_path = out.with_name(out.stem + "_report.json")
-    report_path.write_text(json.dumps(report, indent=2, default=str))
+    try:
+        report_path.write_text(json.dumps(report, indent=2, default=str))
+    except OSError as err:
+        raise OutputError(f"{report_path}: cannot write report ({err.strerror or err})") from None
     print(f"wrote {out}, {png}, {report_path}")
     return 0
 

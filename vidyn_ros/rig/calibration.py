@@ -225,13 +225,16 @@ def pose_errors(T_est: np.ndarray, T_true: np.ndarray) -> tuple[float, float]:
 
 def draw_detections(frame: MultiViewFrame, estimates: dict[str, PoseEstimate], target: CharucoTarget,
                     path: str | Path) -> Path:
-    """PNG: each camera's image with detected corners (green) and the corners reprojected from the estimate (red)."""
+    """PNG: each camera's image with detected corners (green) and the corners reprojected from the estimate (red),
+    two cameras per row (cameras of different resolutions are scaled to the first one's tile size)."""
     import cv2
 
-    tiles = []
+    from vidyn_ros.viz import image_grid
+
+    tiles, labels = [], []
     world = target.corner_points_world()
     for view in frame.views:
-        img = np.ascontiguousarray(view.color[..., ::-1]).copy()  # RGB -> BGR for OpenCV drawing
+        img = np.array(view.color, dtype=np.uint8, order="C")  # RGB; OpenCV draws on any 3-channel image
         est = estimates.get(view.camera.name)
         if est is not None:
             for p in est.corners_px:
@@ -241,19 +244,11 @@ def draw_detections(frame: MultiViewFrame, estimates: dict[str, PoseEstimate], t
             pc = pc[pc[:, 2] > 0]
             uv = pc @ np.asarray(view.camera.K).T
             for u, v in uv[:, :2] / uv[:, 2:]:
-                cv2.drawMarker(img, (round(u), round(v)), (0, 0, 255), cv2.MARKER_CROSS, 6, 1)
-            label = f"{view.camera.name}: {len(est.corner_ids)} corners, rms {est.rms_px:.2f} px"
+                cv2.drawMarker(img, (round(u), round(v)), (255, 0, 0), cv2.MARKER_CROSS, 6, 1)
+            labels.append(f"{view.camera.name}: {len(est.corner_ids)} corners, rms {est.rms_px:.2f} px")
         else:
-            label = f"{view.camera.name}: target not found"
-        cv2.putText(img, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1)
+            labels.append(f"{view.camera.name}: target not found")
         tiles.append(img)
-    h = max(t.shape[0] for t in tiles)
-    tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
     cols = 2 if len(tiles) > 1 else 1
-    while len(tiles) % cols:
-        tiles.append(np.zeros_like(tiles[0]))
-    rows = [np.concatenate(tiles[i : i + cols], axis=1) for i in range(0, len(tiles), cols)]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.concatenate(rows, axis=0))
-    return path
+    return image_grid([tiles[i : i + cols] for i in range(0, len(tiles), cols)], path,
+                      labels=[labels[i : i + cols] for i in range(0, len(labels), cols)], max_tile_width=640)

@@ -128,7 +128,10 @@ def test_segmenter_node_publishes_masks_over_dds(tmp_path, ros_context, external
     ex.add_node(pub_node)
     ex.add_node(node)
     try:
-        for _ in range(30):  # discovery
+        # Discovery before the first frame (best-effort QoS: a frame published before it completes is lost).
+        wanted = [p for cam_pubs in pubs.values() for p in cam_pubs[: 4 if external else 3]] + list(node.pubs.values())
+        t0 = time.monotonic()
+        while any(p.get_subscription_count() < 1 for p in wanted) and time.monotonic() - t0 < 30:
             ex.spin_once(timeout_sec=0.02)
         for k, f in enumerate(frames):
             for vi, v in enumerate(f.views):
@@ -143,7 +146,7 @@ def test_segmenter_node_publishes_masks_over_dds(tmp_path, ros_context, external
                 _ros.publish_cdr(color_pub, msgs.image_msg(v.color, v.stamp_ns, fid, "rgb8"), msgs.IMAGE)
                 _ros.publish_cdr(depth_pub, msgs.depth_msg(v.depth, v.stamp_ns, fid), msgs.IMAGE)
             t0 = time.monotonic()
-            while min(len(got.get(c, [])) for c in names.values()) <= k and time.monotonic() - t0 < 5:
+            while min(len(got.get(c, [])) for c in names.values()) <= k and time.monotonic() - t0 < 30:
                 ex.spin_once(timeout_sec=0.02)
     finally:
         node.close()

@@ -45,21 +45,11 @@ def render(frames: int, scale: float) -> list:
 
 
 def bench_recordings(frames: list, tmp: Path) -> dict:
-    from vidyn_ros.rig.realsense import CameraSupervisor, RealSenseConfig, write_recording
+    from vidyn_ros.rig.realsense import CameraSupervisor, RealSenseConfig, record_views
     from vidyn_ros.rig.sync import MultiViewSynchronizer
 
     cams = [v.camera for v in frames[0].views]
-    paths = {}
-    writers = []
-    for i, cam in enumerate(cams):  # paced writing: real time, in parallel for the four cameras
-        paths[cam.name] = tmp / f"{cam.name}.db3"
-        args = (paths[cam.name], [f.views[i].color for f in frames],
-                [np.rint(f.views[i].depth * 1000).astype(np.uint16) for f in frames], cam.K)
-        writers.append(threading.Thread(target=write_recording, args=args, kwargs={"serial": f"9{i}"}))
-    for t in writers:
-        t.start()
-    for t in writers:
-        t.join()
+    paths = dict(zip((c.name for c in cams), record_views(frames, tmp), strict=True))
 
     lock = threading.Lock()
     first_arrival: dict[int, float] = {}  # stamp -> earliest SDK delivery of a view with that stamp

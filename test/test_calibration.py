@@ -79,15 +79,10 @@ def test_camera_that_does_not_see_the_board_is_named(capture):
 def test_cli_from_realsense_recordings_of_the_sim_rig(capture, tmp_path, capsys):
     """The whole path a real rig takes: RealSense recordings -> vidyn calibrate --recordings -> YAML with serials."""
     from vidyn_ros.cli import main
-    from vidyn_ros.rig.realsense import write_recording
+    from vidyn_ros.rig.realsense import record_views
 
     frame, truth, _ = capture
-    paths = []
-    for i, v in enumerate(frame.views):
-        depth_mm = np.rint(v.depth * 1000).astype(np.uint16)
-        p = write_recording(tmp_path / f"{v.camera.name}.db3", [v.color] * 4, [depth_mm] * 4, v.camera.K,
-                            serial=f"12345{i}", fps=30)
-        paths.append(str(p))
+    paths = [str(p) for p in record_views([frame] * 4, tmp_path, serials=[f"12345{i}" for i in range(len(truth))])]
     out = tmp_path / "calib" / "rig.yaml"
     code = main(["calibrate", "--recordings", *paths, "--names", *truth, "--out", str(out)])
     assert code == 0

@@ -22,6 +22,7 @@ from vidyn_ros.rig.realsense import (
     RealSenseCamera,
     RealSenseConfig,
     distortion_to_ros,
+    record_views,
     write_recording,
 )
 
@@ -354,12 +355,7 @@ def test_rig_graph_plays_recordings_through_realsense_and_segmenter(tmp_path):
         frames = [rig.step().frame for _ in range(n)]
     tag = uuid.uuid4().hex[:6]  # unique camera (= topic) names
     cams = [replace(v.camera, name=f"rg{tag}{v.camera.name}") for v in frames[0].views]
-    recordings = []
-    for i, cam in enumerate(cams):
-        recordings.append(str(write_recording(
-            tmp_path / f"{cam.name}.db3", [f.views[i].color for f in frames],
-            [np.rint(f.views[i].depth * 1000).astype(np.uint16) for f in frames], cam.K, serial=f"7000{i}",
-            start_ms=START_MS)))
+    recordings = [str(p) for p in record_views(frames, tmp_path, names=[c.name for c in cams], start_ms=START_MS)]
     calib = save_rig_calibration(tmp_path / "rig.yaml", {c.name: c.T_world_cam for c in cams})
     spec = load_graph("rig")
     assert [nd.name for nd in spec.nodes] == ["realsense", "segmenter", "scene"]

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from vidyn_ros.errors import CameraError
-from vidyn_ros.types import CameraFrame, CameraModel
+from vidyn_ros.types import CameraFrame, CameraModel, MultiViewFrame
 
 log = logging.getLogger(__name__)
 
@@ -625,3 +625,30 @@ def write_recording(
         del recorder  # the file is finalised when the recorder is destroyed
     time.sleep(0.05)
     return path
+
+
+def record_views(frames: Sequence[MultiViewFrame], directory: str | Path, names: Sequence[str] | None = None,
+                 serials: Sequence[str] | None = None, **kwargs) -> list[Path]:
+    """One RealSense recording per camera of a sequence of multi-view frames (e.g. the simulated rig's).
+
+    Camera i's recording is ``<directory>/<names[i]>.db3`` (names default to the cameras' names) with serial
+    ``serials[i]`` (default ``"9000000000<i>"``), color as is, depth [m] as uint16 millimetres (what a RealSense
+    records; 0 = no data), the camera's K. ``kwargs`` go to :func:`write_recording` (fps, start_ms, ...). The
+    recordings are written in parallel, as each is paced in real time. Returns the paths in camera order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    cams = [v.camera for v in frames[0].views]
+    names = list(names) if names is not None else [c.name for c in cams]
+    serials = list(serials) if serials is not None else [f"9000000000{i}" for i in range(len(cams))]
+    if len(names) != len(cams) or len(serials) != len(cams):
+        raise ValueError(f"record_views: {len(cams)} cameras, {len(names)} names, {len(serials)} serials")
+
+    def write(i: int) -> Path:
+        colors = [f.views[i].color for f in frames]
+        depths_mm = [np.clip(np.rint(f.views[i].depth * 1000.0), 0, 65535).astype(np.uint16) for f in frames]
+        return write_recording(Path(directory) / f"{names[i]}.db3", colors, depths_mm, cams[i].K, serial=serials[i],
+                               **kwargs)
+
+    with ThreadPoolExecutor(max_workers=len(cams)) as pool:
+        return list(pool.map(write, range(len(cams))))  # re-raises a writer's exception here

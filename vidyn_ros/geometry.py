@@ -18,7 +18,7 @@ def quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
         ],
         axis=-1,
     )
-    return R.reshape(q.shape[:-1] + (3, 3))
+    return R.reshape((*q.shape[:-1], 3, 3))
 
 
 def matrix_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
@@ -29,7 +29,7 @@ def matrix_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
     xyzw = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_quat()
     wxyz = np.concatenate([xyzw[:, 3:], xyzw[:, :3]], axis=1)
     wxyz *= np.where(wxyz[:, :1] < 0, -1.0, 1.0)
-    return wxyz.reshape(R.shape[:-2] + (4,))
+    return wxyz.reshape((*R.shape[:-2], 4))
 
 
 def make_se3(R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -39,8 +39,10 @@ def make_se3(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return T
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
-    """Camera-to-world 4x4 for a camera at ``eye`` looking at ``target`` (OpenCV axes: x right, y down, z forward)."""
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> np.ndarray:
+    """Camera-to-world 4x4 for a camera at ``eye`` looking at ``target`` (OpenCV axes: x right, y down, z forward);
+    ``up`` defaults to world z."""
+    up = np.array([0.0, 0.0, 1.0]) if up is None else np.asarray(up, dtype=np.float64)
     eye = np.asarray(eye, dtype=np.float64)
     z = np.asarray(target, dtype=np.float64) - eye
     z /= np.linalg.norm(z)
@@ -58,14 +60,21 @@ def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
 
 
+def pixel_rays(width: int, height: int, K: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """Per-pixel viewing rays [H, W, 3] of a pinhole camera in its own frame, scaled to z = 1: ((u - cx) / fx,
+    (v - cy) / fy, 1) at integer pixel coordinates (OpenCV convention). Depth z times the ray is the 3D point."""
+    u = (np.arange(width, dtype=dtype) - dtype(K[0, 2])) / dtype(K[0, 0])
+    v = (np.arange(height, dtype=dtype) - dtype(K[1, 2])) / dtype(K[1, 1])
+    rays = np.ones((height, width, 3), dtype=dtype)
+    rays[..., 0] = u[None, :]
+    rays[..., 1] = v[:, None]
+    return rays
+
+
 def backproject(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray | None = None) -> np.ndarray:
     """Depth image [m] (HxW) -> HxWx3 points (camera frame, or world frame if T_world_cam is given)."""
     h, w = depth.shape
-    u, v = np.meshgrid(np.arange(w), np.arange(h))
-    z = depth.astype(np.float64)
-    x = (u - K[0, 2]) / K[0, 0] * z
-    y = (v - K[1, 2]) / K[1, 1] * z
-    pts = np.stack([x, y, z], axis=-1)
+    pts = pixel_rays(w, h, K) * depth.astype(np.float64)[..., None]
     if T_world_cam is not None:
         pts = pts @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
     return pts

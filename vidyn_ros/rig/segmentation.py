@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vidyn_ros.geometry import pixel_rays
 from vidyn_ros.types import MultiViewFrame
 
 
@@ -162,8 +163,7 @@ class InstanceSegmenter:
         key = (cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy)
         cache = self.__dict__.setdefault("_ray_cache", {})
         if key not in cache:
-            u, r = np.meshgrid(np.arange(cam.width, dtype=np.float32), np.arange(cam.height, dtype=np.float32))
-            cache[key] = np.stack([(u - cam.cx) / cam.fx, (r - cam.cy) / cam.fy, np.ones_like(u)], -1).reshape(-1, 3)
+            cache[key] = pixel_rays(cam.width, cam.height, cam.K, np.float32).reshape(-1, 3)
         return cache[key]
 
     def _in_workspace(self, pts: np.ndarray) -> np.ndarray:

@@ -282,7 +282,6 @@ class TopicSynchronizer:
         self.with_mask = with_mask
         # Masks may come from another topic than /<cam>/mask (e.g. an external segmenter on /<cam>/sam/mask).
         self.mask_suffix = "/" + mask_suffix.strip("/")
-        self.decode_errors = 0
 
     def topics(self) -> dict[str, str]:
         """topic -> ROS message type, for every topic the synchroniser consumes."""

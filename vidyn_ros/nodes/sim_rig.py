@@ -9,6 +9,14 @@ Subscribes ``/vidyn/cmd`` (geometry_msgs/TwistStamped, world frame) to drive the
 Rendering runs on its own thread, which also owns the MuJoCo/OSMesa context (GL contexts are per thread), so the
 executor stays free for the command subscription. ``realtime: true`` paces frames to wall time; ``false`` runs as
 fast as rendering allows (sim time still advances 1/fps per frame).
+
+``lockstep_topic`` (a simulator's synchronous mode): frame k+1 is published only after a message on that topic with
+a header stamp >= frame k's stamp has arrived, so a consumer slower than the rig (the CPU Gaussian scene) sees every
+frame and the run does not depend on machine load. The rig renders frame k+1 while the consumer works on frame k.
+Before the first frame the rig waits for a publisher on the topic (its type is discovered), and the first
+acknowledgement may take ``lockstep_first_timeout_s`` (the consumer initialises on it); after ``lockstep_timeout_s``
+without one the rig warns and goes on. The topic's messages must start with a std_msgs/Header or a Time (PointCloud2,
+Image, PoseStamped, ...). The rig also waits for the last frame's acknowledgement before it reports done.
 """
 
 from __future__ import annotations
@@ -43,6 +51,11 @@ PARAMS = [
     _ros.Param("calibration_out", "", "write the rig calibration YAML (camera-to-world poses) here at start"),
     _ros.Param("start_delay_s", 0.0, "wait this long (wall time, from the first spin) before the first frame, for "
                "subscribers to connect"),
+    _ros.Param("lockstep_topic", "", "synchronous mode: publish frame k+1 only after a message stamped >= frame k "
+               "arrives on this topic (e.g. /vidyn/scene/gaussians); empty = off"),
+    _ros.Param("lockstep_timeout_s", 10.0, "lockstep: go on (with a warning) after waiting this long [s, wall]"),
+    _ros.Param("lockstep_first_timeout_s", 180.0, "lockstep: wait this long [s, wall] for the consumer's publisher "
+               "and its first acknowledgement (it initialises on the first frame)"),
 ]
 
 
@@ -57,6 +70,8 @@ class SimRigNode(Node):
             raise ConfigError(f"sim_rig: render_scale must be > 0, got {self.p.render_scale}")
         if self.p.realtime and self.p.rate <= 0:
             raise ConfigError(f"sim_rig: rate must be > 0, got {self.p.rate}")
+        if self.p.lockstep_topic and min(self.p.lockstep_timeout_s, self.p.lockstep_first_timeout_s) <= 0:
+            raise ConfigError("sim_rig: lockstep_timeout_s and lockstep_first_timeout_s must be > 0")
         from vidyn_ros import msgs
         from vidyn_ros.rig.scenario import load_scenario
 
@@ -83,6 +98,13 @@ class SimRigNode(Node):
         self.create_subscription(_ros.msg_class(msgs.TWIST_STAMPED), msgs.CMD_TOPIC, self._on_cmd,
                                  _ros.reliable_qos(), raw=True)
         self.diag = _ros.DiagnosticsPublisher(self)
+
+        # lockstep: the newest stamp the consumer acknowledged (ns), guarded by a condition the render thread waits on
+        self._ack = threading.Condition()
+        self._acked_ns = -1
+        self._lockstep_sub: Any = None
+        self.lockstep_timeouts = 0
+        self.lockstep_wait_s = 0.0
 
         self._cmd_lock = threading.Lock()
         self._cmd: tuple[np.ndarray, float] | None = None  # (velocity xyz, sim time when received)
@@ -132,6 +154,60 @@ class SimRigNode(Node):
             return np.zeros(3)
         return v
 
+    # ----------------------------------------------------------------------------------------------------- lockstep
+    def _on_ack(self, raw: bytes) -> None:
+        from vidyn_ros.nodes.recorder import header_stamp_ns
+
+        stamp = header_stamp_ns(bytes(raw))
+        if stamp is None:
+            return
+        with self._ack:
+            if stamp > self._acked_ns:
+                self._acked_ns = stamp
+                self._ack.notify_all()
+
+    def _subscribe_lockstep(self, stop: threading.Event) -> bool:
+        """Wait for a publisher on ``lockstep_topic`` and subscribe with its type and reliability; False if it never
+        appeared within ``lockstep_first_timeout_s`` (the rig then runs free) or the node is stopping."""
+        from rclpy.qos import ReliabilityPolicy
+
+        topic = self.resolve_topic_name(self.p.lockstep_topic)
+        t_end = time.monotonic() + self.p.lockstep_first_timeout_s
+        while not stop.is_set():
+            types = dict(self.get_topic_names_and_types()).get(topic)
+            infos = self.get_publishers_info_by_topic(topic) if types else []
+            if infos:
+                reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+                qos = _ros.reliable_qos(depth=10) if reliable else _ros.sensor_qos(depth=10)
+                self._lockstep_sub = self.create_subscription(_ros.msg_class(types[0]), topic, self._on_ack, qos,
+                                                              raw=True)
+                self.get_logger().info(f"lockstep with {topic} [{types[0]}]")
+                return True
+            if time.monotonic() > t_end:
+                self.lockstep_timeouts += 1
+                self.get_logger().warning(f"lockstep: no publisher on {topic} after "
+                                          f"{self.p.lockstep_first_timeout_s:g} s; running without lockstep")
+                self.diag.warn(f"lockstep: no publisher on {topic}; running without lockstep")
+                return False
+            stop.wait(0.05)
+        return False
+
+    def _wait_ack(self, stamp_ns: int, timeout_s: float, stop: threading.Event) -> None:
+        """Block until the consumer acknowledged ``stamp_ns`` (or later), the timeout passed, or the node stops."""
+        t0 = time.monotonic()
+        with self._ack:
+            while self._acked_ns < stamp_ns and not stop.is_set():
+                left = timeout_s - (time.monotonic() - t0)
+                if left <= 0:
+                    self.lockstep_timeouts += 1
+                    msg = (f"lockstep: no message on {self.p.lockstep_topic} stamped >= {stamp_ns / 1e9:.3f} s "
+                           f"after {timeout_s:g} s; going on")
+                    self.get_logger().warning(msg)
+                    self.diag.warn(msg, frames=self.frames)
+                    break
+                self._ack.wait(min(left, 0.05))  # short waits: notice ``stop`` promptly
+        self.lockstep_wait_s += time.monotonic() - t0
+
     # ------------------------------------------------------------------------------------------------------- render
     def _on_error(self, err: BaseException) -> None:
         if not self._ready.is_set():
@@ -160,6 +236,8 @@ class SimRigNode(Node):
             # start_delay_s counts from when the graph spins, not from construction (see _ros.spinning_event).
             if not _ros.wait_for(self._spinning, stop) or stop.wait(self.p.start_delay_s):
                 return False
+            lockstep = bool(self.p.lockstep_topic) and self._subscribe_lockstep(stop)
+            last_stamp: int | None = None  # the newest frame published (lockstep waits for its acknowledgement)
             t_wall0 = time.monotonic()
             fps = float(rig.fps)
             while not stop.is_set() and (n_max < 0 or self.frames < n_max):
@@ -169,7 +247,14 @@ class SimRigNode(Node):
                 rf = rig.step()
                 self.render_ms.append((time.perf_counter() - t0) * 1e3)
                 self._sim_time_s = float(rig.time_s)
+                if lockstep and last_stamp is not None:  # rendered while the consumer worked on the previous frame
+                    first = self.frames == 1
+                    self._wait_ack(last_stamp, self.p.lockstep_first_timeout_s if first else self.p.lockstep_timeout_s,
+                                   stop)
+                    if stop.is_set():
+                        break
                 self._publish(rf)
+                last_stamp = int(rf.frame.stamp_ns)
                 self.frames += 1
                 wall = time.monotonic() - t_wall0
                 rt_factor = self.frames / fps / wall if wall > 0 else 0.0  # sim seconds per wall second
@@ -186,6 +271,9 @@ class SimRigNode(Node):
                     lag = due - time.monotonic()
                     if lag > 0 and stop.wait(lag):
                         break
+            if lockstep and last_stamp is not None and not stop.is_set():  # the consumer finishes the last frame too
+                self._wait_ack(last_stamp, self.p.lockstep_first_timeout_s if self.frames == 1
+                               else self.p.lockstep_timeout_s, stop)
         if not stop.is_set():
             self.get_logger().info(f"published {self.frames} frames; finished")
         self.done = True
@@ -209,6 +297,8 @@ class SimRigNode(Node):
             "cmds_received": self.cmds_received,
             "stale_events": self.stale_events,
             "render_ms_median": round(float(np.median(r)), 2),
+            **({"lockstep_timeouts": self.lockstep_timeouts, "lockstep_wait_s": round(self.lockstep_wait_s, 2)}
+               if self.p.lockstep_topic else {}),
         }
 
     def close(self) -> None:

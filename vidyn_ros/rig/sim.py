@@ -480,9 +480,14 @@ class _GLRenderer:
         self._mj = mj
         self.model = model
         self.height, self.width = height, width
+        self._con = None
         self._gl = mj.GLContext(width, height)
-        self._gl.make_current()
-        self._con = mj.MjrContext(model, mj.mjtFontScale.mjFONTSCALE_150)
+        try:
+            self._gl.make_current()
+            self._con = mj.MjrContext(model, mj.mjtFontScale.mjFONTSCALE_150)
+        except BaseException:
+            self._gl.free()  # the GL context would otherwise outlive this failed renderer
+            raise
         mj.mjr_setBuffer(mj.mjtFramebuffer.mjFB_OFFSCREEN, self._con)
         self._con.readDepthMap = mj.mjtDepthMap.mjDEPTH_ZEROFAR
         self.scene = mj.MjvScene(model, maxgeom=10000)

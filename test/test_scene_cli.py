@@ -55,10 +55,28 @@ def test_track_bag_writes_trajectories_ply_png(tmp_path, push_bag):
     assert report["frames"] == len(frames) and report["psnr_last_db"] > 15
 
 
-def test_track_bad_input_is_one_line(tmp_path):
+def _one_line_exit_2(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    # splitlines also splits at the carriage returns of a progress bar: none may have started
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert all(w in proc.stderr for w in words), proc.stderr
+
+
+def test_track_bad_input_is_one_line(tmp_path, push_bag):
+    from vidyn_ros import msgs
+    from vidyn_ros.bags import BagWriter
+
     proc = _vidyn("track", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), timeout=60)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    _one_line_exit_2(proc, "nope")
+    assert not (tmp_path / "o").exists()  # nothing written for a bag that does not exist
+    nocam = tmp_path / "nocam"  # a real bag with a calibration but no camera topics
+    with BagWriter(nocam) as w:
+        w.write_calibration({"cam0": np.eye(4)})
+        w.write(msgs.OBJECT_POSES_TOPIC, msgs.POSE_ARRAY, msgs.pose_array_msg([], 1, "world"), 1)
+    _one_line_exit_2(_vidyn("track", str(nocam), "--out", str(tmp_path / "o"), timeout=60), "no camera topics")
+    blocker = tmp_path / "file"  # a good bag, but the output directory cannot be made (a file is in the way)
+    blocker.write_text("")
+    _one_line_exit_2(_vidyn("track", str(push_bag[0]), "--out", str(blocker / "o"), timeout=60), "cannot create")
 
 
 def test_eval_scene_writes_table(tmp_path):
@@ -75,7 +93,9 @@ def test_eval_scene_writes_table(tmp_path):
     assert (out / "side_by_side_cube_stack_seed0.png").is_file()
 
 
-def test_eval_scene_unknown_scenario_is_one_line(tmp_path):
-    proc = _vidyn("eval-scene", "no_such_scenario", "--out", str(tmp_path), timeout=60)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+def test_eval_scene_bad_input_is_one_line(tmp_path):
+    _one_line_exit_2(_vidyn("eval-scene", "no_such_scenario", "--out", str(tmp_path), timeout=60), "no_such_scenario")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    # refused before the simulation starts, not after minutes of it
+    _one_line_exit_2(_vidyn("eval-scene", "push", "--out", str(blocker / "o"), timeout=60), "cannot create")

@@ -32,7 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidyn_ros.errors import ConfigError
+    from pathlib import Path
+
+    from vidyn_ros.errors import ConfigError, OutputError
     from vidyn_ros.rig.scenario import load_scenario
     from vidyn_ros.scene.evaluate import results_table, run_episode, write_results
     from vidyn_ros.scene.pipeline import SceneConfig
@@ -43,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--scale must be > 0, got {args.scale}")
     for name in args.scenarios:  # fail fast on a bad name / YAML before any long run
         load_scenario(name)
+    try:  # ... and on an unwritable output directory (the results are written after minutes of simulation)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{args.out}: cannot create output directory ({err.strerror})") from None
     cfg = SceneConfig(device=args.device, budget=args.budget, init_iters=args.init_iters,
                       iters_per_frame=args.iters_per_frame, downscale=args.downscale, seed=args.seed)
     results = []

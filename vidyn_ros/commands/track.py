@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from vidyn_ros import msgs
     from vidyn_ros.bags import BagReader
     from vidyn_ros.errors import BagError, OutputError
     from vidyn_ros.scene.evaluate import render_psnr, side_by_side, versions
@@ -43,10 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from vidyn_ros.scene.ply import save_ply
 
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{out}: cannot create output directory ({err.strerror})") from None
     cfg = SceneConfig(device=args.device, budget=args.budget, init_iters=args.init_iters,
                       iters_per_frame=args.iters_per_frame, downscale=args.downscale, seed=args.seed)
     est = SceneEstimator(cfg)
@@ -55,12 +52,19 @@ def run(args: argparse.Namespace) -> int:
     times = []
     last = None
     with BagReader(args.bag) as reader:
+        # every input check before the output directory and the progress bar: a bad bag is one line on stderr
         if reader.calibration() is None:
             raise BagError(f"{args.bag}: no rig_calibration.yaml in the bag directory (camera poses are needed)")
         cams = args.cameras or reader.camera_names()
-        color = f"/{cams[0]}/color/image_raw" if cams else ""
-        total = reader.topics[color].count if color in reader.topics else None
+        if not cams:
+            raise BagError(f"{args.bag}: no camera topics (/<cam>/color/image_raw) in this bag")
+        reader.require_topics([t for c in cams for t in (msgs.color_topic(c), msgs.depth_topic(c), msgs.info_topic(c))])
+        total = reader.topics[msgs.color_topic(cams[0])].count
         frames = reader.multiview_frames(cameras=args.cameras)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"{out}: cannot create output directory ({err.strerror})") from None
         for frame in tqdm(frames, desc="track", unit="frame", total=args.frames or total):
             up = est.update(frame)
             times.append(up.seconds)

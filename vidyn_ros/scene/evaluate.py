@@ -51,8 +51,13 @@ def side_by_side(observed: np.ndarray, rendered: np.ndarray, path: str | Path, l
         for j, what in enumerate(("observed", "rendered", "|diff| x4")):
             draw.text((j * w + 3, i * h + 2), f"{name} {what}", fill=(255, 255, 0))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path)
+    except OSError as err:
+        from vidyn_ros.errors import OutputError
+
+        raise OutputError(f"{path}: cannot write PNG ({err.strerror or err})") from None
     return path
 
 

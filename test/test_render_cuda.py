@@ -11,8 +11,9 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from test_render import PARAMS, ring_cameras
+from test_render import random_scene as cpu_random_scene
 
-from vidyn_ros.geometry import look_at
 from vidyn_ros.render import render
 from vidyn_ros.types import CameraModel, GaussianSet
 
@@ -22,30 +23,10 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("gsplat") is None, reason="needs gsplat"),
 ]
 
-PARAMS = ("means", "quats", "log_scales", "colors", "opacity_logits")
-ORIGIN = np.zeros(3)
-
 
 def random_scene(n: int, seed: int = 0) -> GaussianSet:
-    g = torch.Generator().manual_seed(seed)
-    means = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([0.6, 0.6, 0.1])
-    return GaussianSet(
-        means=means,
-        quats=torch.randn(n, 4, generator=g),
-        log_scales=torch.log(torch.rand(n, 3, generator=g) * 0.01 + 0.003),
-        colors=torch.rand(n, 3, generator=g),
-        opacity_logits=torch.randn(n, generator=g).clamp(-3, 3) + 0.5,
-        object_ids=torch.randint(0, 4, (n,), generator=g),
-    ).to("cuda")
-
-
-def ring_cameras(n: int = 4, width: int = 160, height: int = 120, f: float = 150.0) -> list[CameraModel]:
-    K = np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
-    angles = np.linspace(0, 2 * np.pi, n + 1)[:n]
-    return [
-        CameraModel(f"cam{i}", width, height, K, look_at(np.array([0.8 * np.cos(a), 0.8 * np.sin(a), 0.6]), ORIGIN))
-        for i, a in enumerate(angles)
-    ]
+    """The CPU tests' random scene (same draws), on the GPU."""
+    return cpu_random_scene(n, seed).to("cuda")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -37,28 +37,15 @@ def versions() -> dict[str, str]:
 
 def side_by_side(observed: np.ndarray, rendered: np.ndarray, path: str | Path, labels: Sequence[str] = ()) -> Path:
     """PNG with one row per camera: observed | rendered | absolute difference ×4. Images [C,H,W,3] uint8."""
-    from PIL import Image, ImageDraw
+    from vidyn_ros.viz import image_grid
 
-    rows = []
-    for o, r in zip(observed, rendered, strict=True):
+    rows, names = [], []
+    for i, (o, r) in enumerate(zip(observed, rendered, strict=True)):
         diff = np.clip(np.abs(o.astype(np.int16) - r.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
-        rows.append(np.concatenate([o, r, diff], axis=1))
-    img = Image.fromarray(np.concatenate(rows, axis=0))
-    draw = ImageDraw.Draw(img)
-    h, w = observed.shape[1:3]
-    for i in range(len(observed)):
+        rows.append([o, r, diff])
         name = labels[i] if i < len(labels) else f"view {i}"
-        for j, what in enumerate(("observed", "rendered", "|diff| x4")):
-            draw.text((j * w + 3, i * h + 2), f"{name} {what}", fill=(255, 255, 0))
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        img.save(path)
-    except OSError as err:
-        from vidyn_ros.errors import OutputError
-
-        raise OutputError(f"{path}: cannot write PNG ({err.strerror or err})") from None
-    return path
+        names.append([f"{name} {what}" for what in ("observed", "rendered", "|diff| x4")])
+    return image_grid(rows, path, names, max_tile_width=observed.shape[2])  # full size: no downscaling
 
 
 def render_psnr(est: SceneEstimator, frame: MultiViewFrame) -> tuple[float, np.ndarray, np.ndarray]:

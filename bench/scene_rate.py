@@ -34,11 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cameras", type=int, nargs="+", default=[1, 4])
     p.add_argument("--iters", type=int, nargs="+", default=[0, 2], help="refinement iterations per frame")
     p.add_argument("--frames", type=int, default=8, help="timed tracking frames per configuration")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch and the render (as the scene node's default; 0 = torch default)")
     p.add_argument("--out", default="bench/results")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from vidyn_ros.render import set_cpu_threads
+
+    set_cpu_threads(args.threads)
 
     from tqdm import tqdm
 

@@ -29,12 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--downscale", type=int, default=1, help="integer image downscale for the rendering losses")
     p.add_argument("--eval-every", type=int, default=10, help="evaluate PSNR and id accuracy every N frames")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch and the render (0 = torch's default; 1 is robust on shared cores)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vidyn_ros.errors import ConfigError, OutputError
+    from vidyn_ros.render import set_cpu_threads
     from vidyn_ros.rig.scenario import load_scenario
     from vidyn_ros.scene.evaluate import results_table, run_episode, write_results
     from vidyn_ros.scene.pipeline import SceneConfig
@@ -43,12 +46,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     if args.scale <= 0:
         raise ConfigError(f"--scale must be > 0, got {args.scale}")
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {args.threads}")
     for name in args.scenarios:  # fail fast on a bad name / YAML before any long run
         load_scenario(name)
     try:  # ... and on an unwritable output directory (the results are written after minutes of simulation)
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"{args.out}: cannot create output directory ({err.strerror})") from None
+    set_cpu_threads(args.threads)
     cfg = SceneConfig(device=args.device, budget=args.budget, init_iters=args.init_iters,
                       iters_per_frame=args.iters_per_frame, downscale=args.downscale, seed=args.seed)
     results = []

@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters-per-frame", type=int, default=0, help="per-Gaussian refinement iterations per frame")
     p.add_argument("--downscale", type=int, default=1, help="integer image downscale (4: 640x480 -> 160x120)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch and the render (0 = torch's default; 1 is robust on shared cores)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -38,11 +40,15 @@ def run(args: argparse.Namespace) -> int:
 
     from vidyn_ros import msgs
     from vidyn_ros.bags import BagReader
-    from vidyn_ros.errors import BagError, OutputError
+    from vidyn_ros.errors import BagError, ConfigError, OutputError
+    from vidyn_ros.render import set_cpu_threads
     from vidyn_ros.scene.evaluate import render_psnr, side_by_side, versions
     from vidyn_ros.scene.pipeline import SceneConfig, SceneEstimator
     from vidyn_ros.scene.ply import save_ply
 
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {args.threads}")
+    set_cpu_threads(args.threads)
     out = Path(args.out)
     cfg = SceneConfig(device=args.device, budget=args.budget, init_iters=args.init_iters,
                       iters_per_frame=args.iters_per_frame, downscale=args.downscale, seed=args.seed)

@@ -3,9 +3,11 @@
 ``render(gaussians, cameras, ...) -> RenderOutput`` picks gsplat on CUDA and the pure-PyTorch reference backend
 otherwise (``backend="auto" | "torch" | "gsplat"``). See vidyn_ros/render/api.py. ``render_torch`` is the reference
 twin (same call, always the torch backend, CPU or CUDA tensors). gsplat is imported only when it renders.
+``set_cpu_threads(n)`` sets the process's CPU thread count for torch and the render (see docs/render.md).
 """
 
 from vidyn_ros.render._dispatch import render_torch
+from vidyn_ros.render._torch_backend import set_cpu_threads
 from vidyn_ros.render.api import RenderOutput, render
 
-__all__ = ["RenderOutput", "render", "render_torch"]
+__all__ = ["RenderOutput", "render", "render_torch", "set_cpu_threads"]

@@ -55,6 +55,19 @@ BAND_PIXELS = 160 * 120
 # on a shared machine; env VIDYN_RENDER_THREADS=N overrides it (0: torch's own setting).
 CPU_THREADS: int | None = int(os.environ.get("VIDYN_RENDER_THREADS", "1")) or None
 
+
+def set_cpu_threads(n: int) -> None:
+    """Threads for this process's CPU torch work, render included: ``torch.set_num_threads(n)`` and
+    :data:`CPU_THREADS` = n. 0 leaves torch's setting and lets the render use it too. One knob for a process (the scene
+    node's ``threads`` parameter, ``vidyn track / eval-scene --threads``)."""
+    global CPU_THREADS
+    if n < 0:
+        raise ValueError(f"threads must be >= 0, got {n}")
+    if n > 0:
+        torch.set_num_threads(n)
+    CPU_THREADS = n or None
+
+
 @contextmanager
 def cpu_threads(device: torch.device) -> Iterator[None]:
     """Run the enclosed CPU work with :data:`CPU_THREADS` intra-op threads, restoring torch's setting after."""

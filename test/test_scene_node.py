@@ -129,3 +129,66 @@ def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames):
 
     saved = load_ply(ply)
     assert len(saved) == len(arr["x"])
+
+
+def test_scene_node_names_a_silent_camera(tmp_path, sim_frames):
+    """One camera of four never publishes: no scene, and /diagnostics warns naming that camera's topics."""
+    from vidyn_ros.nodes.scene import create_node
+    from vidyn_ros.rig.calibration_io import save_rig_calibration
+
+    frames, poses = sim_frames
+    calib = save_rig_calibration(tmp_path / "rig_calibration.yaml", poses)
+    _ros.setup_fastdds_env()
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    warnings: list[str] = []
+    clouds: list[bytes] = []
+    scene = peer = None
+    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+
+    def on_diag(raw: bytes) -> None:
+        for s in msgs.deserialize(raw, msgs.DIAGNOSTIC_ARRAY).status:
+            if "scene" in s.name and s.level == 1:
+                warnings.append(s.message)
+
+    try:
+        scene = create_node(context=ctx, parameter_overrides=_ros.parameter_overrides({
+            "calibration": str(calib), "budget": 500, "init_iters": 1, "stale_s": 0.5,
+        }))
+        peer = Node("scene_test_silent_peer", context=ctx)
+        out = [m for m in msgs.rig_frame_messages(frames[0], include_ground_truth=False)
+               if not m[0].startswith("/cam3/")]
+        pubs = {t: peer.create_publisher(_ros.msg_class(mt), t, _ros.reliable_qos(10)) for t, mt, _, _ in out}
+        peer.create_subscription(_ros.msg_class(msgs.DIAGNOSTIC_ARRAY), "/diagnostics", on_diag,
+                                 _ros.reliable_qos(10), raw=True)
+        peer.create_subscription(_ros.msg_class(msgs.POINTCLOUD2), "/vidyn/scene/gaussians", clouds.append,
+                                 _ros.reliable_qos(10), raw=True)
+        ex.add_node(scene)
+        ex.add_node(peer)
+        t_end = time.monotonic() + 20.0
+        sent, last_sent = 0, 0.0
+
+        def named_cam3_only() -> bool:  # before the first messages every topic is silent: wait for the cause
+            return any("/cam3/" in w and "/cam0/" not in w for w in warnings)
+
+        while time.monotonic() < t_end and not named_cam3_only():
+            ex.spin_once(timeout_sec=0.02)
+            matched = all(p.get_subscription_count() > 0 for p in pubs.values())
+            if matched and time.monotonic() - last_sent > 0.2:  # three cameras keep publishing, the fourth never
+                for topic, msgtype, msg, _ in out:
+                    pubs[topic].publish(msgs.serialize(msg, msgtype))
+                sent, last_sent = sent + 1, time.monotonic()
+    finally:
+        ex.shutdown()
+        if scene is not None:
+            scene.close()
+            scene.destroy_node()
+        if peer is not None:
+            peer.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+    assert sent and not clouds  # three of four cameras make no synchronised frame
+    named = [w for w in warnings if "/cam3/" in w and "/cam0/" not in w]
+    assert named, warnings
+    assert all(f"/cam3/{t}" in named[-1] for t in ("color/image_raw", "aligned_depth_to_color/image_raw", "mask"))
+    assert "/cam1/" not in named[-1] and "/cam2/" not in named[-1]

@@ -149,3 +149,26 @@ def test_refinement_keeps_rigid_objects(push_run):
         ct.add(tracker.object_poses(), rf.object_poses)
     assert np.isfinite(stats["refine_loss"])
     assert ct.max() < 0.01, ct.mean_per_object()
+
+
+def test_invalid_depth_counts_as_no_data(push_run):
+    """NaN / inf depth (holes from a driver or a library caller) is no data: refinement, densification and the
+    rigid step stay finite and on target."""
+    est = copy.deepcopy(push_run["est"])
+    est.cfg.iters_per_frame = 1
+    est.n_updates = est.cfg.densify_every  # this update also densifies (renders, compares, back-projects)
+    rf = push_run["frames"][-1]
+    f = copy.deepcopy(rf.frame)
+    for i, v in enumerate(f.views):
+        v.depth[::7, ::5] = np.inf if i % 2 else np.nan  # scattered bad pixels
+        v.depth[40:60, 60:90] = np.nan  # and a block
+    n_before = len(est.gaussians)
+    up = est.update(f)
+    assert np.isfinite(up.loss) and torch.isfinite(up.gaussians.means).all()
+    assert torch.isfinite(up.gaussians.colors).all() and torch.isfinite(up.gaussians.opacity_logits).all()
+    assert len(up.gaussians) >= n_before
+    gt = {p.object_id: p.position for p in rf.object_poses}
+    prev = {p.object_id: p.position for p in push_run["updates"][-1].objects}
+    for p in up.objects:  # the same frame again: every object stays where the clean frame put it
+        assert np.linalg.norm(p.position - prev[p.object_id]) < 0.003, p.object_id
+        assert p.object_id in gt

@@ -9,7 +9,9 @@ Wiring:
        /vidyn/scene/render/<cam> (rgb8: the scene rendered from that camera)
        /diagnostics (update rate, loss, #Gaussians, ICP fitness)
 Callbacks only feed the synchroniser; the estimator runs on a worker thread with a drop-oldest queue of 1, so a slow
-update skips frames instead of lagging behind. ``save_ply`` writes the final scene as a 3DGS PLY on shutdown.
+update skips frames instead of lagging behind (or, with sim_rig's ``lockstep_topic`` on /vidyn/scene/gaussians,
+the rig waits for each update: the cloud is published last, once per update). ``save_ply`` writes the final scene
+as a 3DGS PLY on shutdown.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ PARAMS = [
     _ros.Param("render_every", 1, "publish renders every n-th update (rendering costs time on CPU)"),
     _ros.Param("stale_s", 2.0, "warn on /diagnostics when no synchronised frame arrived for this long"),
     _ros.Param("save_ply", "", "write the scene as a 3DGS PLY (with object_id) to this path on shutdown"),
+    _ros.Param("threads", 1, "CPU threads for torch in this process (render + optimisation); 0 = torch's default "
+               "(all cores: faster alone, but OpenMP spin-waiting is 2-10x slower when other nodes share the cores)"),
     _ros.Param("seed", 0, "random seed"),
 ]
 
@@ -81,9 +85,13 @@ class SceneNode(Node):
             raise ConfigError(f"scene: image_downscale must be >= 1, got {p.image_downscale}")
         if not p.calibration and not p.scenario:
             raise ConfigError("scene: set parameter 'calibration' (rig calibration YAML) or 'scenario' (camera poses)")
+        if p.threads < 0:
+            raise ConfigError(f"scene: threads must be >= 0, got {p.threads}")
         from vidyn_ros import msgs
+        from vidyn_ros.render import set_cpu_threads
         from vidyn_ros.scene.pipeline import SceneConfig, SceneEstimator
 
+        set_cpu_threads(p.threads)  # process-wide: the node runs in its own process in the graphs
         self.msgs = msgs
         self.estimator = SceneEstimator(SceneConfig(
             device=p.device, backend=p.backend, budget=p.budget, object_share=p.object_share,
@@ -101,6 +109,7 @@ class SceneNode(Node):
         self.updates = 0
         self.last_update: Any = None
         self._last_frame_t = time.monotonic()
+        self._last_msg_t: dict[str, float] = {}  # topic -> arrival time: names the silent camera topics when stale
         self.worker = _ros.Worker(self._process, maxsize=1, name="scene-worker", on_error=self._on_error)
         self.sync: Any = None
         self._subs: list[Any] = []
@@ -136,6 +145,7 @@ class SceneNode(Node):
         return True
 
     def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
+        self._last_msg_t[topic] = time.monotonic()
         try:
             with self._sync_lock:
                 frames = self.sync.add_message(topic, msgtype, bytes(raw))
@@ -153,9 +163,15 @@ class SceneNode(Node):
         except Exception as err:  # e.g. a malformed calibration file written late: report, keep retrying
             self.diag.error(f"scene: {err}")
             return
-        idle = time.monotonic() - self._last_frame_t
+        now = time.monotonic()
+        idle = now - self._last_frame_t
         if idle > self.p.stale_s:
-            self.diag.warn(f"no synchronised frame for {idle:.1f} s", updates=self.updates)
+            # which inputs are missing (a camera unplugged, a segmenter not running) is what the operator needs
+            silent = [t for t in self.sync.topics() if now - self._last_msg_t.get(t, -1e9) > self.p.stale_s]
+            why = f"; silent: {', '.join(silent)}" if silent else " (inputs arrive but do not synchronise)"
+            # the idle time is a value, not part of the message: the log line repeats only when the cause changes
+            self.diag.warn(f"no synchronised frame for over {self.p.stale_s:g} s{why}", idle_s=f"{idle:.1f}",
+                           updates=self.updates, **self.sync.sync.stats.as_dict())
 
     def _on_error(self, err: BaseException) -> None:
         self.diag.error(f"scene update failed: {type(err).__name__}: {err}")
@@ -170,8 +186,6 @@ class SceneNode(Node):
         self.last_update = up
         self.rate.tick()
         stamp = up.stamp_ns
-        _ros.publish_cdr(self.pub_cloud, msgs.pointcloud2_msg(gaussian_fields(up.gaussians), stamp, "world"),
-                         msgs.POINTCLOUD2)
         markers = object_markers(up.gaussians, up.objects, up.visible)
         _ros.publish_cdr(self.pub_objects, msgs.marker_array_msg(markers, stamp, "world"), msgs.MARKER_ARRAY)
         if self.pub_render and (self.updates - 1) % max(self.p.render_every, 1) == 0:
@@ -181,6 +195,10 @@ class SceneNode(Node):
             for cam, img in zip(cams, rgb, strict=True):
                 _ros.publish_cdr(self.pub_render[cam.name],
                                  msgs.image_msg(img, stamp, msgs.camera_frame_id(cam.name), "rgb8"), msgs.IMAGE)
+        # The cloud goes last: it marks the update as complete, so a source in lockstep with it (sim_rig
+        # lockstep_topic) publishes the next frame only once every output of this one is out.
+        _ros.publish_cdr(self.pub_cloud, msgs.pointcloud2_msg(gaussian_fields(up.gaussians), stamp, "world"),
+                         msgs.POINTCLOUD2)
         self.diag.ok(
             "initialised" if up.initialised else "tracking",
             rate_hz=f"{self.rate.rate():.2f}", update_s=f"{up.seconds:.3f}", loss=f"{up.loss:.4f}",

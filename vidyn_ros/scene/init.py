@@ -234,9 +234,11 @@ class Targets:
 
 def make_targets(frame: MultiViewFrame, downscale: int = 1, device: str = "cpu") -> Targets:
     """Stack the views and shrink them by an integer ``downscale`` (colour: area mean; depth: mean of valid pixels;
-    mask: the top-left pixel of each block, so ids are never blended)."""
+    mask: the top-left pixel of each block, so ids are never blended). Non-finite depth (NaN / inf from a driver or
+    a library caller) counts as "no data" (0) like on the wire, so it reaches neither losses nor densification."""
     t = frame.to_torch(device)
     color, depth, mask = t["color"], t["depth"], t.get("mask")
+    depth = torch.where(torch.isfinite(depth), depth, torch.zeros_like(depth))
     cams = list(frame.cameras)
     if downscale > 1:
         s = downscale

@@ -101,6 +101,14 @@ def test_trajectories_follow_objects(push_run):
     n0 = len(push_run["init"]["gaussians"])
     assert n > n0  # densification added Gaussians where the pushed block uncovered the table
     assert np.isnan(tr["positions"][0, n0:]).all() and np.isfinite(tr["positions"][-1, n0:]).all()
+    # NaN only before a Gaussian existed: from its first sample on, position and rotation stay finite (objects,
+    # background and densified Gaussians alike) — the dynamics' pseudo labels must not carry NaNs
+    born = np.argmax(np.isfinite(tr["positions"][:, :, 0]), axis=0)
+    alive = np.arange(N_FRAMES)[:, None] >= born[None, :]
+    assert (born[:n0] == 0).all()
+    assert np.isfinite(tr["positions"][alive]).all() and np.isnan(tr["positions"][~alive]).all()
+    assert np.isfinite(tr["quats"][alive]).all()
+    np.testing.assert_allclose(np.linalg.norm(tr["quats"][alive], axis=-1), 1.0, atol=1e-5)
     bg = (tr["object_ids"] == 0) & np.isfinite(tr["positions"][0, :, 0])
     np.testing.assert_array_equal(tr["positions"][0, bg], tr["positions"][-1, bg])  # background is static
     pusher = tr["object_ids"] == 4
@@ -130,6 +138,9 @@ def test_objects_leaving_and_entering_view(push_run):
     tr = tracker.trajectories()
     new = np.flatnonzero(tr["object_ids"] == 7)
     assert np.isnan(tr["positions"][0, new]).all() and np.isfinite(tr["positions"][-1, new]).all()
+    gone = np.flatnonzero(tr["object_ids"] == 3)  # out of view: held, finite, not extrapolated
+    assert len(gone) > 0 and np.isfinite(tr["positions"][:, gone]).all()
+    np.testing.assert_array_equal(tr["positions"][-1, gone], tr["positions"][0, gone])
 
 
 def test_refinement_keeps_rigid_objects(push_run):

@@ -1,12 +1,16 @@
-"""`vidyn demo`: the simulated rig through the node graph, end to end, on a few seconds of the `push` scenario.
+"""`vidyn demo`: the simulated rig and the live Gaussian scene through the node graph, end to end, on a few seconds of
+the `push` scenario.
 
-A readable pipeline of steps; later stages (scene, dynamics, MPC) add theirs:
+A readable pipeline of steps; later stages (dynamics, MPC) add theirs:
 
 1. check inputs (scenario YAML, output directory) before anything starts,
-2. run the `sim` graph in this process (sim_rig -> DDS -> recorder) plus a scripted pusher command source on
-   /vidyn/cmd, for ``--seconds`` of sim time,
-3. summarise the bag (topics, counts, rates) to summary.txt / summary.json, with the command line and versions,
-4. draw a contact sheet (color | depth | mask per camera) of the last frame from the bag.
+2. run the `sim` graph in this process (sim_rig -> DDS -> recorder, and the scene node) plus a scripted pusher
+   command source on /vidyn/cmd, for ``--seconds`` of sim time. The rig runs in lockstep with the scene (it
+   publishes frame k+1 once /vidyn/scene/gaussians for frame k is out), so the CPU scene sees every frame,
+3. compare the scene's outputs in the bag with the bag's cameras and ground truth: scene.png (observed | render per
+   camera, last frame) and tracking.png (tracked centroids vs ground truth on the table plane),
+4. summarise the bag (topics, counts, rates) and the scene metrics to summary.txt / summary.json,
+5. draw a contact sheet (color | depth | mask per camera) of the last frame from the bag.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 NAME = "demo"
-HELP = "run the simulated rig through the nodes; write a bag, a summary and a contact sheet"
+HELP = "run the simulated rig and the live scene through the nodes; write a bag, a summary and pictures"
 DESCRIPTION = __doc__.split("\n\n")[0]
 ORDER = 10
 SIM_GRAPH_OUT = "out/sim/"  # where config/graphs/sim.yaml puts its files
@@ -34,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--push-speed", type=float, default=0.1, help="pusher speed along +x [m/s] (default 0.1)")
     p.add_argument("--realtime", action="store_true", help="pace the rig to wall time (default: as fast as possible)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
+    p.add_argument("--no-scene", action="store_true", help="leave the scene node out (rig and recorder only)")
+    p.add_argument("--scene-width", type=int, default=160,
+                   help="the scene's working image width: the node downscales the rig's images to about this "
+                        "(default 160, i.e. 160x120 from 640x480)")
 
 
 # ------------------------------------------------------------------------------------------------------------- steps
@@ -85,20 +93,33 @@ def make_commander(ctx: Any, speed: float) -> list[Any]:
 
 
 def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, Any]:
-    """Step 2: the `sim` graph with the demo's parameters; a progress bar follows the rig's frames."""
+    """Step 2: the `sim` graph with the demo's parameters; a progress bar follows the rig's frames and the scene."""
     from tqdm import tqdm
 
     from vidyn_ros import graph
+    from vidyn_ros.scene_bag import GAUSSIANS_TOPIC
 
     n_frames = max(1, round(args.seconds * scn.fps))
-    spec = graph.apply_overrides(graph.load_graph("sim"), [
+    spec = graph.load_graph("sim")
+    overrides = [
         f"sim_rig.scenario={args.scenario}",
         f"sim_rig.seed={args.seed}",
         f"sim_rig.render_scale={float(args.scale)}",
         f"sim_rig.realtime={str(bool(args.realtime)).lower()}",
         f"sim_rig.max_frames={n_frames}",
         "recorder.overwrite=true",
-    ])
+    ]
+    if args.no_scene:
+        spec.nodes = [n for n in spec.nodes if n.node != "scene"]
+    else:
+        width = max(1, round(scn.cameras[0].width * args.scale))  # the images the rig publishes
+        overrides += [
+            f"sim_rig.lockstep_topic={GAUSSIANS_TOPIC}",  # synchronous mode: the scene sees every frame
+            f"scene.cameras=[{', '.join(c.name for c in scn.cameras)}]",
+            f"scene.image_downscale={max(1, round(width / args.scene_width))}",
+            f"scene.seed={args.seed}",
+        ]
+    spec = graph.apply_overrides(spec, overrides)
     # Every file the graph's nodes read or write under out/sim/ (the bag, the rig calibration the rig writes and the
     # recorder and the scene node read, ...) lives in the demo's directory instead, whatever nodes the graph has.
     for node in spec.nodes:
@@ -106,9 +127,17 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
             if isinstance(value, str) and value.startswith(SIM_GRAPH_OUT):
                 node.parameters[key] = str(out / value.removeprefix(SIM_GRAPH_OUT))
     bar = tqdm(total=n_frames, desc="sim rig frames", unit="frame", file=sys.stderr)
+    scene_t: dict[str, float] = {}  # wall times: first scene update done (initialised), latest update
 
     def progress(nodes: list[Any]) -> bool:
         rig = next((n for n in nodes if n.get_name() == "sim_rig"), None)
+        scene = next((n for n in nodes if n.get_name() == "scene"), None)
+        if scene is not None:
+            updates = int(getattr(scene, "updates", 0))
+            if updates and updates != scene_t.get("updates"):
+                scene_t.setdefault("initialised", time.monotonic())
+                scene_t.update(updates=updates, last=time.monotonic())
+            bar.set_postfix_str(f"scene updates {updates}" if updates else "scene initialising", refresh=False)
         if rig is not None and rig.frames > bar.n:
             bar.update(rig.frames - bar.n)
         return False
@@ -124,11 +153,41 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
 
         name, why = next(iter(result.fatal.items()))
         raise VidynError(f"node {name}: {why}")
-    return {"wall_s": round(time.monotonic() - t0, 2), "reason": result.reason, "nodes": result.summaries}
+    info: dict[str, Any] = {"wall_s": round(time.monotonic() - t0, 2), "reason": result.reason,
+                            "nodes": result.summaries}
+    if scene_t:
+        n = int(scene_t["updates"])
+        span = scene_t["last"] - scene_t["initialised"]
+        info["scene"] = {"updates": n, "initialised_after_s": round(scene_t["initialised"] - t0, 1),
+                         "tracking_rate_hz": round((n - 1) / span, 2) if n > 1 and span > 0 else None}
+    return info
 
 
-def summarise(out: Path, run: dict[str, Any], argv: list[str]) -> dict[str, Any]:
-    """Step 3: bag summary + ground-truth motion -> summary.json and summary.txt."""
+def scene_report(out: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """Step 3: the scene's outputs in the bag vs the bag's cameras and ground truth -> scene.png, tracking.png and
+    the scene metrics (centroid error, PSNR of the last renders, #Gaussians, update rate)."""
+    from vidyn_ros.scene_bag import draw_scene_views, draw_tracking, last_render_views, scene_status, tracking_from_bag
+
+    bag = out / "bag"
+    tr = tracking_from_bag(bag)
+    metrics = tr.metrics()
+    mean_mm = (metrics["centroid_error_mean_m"] or float("nan")) * 1000
+    draw_tracking(tr, out / "tracking.png",
+                  title=f"vidyn demo: scene centroids vs ground truth, {tr.frames} frames, mean error {mean_mm:.2f} mm")
+    stamp, views = last_render_views(bag)
+    draw_scene_views(stamp, views, out / "scene.png",
+                     title=f"vidyn demo: observed | live Gaussian scene render, t = {stamp / 1e9:.2f} s (sim)")
+    status = scene_status(bag)
+    metrics.update({
+        "psnr_last_frame_db": {c: round(v["psnr_db"], 2) for c, v in views.items()},
+        "gaussians": int(status["gaussians"]) if "gaussians" in status else None,
+        "update_s_median": status.get("update_s_median"),
+        **(run.get("scene") or {}),
+    })  # fmt: skip
+    return metrics
+
+def summarise(out: Path, run: dict[str, Any], argv: list[str], scene: dict[str, Any] | None) -> dict[str, Any]:
+    """Step 4: bag summary + ground-truth motion + scene metrics -> summary.json and summary.txt."""
     import numpy as np
 
     from vidyn_ros.bags import BagReader, bag_summary, format_summary
@@ -148,6 +207,7 @@ def summarise(out: Path, run: dict[str, Any], argv: list[str]) -> dict[str, Any]
         "versions": software_versions(),
         "run": run,
         "ground_truth_displacement_m": motion,
+        "scene": scene,
         "bag": summary,
     }
     (out / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
@@ -157,6 +217,7 @@ def summarise(out: Path, run: dict[str, Any], argv: list[str]) -> dict[str, Any]
         *(f"node {k}: {json.dumps(v, default=str)}" for k, v in run["nodes"].items() if k != "recorder"),
         "object displacement over the run (ground truth) [m]: "
         + ", ".join(f"id {k}: {v:.3f}" for k, v in motion.items()),
+        *scene_lines(scene),
         "",
         format_summary(summary),
     ]
@@ -164,8 +225,26 @@ def summarise(out: Path, run: dict[str, Any], argv: list[str]) -> dict[str, Any]
     return doc
 
 
+def scene_lines(scene: dict[str, Any] | None) -> list[str]:
+    """summary.txt lines for the scene metrics."""
+    if not scene:
+        return ["scene: not run"]
+    err = scene.get("centroid_error_mean_m")
+    per = ", ".join(f"id {k}: {v * 1000:.2f}" for k, v in scene["centroid_error_mean_per_object_m"].items())
+    psnr = scene["psnr_last_frame_db"]
+    return [
+        f"scene: {scene['updates'] if 'updates' in scene else scene['frames']} updates, "
+        f"{scene['gaussians']} Gaussians, initialised after {scene.get('initialised_after_s')} s (wall), tracking "
+        f"{scene.get('tracking_rate_hz')} Hz, median update {scene.get('update_s_median')} s",
+        f"scene centroid error vs ground truth over {scene['frames']} frames [mm]: mean "
+        f"{err * 1000 if err is not None else float('nan'):.2f}, max "
+        f"{(scene['centroid_error_max_m'] or float('nan')) * 1000:.2f} (per object: {per})",
+        "scene render PSNR, last frame [dB]: " + ", ".join(f"{c} {v:.1f}" for c, v in psnr.items()),
+    ]
+
+
 def contact_sheet(out: Path) -> Path:
-    """Step 4: the last complete multi-view frame in the bag -> contact_sheet.png (color | depth | mask)."""
+    """Step 5: the last complete multi-view frame in the bag -> contact_sheet.png (color | depth | mask)."""
     from vidyn_ros.bags import BagReader
     from vidyn_ros.errors import BagError
     from vidyn_ros.viz import contact_sheet as draw
@@ -181,17 +260,26 @@ def contact_sheet(out: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     scn, out = check_inputs(args)
-    print(f"[1/4] scenario {scn.name!r}: {len(scn.cameras)} cameras, {scn.fps:g} fps; output {out}", flush=True)
-    print(f"[2/4] running the sim graph for {args.seconds:g} s of sim time (sim_rig -> DDS -> recorder)", flush=True)
+    print(f"[1/5] scenario {scn.name!r}: {len(scn.cameras)} cameras, {scn.fps:g} fps; output {out}", flush=True)
+    what = "sim_rig -> DDS -> recorder" + ("" if args.no_scene else " + scene, in lockstep")
+    print(f"[2/5] running the sim graph for {args.seconds:g} s of sim time ({what})", flush=True)
     run_info = run_sim_graph(args, scn, out)
-    print("[3/4] summarising the bag", flush=True)
-    doc = summarise(out, run_info, ["vidyn", *sys.argv[1:]])
-    print("[4/4] drawing the contact sheet", flush=True)
+    scene = None
+    if not args.no_scene:
+        print("[3/5] comparing the scene with the cameras and the ground truth", flush=True)
+        scene = scene_report(out, run_info)
+    print("[4/5] summarising the bag", flush=True)
+    doc = summarise(out, run_info, ["vidyn", *sys.argv[1:]], scene)
+    print("[5/5] drawing the contact sheet", flush=True)
     sheet = contact_sheet(out)
     counts = doc["bag"]["topics"]
     print(f"\nbag:           {out / 'bag'}  ({doc['bag']['message_count']} messages on {len(counts)} topics, "
           f"{doc['bag']['duration_s']:.2f} s)")
     print(f"summary:       {out / 'summary.txt'}  (+ summary.json)")
     print(f"contact sheet: {sheet}")
+    if scene is not None:
+        print(f"scene:         {out / 'scene.png'} (observed | render), {out / 'tracking.png'} (vs ground truth)")
+        for line in scene_lines(scene):
+            print(f"               {line}")
     print(f"wall time:     {run_info['wall_s']} s")
     return 0

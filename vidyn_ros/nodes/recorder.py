@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
@@ -123,9 +124,13 @@ class Recorder(Node):
         self.diag = _ros.DiagnosticsPublisher(self)
         self.done = False
         self._discover()
-        self._timer = self.create_timer(self.p.discovery_period_s, self._discover)
+        # Discovery and flushing run on the steady clock: with use_sim_time a paused /clock (a rig in lockstep with a
+        # consumer that is initialising, a paused player) would stop sim-time timers, and topics appearing then
+        # would be subscribed only once sim time moves again, losing their first messages.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._timer = self.create_timer(self.p.discovery_period_s, self._discover, clock=steady)
         if self.p.flush_period_s > 0:
-            self._flush_timer = self.create_timer(self.p.flush_period_s, self._flush)
+            self._flush_timer = self.create_timer(self.p.flush_period_s, self._flush, clock=steady)
         self.get_logger().info(f"recording to {self.output} ({self.p.storage})")
 
     # --------------------------------------------------------------------------------------------------- discovery

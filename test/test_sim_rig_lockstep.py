@@ -21,14 +21,15 @@ ACK_TOPIC = "/test_lockstep/ack"
 
 class SlowConsumer(Node):
     """Echoes each cam0 colour stamp on ACK_TOPIC (std_msgs/Header) after a delay: ``init_s`` for the first frame
-    (like the scene's initialisation), ``step_s`` later; frame index ``skip`` is never acknowledged."""
+    (like the scene's initialisation), ``step_s`` later; frame index ``skip`` is never acknowledged, nor is any frame
+    from index ``stop_at`` on (a consumer that died)."""
 
-    def __init__(self, ctx: Context, init_s: float, step_s: float, skip: int) -> None:
+    def __init__(self, ctx: Context, init_s: float, step_s: float, skip: int, stop_at: int = 1 << 30) -> None:
         super().__init__("slow_consumer", context=ctx)
         from std_msgs.msg import Header
 
         self._header = Header
-        self.init_s, self.step_s, self.skip = init_s, step_s, skip
+        self.init_s, self.step_s, self.skip, self.stop_at = init_s, step_s, skip, stop_at
         self.received: list[tuple[int, float]] = []  # (stamp ns, wall time of arrival)
         self.acked: list[tuple[int, float]] = []  # (stamp ns, wall time the acknowledgement was published)
         self.pub = self.create_publisher(self._header, ACK_TOPIC, _ros.reliable_qos())
@@ -40,7 +41,7 @@ class SlowConsumer(Node):
         self.received.append((stamp, time.monotonic()))
         k = len(self.received) - 1
         time.sleep(self.init_s if k == 0 else self.step_s)  # "work" on the frame
-        if k == self.skip:
+        if k == self.skip or k >= self.stop_at:
             return
         ack = self._header()
         ack.stamp.sec, ack.stamp.nanosec = divmod(stamp, 1_000_000_000)
@@ -48,8 +49,7 @@ class SlowConsumer(Node):
         self.acked.append((stamp, time.monotonic()))
 
 
-def test_lockstep_slow_consumer_sees_every_frame_and_a_missing_ack_times_out() -> None:
-    n_frames, init_s, step_s, timeout_s, skip = 6, 2.0, 0.2, 1.0, 3
+def _run(n_frames: int, timeout_s: float, consumer: dict) -> tuple[graph.GraphRun, SlowConsumer, float]:
     spec = graph.parse_graph({"use_sim_time": True, "nodes": [
         {"node": "sim_rig", "parameters": {
             "scenario": "push", "render_scale": 0.25, "realtime": False, "max_frames": n_frames,
@@ -59,14 +59,18 @@ def test_lockstep_slow_consumer_sees_every_frame_and_a_missing_ack_times_out() -
     box: list[SlowConsumer] = []
 
     def extra(ctx: Context) -> list[Node]:
-        box.append(SlowConsumer(ctx, init_s, step_s, skip))
+        box.append(SlowConsumer(ctx, **consumer))
         return box
 
     t0 = time.monotonic()
     run = graph.run_graph(spec, domain_id=DOMAIN, install_signal_handlers=False, extra_nodes=extra,
                           duration_s=120.0)
-    wall = time.monotonic() - t0
-    con = box[0]
+    return run, box[0], time.monotonic() - t0
+
+
+def test_lockstep_slow_consumer_sees_every_frame_and_a_missing_ack_times_out() -> None:
+    n_frames, init_s, step_s, timeout_s, skip = 6, 2.0, 0.2, 1.0, 3
+    run, con, wall = _run(n_frames, timeout_s, {"init_s": init_s, "step_s": step_s, "skip": skip})
     rig = run.summaries["sim_rig"]
     assert run.reason == "done" and rig["frames"] == n_frames
 
@@ -88,4 +92,16 @@ def test_lockstep_slow_consumer_sees_every_frame_and_a_missing_ack_times_out() -
     assert rig["lockstep_wait_s"] >= init_s + timeout_s - 0.2
     # The rig waited for the last frame's acknowledgement before reporting done.
     assert con.acked[-1][0] == stamps[-1]
+    assert wall < 60.0
+
+
+def test_lockstep_gives_up_on_a_consumer_that_stopped_answering() -> None:
+    """The consumer answers frames 0 and 1 only: after 3 unacknowledged frames in a row the rig runs free."""
+    n_frames, timeout_s = 10, 0.5
+    run, con, wall = _run(n_frames, timeout_s, {"init_s": 0.2, "step_s": 0.0, "skip": -1, "stop_at": 2})
+    rig = run.summaries["sim_rig"]
+    assert run.reason == "done" and rig["frames"] == n_frames
+    assert [s for s, _ in con.received] == [round((k + 1) * 1e9 / 30) for k in range(n_frames)]
+    assert rig["lockstep_timeouts"] == 3  # frames 2, 3, 4; then no more waiting
+    assert rig["lockstep_wait_s"] < 3 * timeout_s + 1.5
     assert wall < 60.0

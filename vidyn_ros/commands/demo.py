@@ -229,6 +229,8 @@ def scene_lines(scene: dict[str, Any] | None) -> list[str]:
     """summary.txt lines for the scene metrics."""
     if not scene:
         return ["scene: not run"]
+    if "error" in scene:
+        return [f"scene: FAILED: {scene['error']}"]
     err = scene.get("centroid_error_mean_m")
     per = ", ".join(f"id {k}: {v * 1000:.2f}" for k, v in scene["centroid_error_mean_per_object_m"].items())
     psnr = scene["psnr_last_frame_db"]
@@ -259,6 +261,8 @@ def contact_sheet(out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidyn_ros.errors import VidynError
+
     scn, out = check_inputs(args)
     print(f"[1/5] scenario {scn.name!r}: {len(scn.cameras)} cameras, {scn.fps:g} fps; output {out}", flush=True)
     what = "sim_rig -> DDS -> recorder" + ("" if args.no_scene else " + scene, in lockstep")
@@ -267,7 +271,11 @@ def run(args: argparse.Namespace) -> int:
     scene = None
     if not args.no_scene:
         print("[3/5] comparing the scene with the cameras and the ground truth", flush=True)
-        scene = scene_report(out, run_info)
+        try:
+            scene = scene_report(out, run_info)
+        except VidynError as err:  # e.g. the scene never initialised: still write the summary and contact sheet
+            print(f"vidyn demo: scene: {err}", file=sys.stderr, flush=True)
+            scene = {"error": str(err), **(run_info.get("scene") or {})}
     print("[4/5] summarising the bag", flush=True)
     doc = summarise(out, run_info, ["vidyn", *sys.argv[1:]], scene)
     print("[5/5] drawing the contact sheet", flush=True)
@@ -278,8 +286,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"summary:       {out / 'summary.txt'}  (+ summary.json)")
     print(f"contact sheet: {sheet}")
     if scene is not None:
-        print(f"scene:         {out / 'scene.png'} (observed | render), {out / 'tracking.png'} (vs ground truth)")
+        if "error" not in scene:
+            print(f"scene:         {out / 'scene.png'} (observed | render), {out / 'tracking.png'} (vs ground truth)")
         for line in scene_lines(scene):
             print(f"               {line}")
     print(f"wall time:     {run_info['wall_s']} s")
-    return 0
+    return 1 if scene is not None and "error" in scene else 0

@@ -15,7 +15,8 @@ a header stamp >= frame k's stamp has arrived, so a consumer slower than the rig
 frame and the run does not depend on machine load. The rig renders frame k+1 while the consumer works on frame k.
 Before the first frame the rig waits for a publisher on the topic (its type is discovered), and the first
 acknowledgement may take ``lockstep_first_timeout_s`` (the consumer initialises on it); after ``lockstep_timeout_s``
-without one the rig warns and goes on. The topic's messages must start with a std_msgs/Header or a Time (PointCloud2,
+without one the rig warns and goes on, and after 3 such frames in a row it runs without lockstep (a dead consumer
+must not stall it). The topic's messages must start with a std_msgs/Header or a Time (PointCloud2,
 Image, PoseStamped, ...). The rig also waits for the last frame's acknowledgement before it reports done.
 """
 
@@ -35,6 +36,7 @@ from vidyn_ros.errors import ConfigError, VidynError
 from vidyn_ros.nodes import _ros
 
 NODE_NAME = "sim_rig"
+LOCKSTEP_GIVE_UP = 3  # consecutive unacknowledged frames after which the rig runs without lockstep
 
 PARAMS = [
     _ros.Param("scenario", "push", "scenario name in config/scenarios/ or a path to a scenario YAML"),
@@ -105,6 +107,8 @@ class SimRigNode(Node):
         self._lockstep_sub: Any = None
         self.lockstep_timeouts = 0
         self.lockstep_wait_s = 0.0
+        self._lockstep_misses = 0  # consecutive timeouts
+        self._lockstep_on = False
 
         self._cmd_lock = threading.Lock()
         self._cmd: tuple[np.ndarray, float] | None = None  # (velocity xyz, sim time when received)
@@ -200,12 +204,20 @@ class SimRigNode(Node):
                 left = timeout_s - (time.monotonic() - t0)
                 if left <= 0:
                     self.lockstep_timeouts += 1
+                    self._lockstep_misses += 1
                     msg = (f"lockstep: no message on {self.p.lockstep_topic} stamped >= {stamp_ns / 1e9:.3f} s "
                            f"after {timeout_s:g} s; going on")
+                    if self._lockstep_misses >= LOCKSTEP_GIVE_UP:
+                        # a consumer that died must not stall the rig for timeout_s on every remaining frame
+                        self._lockstep_on = False
+                        msg = (f"lockstep: {LOCKSTEP_GIVE_UP} frames in a row unacknowledged on "
+                               f"{self.p.lockstep_topic}; running without lockstep")
                     self.get_logger().warning(msg)
                     self.diag.warn(msg, frames=self.frames)
                     break
                 self._ack.wait(min(left, 0.05))  # short waits: notice ``stop`` promptly
+            else:
+                self._lockstep_misses = 0
         self.lockstep_wait_s += time.monotonic() - t0
 
     # ------------------------------------------------------------------------------------------------------- render
@@ -236,7 +248,7 @@ class SimRigNode(Node):
             # start_delay_s counts from when the graph spins, not from construction (see _ros.spinning_event).
             if not _ros.wait_for(self._spinning, stop) or stop.wait(self.p.start_delay_s):
                 return False
-            lockstep = bool(self.p.lockstep_topic) and self._subscribe_lockstep(stop)
+            self._lockstep_on = bool(self.p.lockstep_topic) and self._subscribe_lockstep(stop)
             last_stamp: int | None = None  # the newest frame published (lockstep waits for its acknowledgement)
             t_wall0 = time.monotonic()
             fps = float(rig.fps)
@@ -247,7 +259,7 @@ class SimRigNode(Node):
                 rf = rig.step()
                 self.render_ms.append((time.perf_counter() - t0) * 1e3)
                 self._sim_time_s = float(rig.time_s)
-                if lockstep and last_stamp is not None:  # rendered while the consumer worked on the previous frame
+                if self._lockstep_on and last_stamp is not None:  # rendered while the consumer worked on the last
                     first = self.frames == 1
                     self._wait_ack(last_stamp, self.p.lockstep_first_timeout_s if first else self.p.lockstep_timeout_s,
                                    stop)
@@ -271,7 +283,7 @@ class SimRigNode(Node):
                     lag = due - time.monotonic()
                     if lag > 0 and stop.wait(lag):
                         break
-            if lockstep and last_stamp is not None and not stop.is_set():  # the consumer finishes the last frame too
+            if self._lockstep_on and last_stamp is not None and not stop.is_set():  # the last frame's update too
                 self._wait_ack(last_stamp, self.p.lockstep_first_timeout_s if self.frames == 1
                                else self.p.lockstep_timeout_s, stop)
         if not stop.is_set():

@@ -62,7 +62,7 @@ def test_object_ids_by_vote(push_run):
 
 
 def test_vote_recovers_scrambled_ids(push_run):
-    """Scramble the ids, then vote (paper's rule; views with Γ < 0.2 abstain): voted Gaussians get the right id."""
+    """Scramble the ids, then vote (views with Γ < 0.2 abstain, as in the scene): voted Gaussians get the right id."""
     from vidyn_ros.render import render
     from vidyn_ros.scene.init import make_targets
     from vidyn_ros.scene.voting import vote_from_contributions

@@ -1,8 +1,10 @@
 """Object-id voting: the paper's rule on synthetic contributions, and through the renderer on a synthetic scene."""
 
+import numpy as np
 import torch
 
-from vidyn_ros.scene.voting import vote_from_contributions
+from vidyn_ros.scene.voting import vote_from_contributions, vote_object_ids
+from vidyn_ros.types import CameraModel, GaussianSet
 
 
 def test_argmax_per_view_then_majority():
@@ -32,3 +34,24 @@ def test_tie_goes_to_stronger_contribution():
     gamma[0, 0, 0] = 0.1
     gamma[1, 1, 0] = 0.7
     assert vote_from_contributions(gamma, torch.tensor([0, 4])).tolist() == [4]
+
+
+def test_vote_through_the_renderer():
+    """Camera at the origin looking along +z, 31x21 px, f = 100: mask id 2 on the left half, 5 on the right, background
+    (0) in the bottom rows. A left, B right, D low (background); C projects onto A's centre pixel, 0.5 m behind the
+    nearly opaque and twice as wide A."""
+    W, H, f = 31, 21, 100.0
+    cam = CameraModel("c", W, H, np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1.0]]), np.eye(4))
+    means = torch.tensor([[-0.06, -0.02, 1.0], [0.06, -0.02, 1.0], [-0.09, -0.03, 1.5], [0.0, 0.07, 1.0]])
+    op = torch.tensor([0.995, 0.9, 0.9, 0.9])
+    g = GaussianSet(means=means, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(4, 1),
+                    log_scales=torch.tensor([0.02, 0.01, 0.01, 0.01]).log()[:, None].repeat(1, 3),
+                    colors=torch.rand(4, 3, generator=torch.Generator().manual_seed(0)),
+                    opacity_logits=torch.log(op / (1 - op)), object_ids=torch.full((4,), 9))
+    masks = torch.zeros(1, H, W, dtype=torch.long)
+    masks[0, :15, :15] = 2
+    masks[0, :15, 16:] = 5
+    # the paper's rule (every view votes): C is behind A in mask 2, so it gets A's object
+    assert vote_object_ids(g, [cam], masks, min_contribution=1e-3).tolist() == [2, 5, 2, 0]
+    # with the scene's threshold C (Γ ~ 0.05: A leaves little transmittance over C's footprint) abstains, keeps its id
+    assert vote_object_ids(g, [cam], masks, min_contribution=0.2).tolist() == [2, 5, 9, 0]

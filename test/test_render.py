@@ -401,8 +401,9 @@ def test_row_bands_give_the_same_render_and_gradients(monkeypatch: pytest.Monkey
         assert (a - b).abs().max() <= 1e-5 * a.abs().max(), name
 
 
-def test_cpu_thread_setting_is_restored() -> None:
+def test_cpu_thread_setting_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     """The backend runs its CPU work on CPU_THREADS threads but leaves torch's global setting as it found it."""
+    monkeypatch.setattr(tb, "CPU_THREADS", 1)  # not the global 2 below, whatever the environment or earlier tests set
     prev = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -412,6 +413,23 @@ def test_cpu_thread_setting_is_restored() -> None:
         assert torch.get_num_threads() == 2
         out.rgb.sum().backward()
         assert torch.get_num_threads() == 2 and scene.means.grad is not None
+    finally:
+        torch.set_num_threads(prev)
+
+
+def test_set_cpu_threads_sets_torch_and_the_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vidyn_ros.render import set_cpu_threads
+
+    monkeypatch.setattr(tb, "CPU_THREADS", tb.CPU_THREADS)  # restored after the test
+    prev = torch.get_num_threads()
+    try:
+        set_cpu_threads(1)
+        assert torch.get_num_threads() == 1 and tb.CPU_THREADS == 1
+        torch.set_num_threads(2)
+        set_cpu_threads(0)  # torch's setting stays, and the render uses it
+        assert torch.get_num_threads() == 2 and tb.CPU_THREADS is None
+        with pytest.raises(ValueError):
+            set_cpu_threads(-1)
     finally:
         torch.set_num_threads(prev)
 

@@ -179,7 +179,7 @@ def draw_tracking(tr: Tracking, path: str | Path, title: str = "", panel: int = 
         if len(ref) > 1:
             d.line(px(ref[:, :2]), fill=_color(k), width=5)
         for u, v in px(est[:, :2]):
-            d.ellipse([u - 1.5, v - 1.5, u + 1.5, v + 1.5], fill=(0, 0, 0))
+            d.ellipse([u - 1, v - 1, u + 1, v + 1], fill=(0, 0, 0))
         u, v = px(ref[:1, :2])[0]
         d.ellipse([u - 5, v - 5, u + 5, v + 5], outline=_color(k), width=2)  # where the object started
         d.text((u + 8, v + 4), f"id {k}", fill=_color(k))

@@ -1,8 +1,10 @@
 """scene node over real DDS: simulated frames in (raw CDR bytes, as the sim rig publishes them), Gaussians,
 object markers, renders and diagnostics out."""
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,6 +20,26 @@ from vidyn_ros import msgs  # noqa: E402
 from vidyn_ros.nodes import _ros  # noqa: E402
 
 DOMAIN = 80 + os.getpid() % 20  # 80..99, apart from the other DDS test modules (Fast DDS allows <= 232)
+
+
+@contextlib.contextmanager
+def _graph() -> Iterator[tuple[Context, MultiThreadedExecutor, list]]:
+    """A fresh rclpy context on this module's domain and an executor; the nodes put into the list are closed (when
+    they have close()) and destroyed, then the context is shut down, also when the test fails."""
+    _ros.setup_fastdds_env()
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    nodes: list = []
+    try:
+        yield ctx, ex, nodes
+    finally:
+        ex.shutdown()
+        for n in nodes:
+            if hasattr(n, "close"):
+                n.close()
+            n.destroy_node()
+        rclpy.try_shutdown(context=ctx)
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +62,14 @@ def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames):
     frames, poses = sim_frames
     calib = save_rig_calibration(tmp_path / "rig_calibration.yaml", poses)
     ply = tmp_path / "scene.ply"
-    _ros.setup_fastdds_env()
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN)
     got: dict[str, list] = {"cloud": [], "objects": [], "render": [], "diag": []}
-    scene = peer = None
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
-    try:
+    with _graph() as (ctx, ex, nodes):
         scene = create_node(context=ctx, parameter_overrides=_ros.parameter_overrides({
             "calibration": str(calib), "budget": 1500, "init_iters": 3, "save_ply": str(ply),
         }))
+        nodes.append(scene)
         peer = Node("scene_test_peer", context=ctx)
+        nodes.append(peer)
         pubs = {}
         for topic, msgtype, _, _ in msgs.rig_frame_messages(frames[0], include_ground_truth=False):
             pubs[topic] = peer.create_publisher(_ros.msg_class(msgtype), topic, _ros.reliable_qos(10))
@@ -80,14 +99,6 @@ def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames):
                     spin(0.05)
             spin(60.0 if i == 0 else 10.0, until=lambda n=i + 1: len(got["cloud"]) >= n)
         spin(2.0, until=lambda: len(got["objects"]) >= len(frames) and len(got["render"]) >= 1)
-    finally:
-        ex.shutdown()
-        if scene is not None:
-            scene.close()
-            scene.destroy_node()
-        if peer is not None:
-            peer.destroy_node()
-        rclpy.try_shutdown(context=ctx)
 
     assert len(got["cloud"]) >= 3, "scene node published too few Gaussian clouds"
     cloud = msgs.deserialize(got["cloud"][-1], msgs.POINTCLOUD2)
@@ -138,24 +149,21 @@ def test_scene_node_names_a_silent_camera(tmp_path, sim_frames):
 
     frames, poses = sim_frames
     calib = save_rig_calibration(tmp_path / "rig_calibration.yaml", poses)
-    _ros.setup_fastdds_env()
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN)
     warnings: list[str] = []
     clouds: list[bytes] = []
-    scene = peer = None
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
 
     def on_diag(raw: bytes) -> None:
         for s in msgs.deserialize(raw, msgs.DIAGNOSTIC_ARRAY).status:
             if "scene" in s.name and s.level == 1:
                 warnings.append(s.message)
 
-    try:
+    with _graph() as (ctx, ex, nodes):
         scene = create_node(context=ctx, parameter_overrides=_ros.parameter_overrides({
             "calibration": str(calib), "budget": 500, "init_iters": 1, "stale_s": 0.5,
         }))
+        nodes.append(scene)
         peer = Node("scene_test_silent_peer", context=ctx)
+        nodes.append(peer)
         out = [m for m in msgs.rig_frame_messages(frames[0], include_ground_truth=False)
                if not m[0].startswith("/cam3/")]
         pubs = {t: peer.create_publisher(_ros.msg_class(mt), t, _ros.reliable_qos(10)) for t, mt, _, _ in out}
@@ -178,14 +186,6 @@ def test_scene_node_names_a_silent_camera(tmp_path, sim_frames):
                 for topic, msgtype, msg, _ in out:
                     pubs[topic].publish(msgs.serialize(msg, msgtype))
                 sent, last_sent = sent + 1, time.monotonic()
-    finally:
-        ex.shutdown()
-        if scene is not None:
-            scene.close()
-            scene.destroy_node()
-        if peer is not None:
-            peer.destroy_node()
-        rclpy.try_shutdown(context=ctx)
 
     assert sent and not clouds  # three of four cameras make no synchronised frame
     named = [w for w in warnings if "/cam3/" in w and "/cam0/" not in w]

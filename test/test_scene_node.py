@@ -159,7 +159,7 @@ def test_scene_node_names_a_silent_camera(tmp_path, sim_frames):
 
     with _graph() as (ctx, ex, nodes):
         scene = create_node(context=ctx, parameter_overrides=_ros.parameter_overrides({
-            "calibration": str(calib), "budget": 500, "init_iters": 1, "stale_s": 0.5,
+            "calibration": str(calib), "budget": 500, "init_iters": 1, "stale_s": 1.0,
         }))
         nodes.append(scene)
         peer = Node("scene_test_silent_peer", context=ctx)
@@ -176,19 +176,21 @@ def test_scene_node_names_a_silent_camera(tmp_path, sim_frames):
         t_end = time.monotonic() + 20.0
         sent, last_sent = 0, 0.0
 
-        def named_cam3_only() -> bool:  # before the first messages every topic is silent: wait for the cause
-            return any("/cam3/" in w and "/cam0/" not in w for w in warnings)
+        def cam3_only(w: str) -> bool:  # before the first messages every topic is silent: wait for the cause
+            return "/cam3/" in w and not any(f"/cam{i}/" in w for i in range(3))
+
+        def named_cam3_only() -> bool:
+            return any(cam3_only(w) for w in warnings)
 
         while time.monotonic() < t_end and not named_cam3_only():
             ex.spin_once(timeout_sec=0.02)
             matched = all(p.get_subscription_count() > 0 for p in pubs.values())
-            if matched and time.monotonic() - last_sent > 0.2:  # three cameras keep publishing, the fourth never
+            if matched and time.monotonic() - last_sent > 0.1:  # three cameras keep publishing, the fourth never
                 for topic, msgtype, msg, _ in out:
                     pubs[topic].publish(msgs.serialize(msg, msgtype))
                 sent, last_sent = sent + 1, time.monotonic()
 
     assert sent and not clouds  # three of four cameras make no synchronised frame
-    named = [w for w in warnings if "/cam3/" in w and "/cam0/" not in w]
+    named = [w for w in warnings if cam3_only(w)]
     assert named, warnings
     assert all(f"/cam3/{t}" in named[-1] for t in ("color/image_raw", "aligned_depth_to_color/image_raw", "mask"))
-    assert "/cam1/" not in named[-1] and "/cam2/" not in named[-1]

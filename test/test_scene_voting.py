@@ -36,6 +36,20 @@ def test_tie_goes_to_stronger_contribution():
     assert vote_from_contributions(gamma, torch.tensor([0, 4])).tolist() == [4]
 
 
+def test_large_ids_and_prior_votes():
+    """Ids are whatever the masks carry (a segmenter's 16-bit or growing track ids): no table of size max id."""
+    gamma = torch.zeros(3, 2, 2)
+    gamma[:, 1, 0] = 0.9  # Gaussian 0: id 2**40 in all three views
+    gamma[0, 0, 1], gamma[1, 1, 1] = 0.5, 0.5  # Gaussian 1: one vote each for 0 and 2**40 ...
+    big = 2**40
+    assert vote_from_contributions(gamma, torch.tensor([0, big])).tolist() == [big, 0]  # ... tie: equal Γ, first id
+    # ... and a prior vote for an id no mask has decides it
+    prior = torch.tensor([7, 123456])
+    assert vote_from_contributions(gamma, torch.tensor([0, big]), prior=prior, prior_weight=1.0).tolist() == [big, 0]
+    assert vote_from_contributions(gamma, torch.tensor([0, big]), prior=prior, prior_weight=2.0).tolist() == [big,
+                                                                                                              123456]
+
+
 def test_vote_through_the_renderer():
     """Camera at the origin looking along +z, 31x21 px, f = 100: mask id 2 on the left half, 5 on the right, background
     (0) in the bottom rows. A left, B right, D low (background); C projects onto A's centre pixel, 0.5 m behind the

@@ -47,21 +47,24 @@ def vote_from_contributions(
     if M == 0 or N == 0:
         return fallback.clone() if fallback is not None else torch.zeros(N, dtype=torch.long, device=device)
     best, arg = contribution.max(dim=1)  # [C, N]
-    votes_id = mask_ids.to(device).long()[arg]  # [C, N]
     valid = best >= min_contribution
-    n_ids = int(mask_ids.max()) + 1
-    if prior is not None:
-        n_ids = max(n_ids, int(prior.max()) + 1 if prior.numel() else 0)
-    counts = torch.zeros(N, n_ids, device=device, dtype=contribution.dtype)
+    # vote over the ids that occur, not over 0..max id: a segmenter's ids may be large (16-bit, growing track ids)
+    use_prior = prior is not None and prior_weight > 0
+    all_ids = mask_ids.to(device).long()
+    if use_prior:
+        all_ids = torch.cat([all_ids, prior.to(device).long()])
+    uniq, compact = torch.unique(all_ids, return_inverse=True)
+    votes_id = compact[:M][arg]  # [C, N] index into uniq
+    counts = torch.zeros(N, len(uniq), device=device, dtype=contribution.dtype)
     counts.scatter_add_(1, votes_id.T, valid.T.to(contribution.dtype))
-    if prior is not None and prior_weight > 0:
-        counts.scatter_add_(1, prior.to(device).long()[:, None],
+    if use_prior:
+        counts.scatter_add_(1, compact[M:, None],
                             torch.full((N, 1), prior_weight, device=device, dtype=contribution.dtype))
     # ties between ids (e.g. 1 view each) go to the larger summed contribution, not to the smaller id
-    strength = torch.zeros(N, n_ids, device=device, dtype=contribution.dtype)
+    strength = torch.zeros_like(counts)
     strength.scatter_add_(1, votes_id.T, (best * valid).T)
     score = counts + 1e-3 * strength / strength.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    ids = score.argmax(dim=1)
+    ids = uniq[score.argmax(dim=1)]
     none = counts.sum(dim=1) == 0
     if bool(none.any()):
         fb = fallback.to(device).long() if fallback is not None else torch.zeros(N, dtype=torch.long, device=device)

@@ -69,3 +69,15 @@ def test_vote_through_the_renderer():
     assert vote_object_ids(g, [cam], masks, min_contribution=1e-3).tolist() == [2, 5, 2, 0]
     # with the scene's threshold C (Γ ~ 0.05: A leaves little transmittance over C's footprint) abstains, keeps its id
     assert vote_object_ids(g, [cam], masks, min_contribution=0.2).tolist() == [2, 5, 9, 0]
+
+
+def test_voxel_labels_by_majority_with_large_ids():
+    """Fusion keeps a voxel's majority mask id, whatever its size."""
+    from vidyn_ros.scene.init import FusedCloud, voxel_downsample
+
+    pts = np.array([[0.001, 0.001, 0.001], [0.002, 0.002, 0.002], [0.003, 0.001, 0.002], [0.021, 0.001, 0.001]])
+    labels = np.array([2**40, 2**40, 3, 40000])  # a table over 0..max id would not fit in memory
+    cloud = FusedCloud(pts, np.zeros((4, 3), np.float32), labels, np.zeros(4, np.int64))
+    out = voxel_downsample(cloud, 0.01)
+    order = np.argsort(out.points[:, 0])
+    assert out.labels[order].tolist() == [2**40, 40000]

@@ -94,11 +94,12 @@ def voxel_downsample(cloud: FusedCloud, voxel: float) -> FusedCloud:
     np.add.at(cols, inv, cloud.colors)
     pts /= counts[:, None]
     cols /= counts[:, None]
-    # majority label per voxel: count (voxel, label) pairs, keep the most frequent per voxel
-    n_lab = int(cloud.labels.max()) + 1
-    votes = np.zeros((n, n_lab), dtype=np.int64)
-    np.add.at(votes, (inv, cloud.labels), 1)
-    labels = votes.argmax(axis=1)
+    # majority label per voxel: count (voxel, label) pairs, keep the most frequent per voxel; over the labels that
+    # occur, not 0..max label (a segmenter's 16-bit ids would make a [voxels, 65536] table)
+    uniq_lab, lab = np.unique(cloud.labels, return_inverse=True)
+    votes = np.zeros((n, len(uniq_lab)), dtype=np.int64)
+    np.add.at(votes, (inv, lab.reshape(-1)), 1)
+    labels = uniq_lab[votes.argmax(axis=1)]
     view = np.zeros(n, dtype=np.int64)
     view[inv] = cloud.view
     return FusedCloud(pts, cols.astype(np.float32), labels.astype(np.int64), view)

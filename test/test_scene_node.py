@@ -194,3 +194,29 @@ def test_scene_node_names_a_silent_camera(tmp_path, sim_frames):
     named = [w for w in warnings if cam3_only(w)]
     assert named, warnings
     assert all(f"/cam3/{t}" in named[-1] for t in ("color/image_raw", "aligned_depth_to_color/image_raw", "mask"))
+
+
+def test_rig_camera_poses_from_calibration_or_scenario(tmp_path, sim_frames):
+    """The scene node's pose source: a missing calibration file is waited for, a scenario gives the sim rig's poses."""
+    from types import SimpleNamespace
+
+    from vidyn_ros.errors import ConfigError
+    from vidyn_ros.rig.calibration_io import save_rig_calibration
+
+    _, sim_poses = sim_frames
+    warned: list[str] = []
+    diag = SimpleNamespace(warn=warned.append)
+    cams = ["cam0", "cam3"]
+    path = tmp_path / "rig_calibration.yaml"
+    assert _ros.rig_camera_poses(diag, "scene", cams, str(path), "") is None and str(path) in warned[-1]
+    from_scenario = _ros.rig_camera_poses(diag, "scene", cams, str(path), "push")  # file missing: the scenario's
+    save_rig_calibration(path, {c: sim_poses[c] for c in cams})
+    from_file = _ros.rig_camera_poses(diag, "scene", cams, str(path), "")
+    for poses in (from_scenario, from_file):
+        assert list(poses) == cams
+        for c in cams:
+            np.testing.assert_allclose(poses[c], sim_poses[c], atol=1e-6)  # the YAML keeps 6 decimals
+    with pytest.raises(ConfigError, match="cam9"):
+        _ros.rig_camera_poses(diag, "scene", ["cam9"], str(path), "")
+    with pytest.raises(ConfigError, match="calibration"):
+        _ros.rig_camera_poses(diag, "scene", cams, "", "")

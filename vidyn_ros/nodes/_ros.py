@@ -297,6 +297,34 @@ class DiagnosticsPublisher:
         self.update(DIAG_ERROR, message, **values)
 
 
+def rig_camera_poses(
+    diag: DiagnosticsPublisher, who: str, cameras: Sequence[str], calibration: str, scenario: str
+) -> dict[str, Any] | None:
+    """Camera-to-world 4x4 pose of each of ``cameras`` for a node that needs the rig geometry: from the rig
+    calibration YAML, else from a simulated-rig scenario's cameras (no MuJoCo: the scenario's poses are the rig's).
+
+    Returns None, with a warning on ``diag``, while the calibration file does not exist yet (the sim rig writes it when
+    it starts: retry later). ConfigError when neither source is set or a camera has no pose.
+    """
+    if calibration and Path(calibration).is_file():
+        from vidyn_ros.rig.calibration_io import load_rig_calibration
+
+        poses = dict(load_rig_calibration(calibration))
+    elif calibration and not scenario:
+        diag.warn(f"waiting for calibration file {calibration}")
+        return None
+    elif scenario:
+        from vidyn_ros.rig.scenario import load_scenario
+
+        poses = {c.name: c.T_world_cam for c in load_scenario(scenario).cameras}
+    else:
+        raise ConfigError(f"{who}: set parameter 'calibration' (rig calibration YAML) or 'scenario' (camera poses)")
+    missing = [c for c in cameras if c not in poses]
+    if missing:
+        raise ConfigError(f"{who}: no pose for camera(s) {missing} (have {sorted(poses)})")
+    return {c: poses[c] for c in cameras}
+
+
 class RateMeter:
     """Counts events and reports the rate over a sliding window (for diagnostics and summaries)."""
 

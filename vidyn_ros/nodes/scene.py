@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rclpy.node import Node
@@ -54,21 +53,6 @@ PARAMS = [
                "(all cores: faster alone, but OpenMP spin-waiting is 2-10x slower when other nodes share the cores)"),
     _ros.Param("seed", 0, "random seed"),
 ]
-
-
-def camera_poses(calibration: str, scenario: str) -> dict[str, Any]:
-    """Camera-to-world poses from a calibration file, else from a scenario's simulated cameras."""
-    if calibration:
-        from vidyn_ros.rig.calibration_io import load_rig_calibration
-
-        return load_rig_calibration(calibration)
-    if scenario:
-        from vidyn_ros.rig.scenario import load_scenario
-        from vidyn_ros.rig.sim import SimRig
-
-        with SimRig(load_scenario(scenario), seed=0, render_scale=0.25) as rig:
-            return {c.name: c.T_world_cam for c in rig.cameras}
-    raise ConfigError("scene: set parameter 'calibration' (rig calibration YAML) or 'scenario' for the camera poses")
 
 
 class SceneNode(Node):
@@ -123,18 +107,13 @@ class SceneNode(Node):
         if self.sync is not None:
             return True
         p = self.p
-        calib = p.calibration if p.calibration and Path(p.calibration).is_file() else ""
-        if p.calibration and not calib and not p.scenario:
-            self.diag.warn(f"waiting for calibration file {p.calibration}")
+        poses = _ros.rig_camera_poses(self.diag, "scene", p.cameras, p.calibration, p.scenario)
+        if poses is None:
             return False
-        poses = camera_poses(calib, p.scenario)
-        missing = [c for c in p.cameras if c not in poses]
-        if missing:
-            raise ConfigError(f"scene: no pose for camera(s) {missing} (calibration has {sorted(poses)})")
         from vidyn_ros.rig.sync import TopicSynchronizer
 
         self.sync = TopicSynchronizer(list(p.cameras), with_mask=p.use_masks, slop_ns=int(p.slop_ms * 1e6),
-                                      poses={c: poses[c] for c in p.cameras})
+                                      poses=poses)
         for topic, msgtype in self.sync.topics().items():
             qos = _ros.sensor_qos(10)  # best effort matches reliable and best-effort camera drivers alike
             self._subs.append(self.create_subscription(

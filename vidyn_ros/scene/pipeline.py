@@ -44,7 +44,7 @@ class SceneConfig:
     densify_max: int = 300  # at most this many new Gaussians per densification
     vote_ids: bool = True  # cross-view id vote after the initial optimisation (needs masks)
     # a view votes only where a Gaussian's best Γ reaches this; 0.001 = the paper's rule (deviation: docs/scene.md)
-    vote_min_contribution: float = 0.2
+    vote_min_contribution: float = 0.05
     vote_prior_weight: float = 0.0  # extra votes for the pixel label a Gaussian was made from (0: paper's rule)
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)

@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.debug else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -55,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # a bug, not bad input: still one line, with a way to get the traceback
         if args.debug:
             raise
-        print(f"vidyn {args.command}: internal error: {type(err).__name__}: {err} (rerun with --debug)", file=sys.stderr)
+        msg = f"vidyn {args.command}: internal error: {type(err).__name__}: {err} (rerun with --debug)"
+        print(msg, file=sys.stderr)
         return 1
 
 

@@ -1,4 +1,4 @@
-"""Where the package's shipped files live: the ament share directory when installed with colcon, else the source tree."""
+"""Where the package's shipped files live: the ament share directory (colcon install), else the source tree."""
 
 from __future__ import annotations
 

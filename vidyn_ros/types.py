@@ -56,7 +56,7 @@ class CameraModel:
         return float(self.K[1, 2])
 
     @property
-    def T_cam_world(self) -> np.ndarray:
+    def T_cam_world(self) -> np.ndarray:  # noqa: N802 - T_a_b is the transform convention used throughout
         """World-to-camera 4x4 transform."""
         return invert_se3(self.T_world_cam)
 
@@ -111,7 +111,7 @@ class MultiViewFrame:
         raise KeyError(f"no camera named {name!r} in this frame (have {[v.camera.name for v in self.views]})")
 
     def to_torch(self, device: str = "cpu") -> dict[str, torch.Tensor]:
-        """Stacked tensors: color [C,H,W,3] float in [0,1], depth [C,H,W] metres, mask [C,H,W] int64 (if all have one)."""
+        """Stacked tensors: color [C,H,W,3] float in [0,1], depth [C,H,W] m, mask [C,H,W] int64 (if all have one)."""
         import torch
 
         out = {

@@ -14,6 +14,7 @@ demo: setup
 	$(VENV)/bin/vidyn demo --out out/demo
 
 test: setup
+	$(VENV)/bin/ruff check vidyn_ros test bench launch
 	$(PY) -m pytest -q test
 
 lint: setup

@@ -35,6 +35,7 @@ PARAMS = [
     _ros.Param("all", False, "record every topic that appears (except /rosout and /parameter_events)"),
     _ros.Param("output", "", "bag directory to create (must not exist unless overwrite)"),
     _ros.Param("storage", "mcap", "bag storage: mcap or sqlite3"),
+    _ros.Param("compression", "none", "bag compression: none or zstd (MCAP: zstd chunks; sqlite3: per message)"),
     _ros.Param("overwrite", False, "replace an existing bag directory"),
     _ros.Param("calibration", "", "rig calibration YAML copied into the bag (rig_calibration.yaml), at start or close"),
     _ros.Param("stamp_source", "header", "log time: 'header' (message header stamp when present) or 'receive'"),
@@ -92,6 +93,8 @@ class Recorder(Node):
         self.wanted = parse_topic_specs(self.p.topics)
         if not self.wanted and not self.p.all:
             raise ConfigError("recorder: no topics to record (set 'topics' or 'all: true')")
+        if self.p.compression not in ("none", "zstd"):
+            raise ConfigError(f"recorder: compression must be 'none' or 'zstd', got {self.p.compression!r}")
         calib = Path(self.p.calibration) if self.p.calibration else None
         if calib is not None and calib.suffix not in (".yaml", ".yml"):
             raise ConfigError(f"recorder: calibration {calib}: expected a .yaml file")
@@ -100,7 +103,8 @@ class Recorder(Node):
 
         self.output = Path(self.p.output)
         # Open the bag now, so an unwritable or existing output fails before anything runs (OutputError, one line).
-        self._writer = BagWriter(self.output, storage=self.p.storage, overwrite=self.p.overwrite)
+        self._writer = BagWriter(self.output, storage=self.p.storage, overwrite=self.p.overwrite,
+                                 compression=self.p.compression)
         try:
             self._start(calib)
         except BaseException:
@@ -131,7 +135,7 @@ class Recorder(Node):
         self._timer = self.create_timer(self.p.discovery_period_s, self._discover, clock=steady)
         if self.p.flush_period_s > 0:
             self._flush_timer = self.create_timer(self.p.flush_period_s, self._flush, clock=steady)
-        self.get_logger().info(f"recording to {self.output} ({self.p.storage})")
+        self.get_logger().info(f"recording to {self.output} ({self.p.storage}, compression {self.p.compression})")
 
     # --------------------------------------------------------------------------------------------------- discovery
     def _discover(self) -> None:

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rclpy.node import Node
@@ -44,19 +43,6 @@ PARAMS = [
     _ros.Param("queue", 1, "frames waiting for segmentation: 1 = the newest only (lowest latency); more = every frame"),
     _ros.Param("stale_s", 2.0, "warn on /diagnostics when no synchronised frame arrived for this long"),
 ]
-
-
-def camera_poses(calibration: str, scenario: str) -> dict[str, Any]:
-    """Camera-to-world poses from a calibration file, else from a scenario's simulated cameras."""
-    if calibration:
-        from vidyn_ros.rig.calibration_io import load_rig_calibration
-
-        return load_rig_calibration(calibration)
-    from vidyn_ros.rig.scenario import load_scenario
-    from vidyn_ros.rig.sim import SimRig
-
-    with SimRig(load_scenario(scenario), render_scale=0.25, masks=False) as rig:
-        return {c.name: c.T_world_cam for c in rig.cameras}
 
 
 class SegmenterNode(Node):
@@ -100,22 +86,18 @@ class SegmenterNode(Node):
         self._timer = self.create_timer(1.0, self._check)
 
     def _try_setup(self) -> bool:
+        """Load the camera poses and subscribe; False (retried every second) while the calibration file is missing."""
         if self.sync is not None:
             return True
         p = self.p
-        calib = p.calibration if p.calibration and Path(p.calibration).is_file() else ""
-        if p.calibration and not calib and not p.scenario:
-            self.diag.warn(f"waiting for calibration file {p.calibration}")
+        poses = _ros.rig_camera_poses(self.diag, "segmenter", p.cameras, p.calibration, p.scenario)
+        if poses is None:
             return False
-        poses = camera_poses(calib, p.scenario)
-        missing = [c for c in p.cameras if c not in poses]
-        if missing:
-            raise ConfigError(f"segmenter: no pose for camera(s) {missing} (calibration has {sorted(poses)})")
         from vidyn_ros.rig.sync import TopicSynchronizer
 
         external = bool(p.external_masks.strip("/"))
         self.sync = TopicSynchronizer(list(p.cameras), with_mask=external, mask_suffix=p.external_masks or "mask",
-                                      slop_ns=int(p.slop_ms * 1e6), poses={c: poses[c] for c in p.cameras})
+                                      slop_ns=int(p.slop_ms * 1e6), poses=poses)
         for topic, msgtype in self.sync.topics().items():
             self._subs.append(self.create_subscription(
                 _ros.msg_class(msgtype), topic, lambda raw, t=topic, m=msgtype: self._on_message(t, m, raw),

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.context import Context
 from rclpy.node import Node
 
@@ -79,27 +78,23 @@ def _stamp(raw: bytes) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- _ros helpers
-def test_declare_params_coerces_ints_and_reports_type_errors_in_one_line() -> None:
+def test_declare_params_coerces_ints_and_reports_type_errors_in_one_line(ros_context: Context) -> None:
     from vidyn_ros.errors import ConfigError
 
     table = [_ros.Param("rate", 1.0, "a float"), _ros.Param("gains", [0.5], "floats"),
              _ros.Param("names", [], "strings", kind="string"), _ros.Param("n", 3, "an int")]
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN)
-    try:
-        # YAML `2` where a float is declared, and an empty list (no ROS array type) left to the default
-        node = Node("p1", context=ctx, parameter_overrides=_ros.parameter_overrides(
-            {"rate": 2, "gains": [1, 2], "names": []}))
-        p = _ros.declare_params(node, table)
-        assert (p.rate, p.gains, p.names, p.n) == (2.0, [1.0, 2.0], [], 3) and isinstance(p.rate, float)
-        node.destroy_node()
-        bad = Node("p2", context=ctx, parameter_overrides=_ros.parameter_overrides({"n": "three"}))
-        with pytest.raises(ConfigError, match=r"^p2: parameter 'n': ") as info:
-            _ros.declare_params(bad, table)
-        assert "\n" not in str(info.value)
-        bad.destroy_node()
-    finally:
-        rclpy.try_shutdown(context=ctx)
+    ctx = ros_context
+    # YAML `2` where a float is declared, and an empty list (no ROS array type) left to the default
+    node = Node("p1", context=ctx, parameter_overrides=_ros.parameter_overrides(
+        {"rate": 2, "gains": [1, 2], "names": []}))
+    p = _ros.declare_params(node, table)
+    assert (p.rate, p.gains, p.names, p.n) == (2.0, [1.0, 2.0], [], 3) and isinstance(p.rate, float)
+    node.destroy_node()
+    bad = Node("p2", context=ctx, parameter_overrides=_ros.parameter_overrides({"n": "three"}))
+    with pytest.raises(ConfigError, match=r"^p2: parameter 'n': ") as info:
+        _ros.declare_params(bad, table)
+    assert "\n" not in str(info.value)
+    bad.destroy_node()
 
 
 def test_worker_keeps_the_newest_items_and_survives_errors() -> None:
@@ -317,16 +312,10 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture
-def ctx_node():
-    _ros.setup_fastdds_env()
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN)
-    node = Node("test_peer", context=ctx)
-    try:
-        yield ctx, node
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
+def ctx_node(ros_context: Context):
+    node = Node("test_peer", context=ros_context)
+    yield ros_context, node
+    node.destroy_node()
 
 
 def _spin_until(ctx: Context, node: Node, cond, timeout: float) -> bool:

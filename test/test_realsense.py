@@ -228,17 +228,6 @@ def test_supervisor_keeps_serving_and_reconnects_when_the_recording_returns(tmp_
 
 
 # ------------------------------------------------------------------------------------------------------------ node
-@pytest.fixture
-def ros_context():
-    import rclpy
-    from rclpy.context import Context
-
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
 def test_node_publishes_recordings_on_the_rig_topics(tmp_path, ros_context):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node

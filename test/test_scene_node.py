@@ -23,12 +23,9 @@ DOMAIN = 80 + os.getpid() % 20  # 80..99, apart from the other DDS test modules 
 
 
 @contextlib.contextmanager
-def _graph() -> Iterator[tuple[Context, MultiThreadedExecutor, list]]:
-    """A fresh rclpy context on this module's domain and an executor; the nodes put into the list are closed (when
-    they have close()) and destroyed, then the context is shut down, also when the test fails."""
-    _ros.setup_fastdds_env()
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN)
+def _graph(ctx: Context) -> Iterator[tuple[Context, MultiThreadedExecutor, list]]:
+    """An executor on ``ctx`` (the ros_context fixture: this module's domain, shut down after the test); the nodes
+    put into the list are closed (when they have close()) and destroyed, also when the test fails."""
     ex = MultiThreadedExecutor(num_threads=4, context=ctx)
     nodes: list = []
     try:
@@ -39,7 +36,6 @@ def _graph() -> Iterator[tuple[Context, MultiThreadedExecutor, list]]:
             if hasattr(n, "close"):
                 n.close()
             n.destroy_node()
-        rclpy.try_shutdown(context=ctx)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +50,7 @@ def sim_frames():
     return frames, poses
 
 
-def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames):
+def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames, ros_context):
     from vidyn_ros.nodes.scene import GAUSSIANS_TOPIC, OBJECTS_TOPIC, create_node
     from vidyn_ros.rig.calibration_io import save_rig_calibration
     from vidyn_ros.scene.ply import load_ply
@@ -63,7 +59,7 @@ def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames):
     calib = save_rig_calibration(tmp_path / "rig_calibration.yaml", poses)
     ply = tmp_path / "scene.ply"
     got: dict[str, list] = {"cloud": [], "objects": [], "render": [], "diag": []}
-    with _graph() as (ctx, ex, nodes):
+    with _graph(ros_context) as (ctx, ex, nodes):
         scene = create_node(context=ctx, parameter_overrides=_ros.parameter_overrides({
             "calibration": str(calib), "budget": 1500, "init_iters": 3, "save_ply": str(ply),
         }))
@@ -142,7 +138,7 @@ def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames):
     assert len(saved) == len(arr["x"])
 
 
-def test_scene_node_names_a_silent_camera(tmp_path, sim_frames):
+def test_scene_node_names_a_silent_camera(tmp_path, sim_frames, ros_context):
     """One camera of four never publishes: no scene, and /diagnostics warns naming that camera's topics."""
     from vidyn_ros.nodes.scene import create_node
     from vidyn_ros.rig.calibration_io import save_rig_calibration
@@ -157,7 +153,7 @@ def test_scene_node_names_a_silent_camera(tmp_path, sim_frames):
             if "scene" in s.name and s.level == 1:
                 warnings.append(s.message)
 
-    with _graph() as (ctx, ex, nodes):
+    with _graph(ros_context) as (ctx, ex, nodes):
         scene = create_node(context=ctx, parameter_overrides=_ros.parameter_overrides({
             "calibration": str(calib), "budget": 500, "init_iters": 1, "stale_s": 1.0,
         }))

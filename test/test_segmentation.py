@@ -7,6 +7,8 @@ import pytest
 
 from vidyn_ros.rig.segmentation import InstanceSegmenter, episode_metrics
 
+DOMAIN = 40 + (os.getpid() + 15) % 30  # for the ros_context fixture (test/conftest.py)
+
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 
@@ -71,17 +73,6 @@ def test_external_masks_get_consistent_ids_across_views_and_time():
     pred, gt, _ = _episode("push", seed=2, external=scrambled)
     m = episode_metrics(pred, gt)
     assert m["mean_iou"] >= 0.97 and m["id_switches"] == 0, m
-
-
-@pytest.fixture
-def ros_context():
-    import rclpy
-    from rclpy.context import Context
-
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=40 + (os.getpid() + 15) % 30)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 @pytest.mark.parametrize("external", [False, True], ids=["clustering", "external_masks"])

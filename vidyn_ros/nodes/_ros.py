@@ -325,6 +325,47 @@ def rig_camera_poses(
     return {c: poses[c] for c in cameras}
 
 
+class SyncedInput:
+    """Raw subscriptions to every topic of a TopicSynchronizer (vidyn_ros.rig.sync): each complete MultiViewFrame goes
+    to ``on_frame`` (typically ``Worker.submit``, so the heavy work stays off the callback thread). A malformed message
+    is a warning on ``diag``, never a crash. Shared by the nodes that consume synchronised camera sets.
+
+    Attributes:
+        last_msg_t: topic -> monotonic arrival time of its last message (names the silent topics when stale).
+        last_frame_t: monotonic time of the last complete set (initially ``since``).
+    """
+
+    def __init__(self, node: Node, sync: Any, on_frame: Callable[[Any], Any], diag: DiagnosticsPublisher,
+                 since: float, depth: int = 10) -> None:
+        self.sync = sync
+        self._on_frame = on_frame
+        self._diag = diag
+        self._lock = threading.Lock()
+        self.last_msg_t: dict[str, float] = {}
+        self.last_frame_t = since
+        qos = sensor_qos(depth)  # best effort matches reliable and best-effort camera drivers alike
+        self.subscriptions = [
+            node.create_subscription(msg_class(m), t, lambda raw, t=t, m=m: self._on_message(t, m, raw), qos, raw=True)
+            for t, m in sync.topics().items()
+        ]
+
+    def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
+        self.last_msg_t[topic] = time.monotonic()
+        try:
+            with self._lock:
+                frames = self.sync.add_message(topic, msgtype, bytes(raw))
+        except Exception as err:  # a malformed message must not kill the node
+            self._diag.warn(f"bad message on {topic}: {err}")
+            return
+        for f in frames:
+            self.last_frame_t = time.monotonic()
+            self._on_frame(f)
+
+    def silent_topics(self, older_than_s: float) -> list[str]:
+        now = time.monotonic()
+        return [t for t in self.sync.topics() if now - self.last_msg_t.get(t, -1e9) > older_than_s]
+
+
 class RateMeter:
     """Counts events and reports the rate over a sliding window (for diagnostics and summaries)."""
 

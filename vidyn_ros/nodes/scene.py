@@ -17,7 +17,6 @@ as a 3DGS PLY on shutdown.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -81,7 +80,6 @@ class SceneNode(Node):
             device=p.device, backend=p.backend, budget=p.budget, object_share=p.object_share,
             downscale=p.image_downscale, init_iters=p.init_iters, iters_per_frame=p.iters_per_frame, seed=p.seed,
         ))  # fmt: skip
-        self._sync_lock = threading.Lock()
         self.pub_cloud = self.create_publisher(_ros.msg_class(msgs.POINTCLOUD2), GAUSSIANS_TOPIC, _ros.reliable_qos(2))
         self.pub_objects = self.create_publisher(_ros.msg_class(msgs.MARKER_ARRAY), OBJECTS_TOPIC, _ros.reliable_qos(2))
         self.pub_render = {
@@ -92,11 +90,10 @@ class SceneNode(Node):
         self.rate = _ros.RateMeter()
         self.updates = 0
         self.last_update: Any = None
-        self._last_frame_t = time.monotonic()
-        self._last_msg_t: dict[str, float] = {}  # topic -> arrival time: names the silent camera topics when stale
+        self._started_t = time.monotonic()
         self.worker = _ros.Worker(self._process, maxsize=1, name="scene-worker", on_error=self._on_error)
         self.sync: Any = None
-        self._subs: list[Any] = []
+        self.inputs: _ros.SyncedInput | None = None
         self._try_setup()  # the simulated rig writes its calibration file when it starts: maybe not yet
         self._timer = self.create_timer(1.0, self._check_stale)
         self.get_logger().info(f"scene: {len(p.cameras)} cameras, budget {p.budget}, device {p.device}")
@@ -114,26 +111,10 @@ class SceneNode(Node):
 
         self.sync = TopicSynchronizer(list(p.cameras), with_mask=p.use_masks, slop_ns=int(p.slop_ms * 1e6),
                                       poses=poses)
-        for topic, msgtype in self.sync.topics().items():
-            qos = _ros.sensor_qos(10)  # best effort matches reliable and best-effort camera drivers alike
-            self._subs.append(self.create_subscription(
-                _ros.msg_class(msgtype), topic, lambda raw, t=topic, m=msgtype: self._on_message(t, m, raw), qos,
-                raw=True,
-            ))  # fmt: skip
-        self.get_logger().info(f"scene: subscribed to {len(self._subs)} topics of {len(p.cameras)} cameras")
+        self.inputs = _ros.SyncedInput(self, self.sync, self.worker.submit, self.diag, since=self._started_t)
+        n_topics = len(self.inputs.subscriptions)
+        self.get_logger().info(f"scene: subscribed to {n_topics} topics of {len(p.cameras)} cameras")
         return True
-
-    def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
-        self._last_msg_t[topic] = time.monotonic()
-        try:
-            with self._sync_lock:
-                frames = self.sync.add_message(topic, msgtype, bytes(raw))
-        except Exception as err:  # a malformed message must not kill the node
-            self.diag.warn(f"bad message on {topic}: {err}")
-            return
-        for f in frames:
-            self._last_frame_t = time.monotonic()
-            self.worker.submit(f)
 
     def _check_stale(self) -> None:
         try:
@@ -142,11 +123,11 @@ class SceneNode(Node):
         except Exception as err:  # e.g. a malformed calibration file written late: report, keep retrying
             self.diag.error(f"scene: {err}")
             return
-        now = time.monotonic()
-        idle = now - self._last_frame_t
+        assert self.inputs is not None
+        idle = time.monotonic() - self.inputs.last_frame_t
         if idle > self.p.stale_s:
             # which inputs are missing (a camera unplugged, a segmenter not running) is what the operator needs
-            silent = [t for t in self.sync.topics() if now - self._last_msg_t.get(t, -1e9) > self.p.stale_s]
+            silent = self.inputs.silent_topics(self.p.stale_s)
             why = f"; silent: {', '.join(silent)}" if silent else " (inputs arrive but do not synchronise)"
             # the idle time is a value, not part of the message: the log line repeats only when the cause changes
             self.diag.warn(f"no synchronised frame for over {self.p.stale_s:g} s{why}", idle_s=f"{idle:.1f}",

@@ -15,7 +15,6 @@ over time.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -72,8 +71,7 @@ class SegmenterNode(Node):
         self.rate = _ros.RateMeter()
         self.frames = 0
         self.last_ms = 0.0
-        self._last_frame_t = time.monotonic()
-        self._sync_lock = threading.Lock()
+        self._started_t = time.monotonic()
         self.worker = _ros.Worker(self._process, maxsize=max(1, p.queue), name="segmenter-worker",
                                   on_error=self._on_error)
         # Import the heavy libraries now, not on the first frame (open3d takes ~1 s to import on a small CPU).
@@ -81,7 +79,7 @@ class SegmenterNode(Node):
         import scipy.optimize
         import scipy.spatial  # noqa: F401
         self.sync: Any = None
-        self._subs: list[Any] = []
+        self.inputs: _ros.SyncedInput | None = None
         self._try_setup()  # the calibration file may be written by another node after start: retried every second
         self._timer = self.create_timer(1.0, self._check)
 
@@ -98,24 +96,10 @@ class SegmenterNode(Node):
         external = bool(p.external_masks.strip("/"))
         self.sync = TopicSynchronizer(list(p.cameras), with_mask=external, mask_suffix=p.external_masks or "mask",
                                       slop_ns=int(p.slop_ms * 1e6), poses=poses)
-        for topic, msgtype in self.sync.topics().items():
-            self._subs.append(self.create_subscription(
-                _ros.msg_class(msgtype), topic, lambda raw, t=topic, m=msgtype: self._on_message(t, m, raw),
-                _ros.sensor_qos(10), raw=True))
+        self.inputs = _ros.SyncedInput(self, self.sync, self.worker.submit, self.diag, since=self._started_t)
         self.get_logger().info(f"segmenter: {len(p.cameras)} cameras, "
                                f"{'external masks /<cam>/' + p.external_masks if external else 'own clustering'}")
         return True
-
-    def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
-        try:
-            with self._sync_lock:
-                frames = self.sync.add_message(topic, msgtype, bytes(raw))
-        except Exception as err:  # a malformed message must not kill the node
-            self.diag.warn(f"bad message on {topic}: {err}")
-            return
-        for f in frames:
-            self._last_frame_t = time.monotonic()
-            self.worker.submit(f)
 
     def _process(self, frame: Any) -> None:
         msgs = self.msgs
@@ -138,7 +122,8 @@ class SegmenterNode(Node):
         except Exception as err:  # e.g. a malformed calibration written late: report, keep retrying
             self.diag.error(f"segmenter: {err}")
             return
-        idle = time.monotonic() - self._last_frame_t
+        assert self.inputs is not None
+        idle = time.monotonic() - self.inputs.last_frame_t
         if idle > self.p.stale_s:
             self.diag.warn(f"no synchronised frame for {idle:.1f} s", frames=self.frames,
                            **self.sync.sync.stats.as_dict())

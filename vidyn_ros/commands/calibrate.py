@@ -132,13 +132,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _versions() -> dict:
-    import platform
-    from importlib import metadata
+    from vidyn_ros.provenance import software_versions
 
-    out = {"python": platform.python_version()}
-    for pkg in ("vidyn_ros", "opencv-python-headless", "numpy", "mujoco", "pyrealsense2"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return software_versions("opencv-python-headless", "numpy", "mujoco", "pyrealsense2")

@@ -107,20 +107,10 @@ class SmoothRandomPusher:
 
 
 def software_versions() -> dict[str, str]:
-    """Versions that decide what a run produced (vidyn_ros, python, mujoco, rosbags, numpy), for provenance files
-    (dataset.yaml here, the demo's summary.json, bench results)."""
-    import platform
-    from importlib import metadata
+    """Versions that decide what a simulated run produced (dataset.yaml, the demo's summary.json, bench results)."""
+    from vidyn_ros.provenance import software_versions as versions
 
-    import vidyn_ros
-
-    out = {"vidyn_ros": vidyn_ros.__version__, "python": platform.python_version()}
-    for pkg in ("mujoco", "rosbags", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    return versions("mujoco", "rosbags", "numpy")
 
 
 def _write_yaml(path: Any, doc: dict) -> None:

@@ -7,7 +7,6 @@ Both drive a SceneEstimator over a frame sequence; evaluation also scores it aga
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -26,13 +25,9 @@ from .pipeline import SceneConfig, SceneEstimator
 
 def versions() -> dict[str, str]:
     """Versions of the packages that shape the numbers (written next to every result)."""
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    for mod in ("open3d", "mujoco", "gsplat"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # optional / not importable here
-            continue
-    return out
+    from vidyn_ros.provenance import software_versions
+
+    return software_versions("torch", "numpy", "open3d", "mujoco", "gsplat")
 
 
 def side_by_side(observed: np.ndarray, rendered: np.ndarray, path: str | Path, labels: Sequence[str] = ()) -> Path:

@@ -153,6 +153,9 @@ class GaussianSet:
         colors: [N, 3] RGB in [0, 1].
         opacity_logits: [N] pre-sigmoid opacities.
         object_ids: [N] int64, 0 = background / table.
+        particle_ids: [N] int64 stable identity of each Gaussian: it keeps its id while it lives (tracking,
+            snapshots, files), and ids of removed Gaussians are not reused by the scene that made them. None at
+            construction: 0..N-1.
     """
 
     means: torch.Tensor
@@ -161,6 +164,13 @@ class GaussianSet:
     colors: torch.Tensor
     opacity_logits: torch.Tensor
     object_ids: torch.Tensor
+    particle_ids: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.particle_ids is None:
+            import torch
+
+            self.particle_ids = torch.arange(self.means.shape[0], dtype=torch.int64, device=self.means.device)
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
@@ -190,7 +200,7 @@ class GaussianSet:
         return GaussianSet(**{k: getattr(self, k)[index] for k in _GAUSSIAN_FIELDS})
 
 
-_GAUSSIAN_FIELDS = ("means", "quats", "log_scales", "colors", "opacity_logits", "object_ids")
+_GAUSSIAN_FIELDS = ("means", "quats", "log_scales", "colors", "opacity_logits", "object_ids", "particle_ids")
 
 
 def invert_se3(T: np.ndarray) -> np.ndarray:

@@ -9,8 +9,9 @@ HELP = "track a recorded bag into per-Gaussian trajectories (positions, rotation
 DESCRIPTION = (
     "Read the synchronised RGB-D(+mask) frames of BAG (camera poses from its rig_calibration.yaml), initialise the "
     "Gaussian scene on the first frame and track it through the bag. Writes DIR/trajectories.npz (positions [T,N,3], "
-    "quats [T,N,4] wxyz, object_ids [N], stamps [T] ns; NaN before a Gaussian existed), DIR/scene_first.ply and "
-    "DIR/scene_last.ply (3DGS PLY with object_id), DIR/render_vs_observed.png and DIR/track.json."
+    "quats [T,N,4] wxyz, object_ids [N], particle_ids [N] (stable), stamps [T] ns; NaN before a Gaussian existed), "
+    "DIR/scene_first.ply and DIR/scene_last.ply (3DGS PLY with object_id), DIR/render_vs_observed.png and "
+    "DIR/track.json."
 )
 ORDER = 41
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from vidyn_ros.geometry import matrix_to_quat_wxyz
+from vidyn_ros.geometry_torch import quat_mul
 from vidyn_ros.types import GaussianSet, MultiViewFrame, ObjectPose
 
 from .init import FusedCloud, Targets, downsample_to_budget, estimate_normals, fuse_views, init_gaussians
@@ -82,21 +83,6 @@ def _interior(labels: np.ndarray, depth: np.ndarray, depth_step: float = 0.01) -
     return ok
 
 
-def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product of (w, x, y, z) quaternions, broadcast [..., 4]."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
-
-
 class Tracker:
     """Tracks the objects of an initialised Gaussian scene through new frames (see module docstring).
 
@@ -120,6 +106,9 @@ class Tracker:
         self.background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # colour behind the Gaussians (refinement)
         self.cameras = cameras
         self.gaussians = gaussians.detach().clone()
+        # stable particle ids: appended Gaussians get fresh ones, never reused (snapshots and files can be aligned)
+        pids = self.gaussians.particle_ids
+        self._next_particle_id = int(pids.max()) + 1 if len(pids) else 0
         self.canonical = self.gaussians.means.detach().cpu().numpy().astype(np.float64)  # [N,3]
         self.canonical_quats = self.gaussians.quats.detach().clone()
         self.normals = np.zeros_like(self.canonical)
@@ -158,6 +147,11 @@ class Tracker:
         elif len(idx) >= 4:
             self._model[k] = (pts.copy(), self.normals[idx].copy())
 
+    def _new_particle_ids(self, n: int, device) -> torch.Tensor:
+        ids = torch.arange(self._next_particle_id, self._next_particle_id + n, dtype=torch.int64, device=device)
+        self._next_particle_id += n
+        return ids
+
     def object_indices(self, k: int) -> np.ndarray:
         return np.flatnonzero(self.gaussians.object_ids.cpu().numpy() == k)
 
@@ -166,10 +160,11 @@ class Tracker:
         sub = downsample_to_budget(cloud, self.cfg.new_object_budget)
         new = init_gaussians(sub, self.cameras, device=str(self.gaussians.device))
         new.object_ids[:] = k
+        new.particle_ids = self._new_particle_ids(len(new), new.device)
         g = self.gaussians
         self.gaussians = GaussianSet(
             *(torch.cat([getattr(g, f), getattr(new, f)]) for f in
-              ("means", "quats", "log_scales", "colors", "opacity_logits", "object_ids"))
+              ("means", "quats", "log_scales", "colors", "opacity_logits", "object_ids", "particle_ids"))
         )  # fmt: skip
         start = len(self.canonical)
         self.canonical = np.concatenate([self.canonical, sub.points.astype(np.float64)])
@@ -307,7 +302,7 @@ class Tracker:
             means[idx] = self.canonical[idx] @ obj.T[:3, :3].T + obj.T[:3, 3]
             qk = torch.as_tensor(matrix_to_quat_wxyz(obj.T[:3, :3]), dtype=g.quats.dtype, device=g.device)
             ti = torch.as_tensor(idx, device=g.device)
-            g.quats[ti] = _quat_mul(qk.expand(len(idx), 4), self.canonical_quats[ti])
+            g.quats[ti] = quat_mul(qk.expand(len(idx), 4), self.canonical_quats[ti])
         g.means.copy_(torch.as_tensor(means, dtype=g.means.dtype))
 
     def _refine(self, targets: Targets, backend: str) -> float:
@@ -344,7 +339,7 @@ class Tracker:
         loss_v = float("nan")
         for _ in range(cfg.refine_iters):
             opt.zero_grad(set_to_none=True)
-            gi = GaussianSet(means, g.quats, g.log_scales, colors, opac, g.object_ids)
+            gi = GaussianSet(means, g.quats, g.log_scales, colors, opac, g.object_ids, g.particle_ids)
             out = render(gi, targets.cameras, background=self.background, backend=backend)
             loss = photometric_loss(out.rgb, targets.color, 0.0) + depth_loss(out.depth, targets.depth)
             d = means[pj] - means[pi]
@@ -439,6 +434,7 @@ class Tracker:
             colors=torch.cat([g.colors, torch.as_tensor(cloud.colors, dtype=g.colors.dtype, device=dev)]),
             opacity_logits=torch.cat([g.opacity_logits, torch.full((n,), float(np.log(0.8 / 0.2)), device=dev)]),
             object_ids=torch.cat([g.object_ids, new_ids]),
+            particle_ids=torch.cat([g.particle_ids, self._new_particle_ids(n, dev)]),
         )
         canon = cloud.points.astype(np.float64).copy()
         for k, obj in self.objects.items():  # express object points in the object's first-sight frame
@@ -474,7 +470,8 @@ class Tracker:
         return out
 
     def trajectories(self) -> dict[str, np.ndarray]:
-        """positions [T,N,3], quats [T,N,4] (NaN before a Gaussian existed), object_ids [N], stamps [T] ns."""
+        """positions [T,N,3], quats [T,N,4] (NaN before a Gaussian existed), object_ids [N], particle_ids [N],
+        stamps [T] ns."""
         n = len(self.gaussians)
         T = len(self.positions)
         pos = np.full((T, n, 3), np.nan, dtype=np.float32)
@@ -486,5 +483,6 @@ class Tracker:
             "positions": pos,
             "quats": quat,
             "object_ids": self.gaussians.object_ids.cpu().numpy().astype(np.int64),
+            "particle_ids": self.gaussians.particle_ids.cpu().numpy().astype(np.int64),
             "stamps": np.asarray(self.stamps, dtype=np.int64),
         }

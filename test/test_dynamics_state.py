@@ -15,6 +15,7 @@ from vidyn_ros.dynamics import (
     ParticleState,
     Static,
     SubStepped,
+    pusher_object_id,
     rollout,
     stack_positions,
 )
@@ -166,3 +167,10 @@ def test_subset_and_gaussians_round_trip():
     g = sub.to_gaussians()
     assert g.particle_ids.tolist() == s.particle_ids[:2].tolist()
     torch.testing.assert_close(g.means, s.now[:2])
+
+
+def test_pusher_is_the_object_at_the_robots_end_effector():
+    s = _moving_state()
+    assert pusher_object_id(s.object_ids, s.now, [0.2, 0.1, 0.04]) == 2
+    assert pusher_object_id(s.object_ids, s.now, [0.005, 0.0, 0.02]) == 1
+    assert pusher_object_id(s.object_ids, s.now, [0.5, 0.5, 0.0]) is None  # nothing within 3 cm

@@ -11,6 +11,7 @@ from .state import (
     Static,
     SubStepped,
     move_kinematic,
+    pusher_object_id,
     rollout,
     stack_positions,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Static",
     "SubStepped",
     "move_kinematic",
+    "pusher_object_id",
     "rollout",
     "stack_positions",
 ]

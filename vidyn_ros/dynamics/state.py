@@ -323,6 +323,21 @@ def move_kinematic(
     return positions, quats
 
 
+def pusher_object_id(
+    object_ids: torch.Tensor, positions: torch.Tensor, pusher_xyz: Sequence[float], max_distance: float = 0.03
+) -> int | None:
+    """The object id whose particles lie closest to the pusher's known position (the robot's own end-effector
+    pose: proprioception, not object ground truth), or None if no object's nearest particle is within
+    ``max_distance`` [m]. ``object_ids`` [N], ``positions`` [N, 3]; background (0) is never the pusher."""
+    p = torch.as_tensor(pusher_xyz, dtype=positions.dtype, device=positions.device)
+    fg = object_ids > 0
+    if not bool(fg.any()):
+        return None
+    d = (positions[fg] - p).norm(dim=-1)
+    i = int(torch.argmin(d))
+    return int(object_ids[fg][i]) if float(d[i]) <= max_distance else None
+
+
 def rollout(
     model: Dynamics, state: ParticleState, controls: Control | Sequence[Control | None], dt: float
 ) -> list[ParticleState]:

@@ -1,0 +1,165 @@
+"""The visual MPC library (vidyn_ros.control): goals, cost, planner, command safety. CPU, tiny synthetic scenes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vidyn_ros.control.goal import (
+    GoalMove,
+    LayeredRenderer,
+    goal_from_gaussians,
+    goal_from_images,
+    goal_from_moves,
+    load_goal_moves,
+    move_objects,
+    resolve_moves,
+    save_goal_moves,
+)
+from vidyn_ros.control.planner import Planner, PlannerConfig, clamp_actions
+from vidyn_ros.control.safety import CommandFilter, CommandLimits, Watchdog
+from vidyn_ros.control.synthetic import PUSHER_ID, synthetic_cameras, synthetic_scene
+from vidyn_ros.dynamics.state import ParticleState, Static
+from vidyn_ros.errors import ConfigError
+
+PUSHER_XY = (-0.12, 0.0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _setup(cfg: PlannerConfig, goal_pusher_xy=(-0.06, 0.05)):
+    g = synthetic_scene(per_object=24, table=100)
+    state = ParticleState.at_rest(g, 10**9, 1 / 30, pusher_id=PUSHER_ID)
+    planner = Planner(Static(), cfg, background=(0.3, 0.3, 0.3))
+    fine, _ = planner.cameras(synthetic_cameras(2, 160, 120))
+    renderer = LayeredRenderer(fine, g.subset(g.object_ids == 0), planner.background)
+    goal_g = move_objects(g, {PUSHER_ID: GoalMove(PUSHER_XY, goal_pusher_xy)})
+    planner.set_goal(goal_from_gaussians(goal_g, renderer, pusher_id=PUSHER_ID, include_pusher=True))
+    return planner, state
+
+
+def test_one_gradient_iteration_lowers_the_cost():
+    # Static backend: only the pusher moves, so a goal image that shows the pusher elsewhere makes the cost depend on
+    # the actions through move_kinematic and the renderer; one Adam step must lower it.
+    cfg = PlannerConfig(horizon=4, method="none", grad_iters=1, lr=0.05, width=40, sample_width=20, views=2,
+                        include_pusher=True, weights=PlannerConfig().weights.__class__(reach=0.0, smooth=0.0))
+    planner, state = _setup(cfg)
+    res = planner.plan(state, [*PUSHER_XY, 0.04])
+    grad_costs = [c for stage, c in res.history if stage == "grad"]
+    assert len(grad_costs) >= 2
+    assert grad_costs[-1] < grad_costs[0] - 1e-4, res.history
+    assert res.cost < res.cost_zero
+    assert not res.diverged
+    assert res.actions.shape == (4, 3) and np.all(res.actions[:, 2] == 0)
+    assert res.path.shape == (5, 3)
+
+
+def test_receding_horizon_moves_the_pusher_towards_the_goal():
+    cfg = PlannerConfig(horizon=4, samples=8, sample_iters=1, grad_iters=2, width=40, sample_width=20,
+                        include_pusher=True, max_speed=0.2, weights=PlannerConfig().weights.__class__(reach=0.0))
+    planner, state = _setup(cfg, goal_pusher_xy=(-0.04, 0.0))
+    res = planner.plan(state, [*PUSHER_XY, 0.04])
+    # the first planned action heads along +x (towards the goal 8 cm away)
+    assert res.actions[0, 0] > 0.02, res.actions
+    assert abs(res.actions[0, 1]) < res.actions[0, 0]
+    # warm start: the next plan starts from the shifted previous one
+    res2 = planner.plan(state, [*PUSHER_XY, 0.04], stamp_s=state.time_s + cfg.dt)
+    assert res2.actions[0, 0] > 0.02
+
+
+def test_reach_term_targets_the_object_farthest_from_its_goal():
+    cfg = PlannerConfig(horizon=4, method="none", grad_iters=0, width=40, sample_width=20)
+    g = synthetic_scene(per_object=24, table=100)
+    state = ParticleState.at_rest(g, 10**9, 1 / 30, pusher_id=PUSHER_ID)
+    planner = Planner(Static(), cfg)
+    fine, _ = planner.cameras(synthetic_cameras(2, 160, 120))
+    renderer = LayeredRenderer(fine, g.subset(g.object_ids == 0))
+    goal, _goal_g = goal_from_moves(g, [GoalMove((0.12, 0.12), (0.12, 0.18)), GoalMove((0.0, 0.0), (0.02, 0.0))],
+                                   renderer, pusher_id=PUSHER_ID)
+    planner.set_goal(goal)
+    res = planner.plan(state, [*PUSHER_XY, 0.04])
+    assert res.reach_object == 2  # the blue block has 6 cm to go, the red one 2 cm
+    torch.testing.assert_close(goal.centroids[2][:2], torch.tensor([0.12, 0.18]), atol=1e-5, rtol=0)
+    assert "reach" in res.terms
+
+
+def test_goal_moves_file_round_trip_and_errors(tmp_path):
+    moves = [GoalMove((0.0, 0.0), (0.05, 0.01), 15.0)]
+    path = save_goal_moves(moves, tmp_path / "goal.yaml", comment="test")
+    assert load_goal_moves(path) == moves
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("goals: [{from: [0, 0]}]\n")
+    with pytest.raises(ConfigError, match=r"goals\[0\]"):
+        load_goal_moves(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_goal_moves(tmp_path / "missing.yaml")
+    g = synthetic_scene(per_object=16, table=16)
+    with pytest.raises(ConfigError, match="no object within"):
+        resolve_moves(g, [GoalMove((0.3, 0.3), (0.0, 0.0))], exclude=[PUSHER_ID])
+    assert list(resolve_moves(g, [GoalMove((0.11, -0.13), (0.0, -0.2))], exclude=[PUSHER_ID])) == [3]
+
+
+def test_goal_from_images_resizes_and_takes_masks():
+    cams = synthetic_cameras(1, 40, 30)
+    img = np.zeros((120, 160, 3), np.uint8)
+    img[:, 80:] = 255
+    mask = np.zeros((120, 160), np.int32)
+    mask[:60] = 1
+    mask[60:] = PUSHER_ID
+    goal = goal_from_images([img], cams, masks=[mask], exclude_ids=[PUSHER_ID])
+    assert goal.rgb.shape == (1, 30, 40, 3) and goal.alpha.shape == (1, 30, 40)
+    assert float(goal.rgb[0, :, :18].max()) < 0.05 and float(goal.rgb[0, :, 22:].min()) > 0.95
+    assert float(goal.alpha[0, :13].min()) > 0.95 and float(goal.alpha[0, 17:].max()) < 0.05
+    with pytest.raises(ConfigError, match="2 images for 1 cameras"):
+        goal_from_images([img, img], cams)
+
+
+def test_clamp_actions_respects_speed_and_acceleration():
+    u = torch.tensor([[[1.0, 0.0], [-1.0, 0.0], [0.0, 0.05]]])
+    out = clamp_actions(u, max_speed=0.2, max_accel=1.0, dt=0.1, u_prev=torch.zeros(2))
+    assert float(out.norm(dim=-1).max()) <= 0.2 + 1e-6
+    steps = torch.cat([out[:, :1], out[:, 1:] - out[:, :-1]], dim=1).norm(dim=-1)
+    assert float(steps.max()) <= 0.1 + 1e-6
+
+
+def test_command_filter_clamps_speed_acceleration_and_workspace():
+    f = CommandFilter(CommandLimits(max_speed=0.2, max_accel=1.0, workspace=(-0.3, -0.3, 0.3, 0.3), period_s=0.1))
+    v = f([1.0, 0.0, 0.5], 0.0, [0.0, 0.0, 0.04])
+    np.testing.assert_allclose(v, [0.1, 0.0, 0.0])  # accel: 1 m/s^2 x 0.1 s from rest; z is never commanded
+    v = f([1.0, 0.0, 0.0], 0.1, [0.0, 0.0, 0.04])
+    np.testing.assert_allclose(v, [0.2, 0.0, 0.0])  # speed limit
+    v = f([0.2, 0.0, 0.0], 0.2, [0.3, 0.0, 0.04])
+    np.testing.assert_allclose(v, [0.0, 0.0, 0.0], atol=1e-12)  # at the border: no outward motion
+    f.reset()
+    v = f([0.05, 0.0, 0.0], 0.0, [0.298, 0.0, 0.04])
+    np.testing.assert_allclose(v, [0.02, 0.0, 0.0])  # one period may reach the border, not cross it
+    v = f([np.nan, 0.0, 0.0], 0.1, [0.0, 0.0, 0.04])
+    np.testing.assert_allclose(v, [0.0, 0.0, 0.0])  # NaN wanted velocity -> zero
+
+
+def test_watchdog_stale_nan_and_divergence():
+    w = Watchdog(scene_timeout_s=0.5, pose_timeout_s=0.5, diverge_factor=10.0)
+    assert not w.check(0.0).ok
+    w.scene(1.0, True)
+    w.pose(1.0, True)
+    assert w.check(1.2).ok
+    st = w.check(1.6)
+    assert not st.ok and "stale" in st.reason
+    w.scene(1.6, False, "NaN in the scene")
+    w.pose(1.6, True)
+    assert w.check(1.6).reason == "NaN in the scene"
+    w.scene(1.7, True)
+    w.pose(1.7, True)
+    w.cost(1.0, False)
+    assert w.check(1.7).ok
+    w.cost(20.0, False)
+    assert "grew" in w.check(1.7).reason
+    w.cost(float("nan"), False)
+    assert "diverged" in w.check(1.7).reason

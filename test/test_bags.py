@@ -70,7 +70,8 @@ def test_roundtrip_keeps_content_and_stamps(episode):
         assert stamps == [f.frame.stamp_ns for f in frames]
         calib = r.calibration()
         np.testing.assert_allclose(calib["cam1"], frames[0].frame.views[1].camera.T_world_cam, atol=1e-6)
-        mvs = list(r.multiview_frames())
+        assert all(v.mask is None for mv in r.multiview_frames() for v in mv.views)  # true masks are not perception's
+        mvs = list(r.multiview_frames(masks_from=msgs.sim_mask_topic))
         assert len(mvs) == N_FRAMES
         for mv, rf in zip(mvs, frames, strict=True):
             assert mv.stamp_ns == rf.frame.stamp_ns and [v.camera.name for v in mv.views] == ["cam0", "cam1"]
@@ -251,7 +252,7 @@ def test_read_only_parent_directory_is_refused(tmp_path):
 def test_summary_lists_topics_counts_and_rates(episode):
     _, path, _ = episode
     s = bag_summary(path)
-    assert s["topics"]["/cam0/mask"] == {"type": "sensor_msgs/msg/Image", "count": N_FRAMES, "rate_hz": 30.0}
+    assert s["topics"]["/vidyn/sim/cam0/mask"] == {"type": "sensor_msgs/msg/Image", "count": N_FRAMES, "rate_hz": 30.0}
     assert s["cameras"] == ["cam0", "cam1"] and s["calibrated_cameras"] == ["cam0", "cam1"]
     text = format_summary(s)
     assert "/vidyn/sim/object_poses" in text and "geometry_msgs/msg/PoseArray" in text and "30.00" in text

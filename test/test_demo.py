@@ -36,6 +36,9 @@ def test_demo_runs_the_scene_in_lockstep_and_reports_it(tmp_path: Path) -> None:
         counts = {t: len(list(r.messages([t]))) for t in r.topics if t.startswith("/vidyn/scene/")}
         frame_stamps = [s for _t, _m, s, _raw in r.messages(["/cam0/color/image_raw"])]
         scene_stamps = [s for _t, _m, s, _raw in r.messages(["/vidyn/scene/gaussians"])]
+        # the scene's masks came from the segmenter node (/<cam>/mask); the simulator's true ones are evaluation only
+        mask_counts = {t: r.topics[t].count for t in ("/cam0/mask", "/vidyn/sim/cam0/mask")}
+    assert mask_counts == {"/cam0/mask": 30, "/vidyn/sim/cam0/mask": 30}, mask_counts
     assert set(counts) == {"/vidyn/scene/gaussians", "/vidyn/scene/objects",
                            *(f"/vidyn/scene/render/cam{i}" for i in range(4))}
     assert set(counts.values()) == {30}, counts

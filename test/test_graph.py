@@ -200,7 +200,7 @@ def test_vidyn_launch_duration_and_done(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "stopped (done)" in proc.stdout
     with BagReader(bag) as r:
-        assert r.topics["/cam3/mask"].count == 5
+        assert r.topics["/vidyn/sim/cam3/mask"].count == 5  # the true masks (ground truth)
         assert r.calibration() is not None
 
 

@@ -41,13 +41,15 @@ def test_dataset_has_two_readable_bags_with_all_topics_and_ground_truth(dataset)
             cams = r.camera_names()
             assert cams == ep["cameras"] and len(cams) >= 1
             for cam in cams:
-                for topic in (msgs.color_topic(cam), msgs.depth_topic(cam), msgs.info_topic(cam), msgs.mask_topic(cam)):
+                for topic in (msgs.color_topic(cam), msgs.depth_topic(cam), msgs.info_topic(cam),
+                              msgs.sim_mask_topic(cam)):
                     assert r.topics[topic].count == 5, topic
             assert r.topics[msgs.OBJECT_POSES_TOPIC].count == 5
             assert r.topics[msgs.CLOCK_TOPIC].count == 5
             assert r.topics[msgs.CMD_TOPIC].count == 4  # one command per transition
             assert r.calibration() is not None and sorted(r.calibration()) == sorted(cams)
-            frames = list(r.multiview_frames())
+            assert msgs.mask_topic(cam) not in r.topics  # true masks are ground truth, not perception input
+            frames = list(r.multiview_frames(masks_from=msgs.sim_mask_topic))
             assert len(frames) == 5
             v = frames[0].views[0]
             assert v.color.shape == (120, 160, 3) and v.depth.shape == (120, 160)
@@ -70,11 +72,12 @@ def test_compressed_bags_read_with_the_independent_mcap_reader(dataset):
     from mcap_ros2.decoder import DecoderFactory
 
     with BagReader(dataset / "episode_0001") as r:
-        ours = [(s, bytes(m.data)) for *_, s, m in r.decoded("/cam0/mask")]
+        ours = [(s, bytes(m.data)) for *_, s, m in r.decoded("/vidyn/sim/cam0/mask")]
     with open(dataset / "episode_0001" / "episode_0001.mcap", "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
         assert {c.compression for c in reader.get_summary().chunk_indexes} == {"zstd"}
-        theirs = [(m.log_time, bytes(d.data)) for _s, _c, m, d in reader.iter_decoded_messages(topics=["/cam0/mask"])]
+        theirs = [(m.log_time, bytes(d.data))
+                  for _s, _c, m, d in reader.iter_decoded_messages(topics=["/vidyn/sim/cam0/mask"])]
     assert len(ours) == 5 and ours == theirs
 
 

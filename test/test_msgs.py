@@ -213,13 +213,17 @@ def test_rig_frame_messages_and_multiview_roundtrip():
     rf = _rig_frame()
     items = msgs.rig_frame_messages(rf)
     topics = [t for t, *_ in items]
+    # a RigFrame is the simulator's output: its masks are ground truth, on /vidyn/sim/<cam>/mask like the poses
     assert topics == ["/cam0/color/image_raw", "/cam0/aligned_depth_to_color/image_raw", "/cam0/color/camera_info",
-                      "/cam0/mask", "/cam1/color/image_raw", "/cam1/aligned_depth_to_color/image_raw",
-                      "/cam1/color/camera_info", "/cam1/mask", msgs.OBJECT_POSES_TOPIC]
+                      "/vidyn/sim/cam0/mask", "/cam1/color/image_raw", "/cam1/aligned_depth_to_color/image_raw",
+                      "/cam1/color/camera_info", "/vidyn/sim/cam1/mask", msgs.OBJECT_POSES_TOPIC]
+    # a plain MultiViewFrame's masks are perception's: /<cam>/mask
+    assert [t for t, *_ in msgs.rig_frame_messages(rf.frame) if t.endswith("mask")] == ["/cam0/mask", "/cam1/mask"]
     assert all(s == rf.frame.stamp_ns for *_, s in items)
     assert items[0][2].header.frame_id == "cam0_color_optical_frame"
     decoded = {t: wire(m, mt) for t, mt, m, _ in items}
-    mv = msgs.multiview_from_messages(decoded)
+    assert all(v.mask is None for v in msgs.multiview_from_messages(decoded).views)  # no perception masks
+    mv = msgs.multiview_from_messages(decoded, masks_from=msgs.sim_mask_topic)
     assert [v.camera.name for v in mv.views] == ["cam0", "cam1"] and mv.stamp_ns == rf.frame.stamp_ns
     for a, b in zip(rf.frame.views, mv.views, strict=True):
         np.testing.assert_array_equal(a.color, b.color)

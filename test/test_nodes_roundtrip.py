@@ -156,7 +156,7 @@ def test_sim_rig_recorder_bag_player_round_trip(tmp_path: Path) -> None:
     for rf in frames:
         for topic, msgtype, msg, stamp in msgs.rig_frame_messages(rf):
             expected.setdefault(topic, []).append((stamp, msgs.serialize(msg, msgtype)))
-    assert len(expected) == 4 * 4 + 1  # 4 cameras x (color, depth, info, mask) + ground truth
+    assert len(expected) == 4 * 4 + 1  # 4 cameras x (color, depth, info, true mask) + ground truth
 
     with BagReader(bag) as r:
         assert not r.recovered
@@ -177,7 +177,7 @@ def test_sim_rig_recorder_bag_player_round_trip(tmp_path: Path) -> None:
 
     # Replay on DDS and compare what a subscriber gets with what the bag holds.
     topics = {"/cam0/color/image_raw": msgs.IMAGE, "/cam1/aligned_depth_to_color/image_raw": msgs.IMAGE,
-              "/cam3/mask": msgs.IMAGE, "/cam2/color/camera_info": msgs.CAMERA_INFO,
+              "/vidyn/sim/cam3/mask": msgs.IMAGE, "/cam2/color/camera_info": msgs.CAMERA_INFO,
               msgs.OBJECT_POSES_TOPIC: msgs.POSE_ARRAY, "/clock": msgs.CLOCK}
     play = graph.parse_graph({"nodes": [{"node": "bag_player", "parameters": {
         "bag": str(bag), "clock": True, "wait_for_subscribers_s": 5.0,

@@ -42,10 +42,16 @@ def test_track_bag_writes_trajectories_ply_png(tmp_path, push_bag):
     assert tr["positions"].shape[0] == len(frames) and tr["positions"].shape[2] == 3
     assert tr["quats"].shape == (*tr["positions"].shape[:2], 4)
     assert tr["stamps"].tolist() == [rf.frame.stamp_ns for rf in frames]
-    assert set(np.unique(tr["object_ids"]).tolist()) == {0, 1, 2, 3, 4}
-    # the pusher (id 4) moves like the ground truth
-    pusher = tr["object_ids"] == 4
+    # masks by the deployed segmenter (the bag's true masks are on /vidyn/sim/<cam>/mask and never used): four
+    # objects with the segmenter's own ids (numbered by position), plus the background
+    assert len(np.unique(tr["object_ids"])) == 5 and 0 in tr["object_ids"]
+    # the segment at the pusher's true start position is the pusher, and it moves like the ground truth
     gt = [next(p.position for p in rf.object_poses if p.object_id == 4) for rf in frames]
+    first = tr["positions"][0]
+    ids = np.unique(tr["object_ids"][tr["object_ids"] > 0])
+    dist = [np.linalg.norm(np.nanmean(first[tr["object_ids"] == k], axis=0) - gt[0]) for k in ids]
+    assert min(dist) < 0.03
+    pusher = tr["object_ids"] == ids[int(np.argmin(dist))]
     dx = np.nanmedian(tr["positions"][-1, pusher, 0] - tr["positions"][0, pusher, 0])
     assert abs(dx - (gt[-1][0] - gt[0][0])) < 0.005
     v = read_ply_vertices(out / "scene_first.ply")
@@ -53,6 +59,8 @@ def test_track_bag_writes_trajectories_ply_png(tmp_path, push_bag):
     assert (out / "render_vs_observed.png").stat().st_size > 1000
     report = json.loads((out / "track.json").read_text())
     assert report["frames"] == len(frames) and report["psnr_last_db"] > 15
+    assert report["masks"] == "segmenter" and report["segmenter_config"]["stride"] == 1  # 2 at 640 px, 1 at 160
+    assert report["scene_config"]["downscale"] == 1
 
 
 def _one_line_exit_2(proc: subprocess.CompletedProcess, *words: str) -> None:
@@ -74,6 +82,9 @@ def test_track_bad_input_is_one_line(tmp_path, push_bag):
         w.write_calibration({"cam0": np.eye(4)})
         w.write(msgs.OBJECT_POSES_TOPIC, msgs.POSE_ARRAY, msgs.pose_array_msg([], 1, "world"), 1)
     _one_line_exit_2(_vidyn("track", str(nocam), "--out", str(tmp_path / "o"), timeout=60), "no camera topics")
+    # --masks bag on a simulated bag: its only masks are the simulator's truth (/vidyn/sim/<cam>/mask), not used
+    _one_line_exit_2(_vidyn("track", str(push_bag[0]), "--masks", "bag", "--out", str(tmp_path / "o"), timeout=60),
+                     "/cam0/mask", "--masks segmenter")
     blocker = tmp_path / "file"  # a good bag, but the output directory cannot be made (a file is in the way)
     blocker.write_text("")
     _one_line_exit_2(_vidyn("track", str(push_bag[0]), "--out", str(blocker / "o"), timeout=60), "cannot create")

@@ -67,7 +67,8 @@ def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames, ro
         peer = Node("scene_test_peer", context=ctx)
         nodes.append(peer)
         pubs = {}
-        for topic, msgtype, _, _ in msgs.rig_frame_messages(frames[0], include_ground_truth=False):
+        # the true masks stand in for the segmenter's /<cam>/mask here: this tests the node's wiring
+        for topic, msgtype, _, _ in msgs.rig_frame_messages(frames[0].frame):
             pubs[topic] = peer.create_publisher(_ros.msg_class(msgtype), topic, _ros.reliable_qos(10))
         peer.create_subscription(_ros.msg_class(msgs.POINTCLOUD2), GAUSSIANS_TOPIC,
                                  lambda raw: got["cloud"].append(raw), _ros.reliable_qos(10), raw=True)
@@ -87,7 +88,7 @@ def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames, ro
 
         spin(1.0)  # discovery
         for i, rf in enumerate(frames):
-            out = msgs.rig_frame_messages(rf, include_ground_truth=False)
+            out = msgs.rig_frame_messages(rf.frame)
             # CameraInfo first: the synchroniser drops a set whose intrinsics have not arrived yet
             for topic, msgtype, msg, _ in sorted(out, key=lambda m: m[1] != msgs.CAMERA_INFO):
                 pubs[topic].publish(msgs.serialize(msg, msgtype))
@@ -160,7 +161,7 @@ def test_scene_node_names_a_silent_camera(tmp_path, sim_frames, ros_context):
         nodes.append(scene)
         peer = Node("scene_test_silent_peer", context=ctx)
         nodes.append(peer)
-        out = [m for m in msgs.rig_frame_messages(frames[0], include_ground_truth=False)
+        out = [m for m in msgs.rig_frame_messages(frames[0].frame)
                if not m[0].startswith("/cam3/")]
         pubs = {t: peer.create_publisher(_ros.msg_class(mt), t, _ros.reliable_qos(10)) for t, mt, _, _ in out}
         peer.create_subscription(_ros.msg_class(msgs.DIAGNOSTIC_ARRAY), "/diagnostics", on_diag,

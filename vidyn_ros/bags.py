@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -490,14 +490,17 @@ class BagReader:
         return msgs.camera_names_from_topics(self.topics)
 
     def multiview_frames(
-        self, cameras: Sequence[str] | None = None, max_pending: int = 64, masks: bool = True
+        self, cameras: Sequence[str] | None = None, max_pending: int = 64, masks: bool = True,
+        masks_from: Callable[[str], str] = msgs.mask_topic,
     ) -> Iterator[MultiViewFrame]:
         """Synchronised multi-view frames, grouped by exact header stamp.
 
         For every stamp at which all cameras have color and depth (and a mask, for cameras whose mask topic is in
-        the bag and ``masks`` is set), yields a MultiViewFrame. CameraInfo is taken from the same stamp or else the
-        latest one seen for that camera. Poses come from rig_calibration.yaml (identity when the bag has none).
-        Incomplete stamps older than ``max_pending`` newer stamps are dropped (their count is logged).
+        the bag and ``masks`` is set), yields a MultiViewFrame. Masks come from ``masks_from(cam)``: perception's
+        /<cam>/mask by default, ``msgs.sim_mask_topic`` for a simulated rig's true masks (evaluation only).
+        CameraInfo is taken from the same stamp or else the latest one seen for that camera. Poses come from
+        rig_calibration.yaml (identity when the bag has none). Incomplete stamps older than ``max_pending`` newer
+        stamps are dropped (their count is logged).
 
         Raises BagError when a camera has no color/depth/camera_info topic.
         """
@@ -519,8 +522,8 @@ class BagReader:
                 if topic not in self.topics:
                     raise BagError(f"{self.path}: no topic {topic} in this bag (camera {cam})")
             need[msgs.color_topic(cam)] = need[msgs.depth_topic(cam)] = need[msgs.info_topic(cam)] = cam
-            if masks and msgs.mask_topic(cam) in self.topics:
-                need[msgs.mask_topic(cam)] = cam
+            if masks and masks_from(cam) in self.topics:
+                need[masks_from(cam)] = cam
         required = [t for t in need if not t.endswith("/camera_info")]
         latest_info: dict[str, Any] = {}
         pending: OrderedDict[int, dict[str, Any]] = OrderedDict()
@@ -543,7 +546,7 @@ class BagReader:
                 for t in info_topics:
                     group.setdefault(t, latest_info[t])
                 try:
-                    yield msgs.multiview_from_messages(group, names, calib, s)
+                    yield msgs.multiview_from_messages(group, names, calib, s, masks_from=masks_from)
                 except VidynError as err:
                     raise BagError(f"{self.path}: at stamp {s}: {err}") from None
             while len(pending) > max_pending:

@@ -9,13 +9,14 @@ depth on the wire is 16UC1 millimetres (0 = no data), in the library float32 met
 the library and (x, y, z, w) in messages; camera frame ids are ``<cam>_color_optical_frame``.
 
 Topic names (single source of truth, realsense-ros naming): :func:`color_topic`, :func:`depth_topic`,
-:func:`info_topic`, :func:`mask_topic`, :data:`OBJECT_POSES_TOPIC`, :data:`CMD_TOPIC`, :data:`CLOCK_TOPIC`.
+:func:`info_topic`, :func:`mask_topic`, :func:`sim_mask_topic`, :data:`OBJECT_POSES_TOPIC`, :data:`CMD_TOPIC`,
+:data:`CLOCK_TOPIC`.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -67,6 +68,7 @@ __all__ = [
     "pose_array_msg",
     "rig_frame_messages",
     "serialize",
+    "sim_mask_topic",
     "stamp_to_ns",
     "twist_from_msg",
     "twist_stamped_msg",
@@ -166,7 +168,13 @@ def info_topic(cam: str) -> str:
 
 
 def mask_topic(cam: str) -> str:
+    """Instance masks from perception (the segmenter node, or an external one): what the scene consumes."""
     return f"/{cam}/mask"
+
+
+def sim_mask_topic(cam: str) -> str:
+    """The simulated rig's true instance masks: ground truth, for evaluation only (like OBJECT_POSES_TOPIC)."""
+    return f"/vidyn/sim/{cam}/mask"
 
 
 def camera_frame_id(cam: str) -> str:
@@ -691,8 +699,14 @@ def marker_array_msg(markers: Sequence[Any | Mapping[str, Any]], stamp_ns: int |
 def rig_frame_messages(rig_frame: RigFrame | MultiViewFrame, include_ground_truth: bool = True) -> list[
         tuple[str, str, Any, int]]:
     """One rig frame -> [(topic, msgtype, msg, stamp_ns)]: per camera color (rgb8), depth (16UC1 mm), camera_info,
-    mask (16UC1, when present); plus the ground-truth PoseArray on OBJECT_POSES_TOPIC (RigFrame only)."""
+    mask (16UC1, when present); plus the ground-truth PoseArray on OBJECT_POSES_TOPIC (RigFrame only, if
+    ``include_ground_truth``).
+
+    A RigFrame is the simulator's output: its masks are the true instance ids, ground truth like the poses, and go to
+    :func:`sim_mask_topic` (perception's /<cam>/mask comes from the segmenter). A plain MultiViewFrame's masks are
+    taken as perception's and go to :func:`mask_topic`."""
     frame = rig_frame.frame if isinstance(rig_frame, RigFrame) else rig_frame
+    masks_to = sim_mask_topic if isinstance(rig_frame, RigFrame) else mask_topic
     out: list[tuple[str, str, Any, int]] = []
     for v in frame.views:
         cam = v.camera.name
@@ -702,7 +716,7 @@ def rig_frame_messages(rig_frame: RigFrame | MultiViewFrame, include_ground_trut
         out.append((depth_topic(cam), IMAGE, depth_msg(v.depth, stamp, fid), stamp))
         out.append((info_topic(cam), CAMERA_INFO, camera_info_msg(v.camera, stamp), stamp))
         if v.mask is not None:
-            out.append((mask_topic(cam), IMAGE, mask_msg(v.mask, stamp, fid), stamp))
+            out.append((masks_to(cam), IMAGE, mask_msg(v.mask, stamp, fid), stamp))
     if include_ground_truth and isinstance(rig_frame, RigFrame):
         stamp = int(frame.stamp_ns)
         out.append((OBJECT_POSES_TOPIC, POSE_ARRAY, pose_array_msg(rig_frame.object_poses, stamp), stamp))
@@ -714,10 +728,12 @@ def multiview_from_messages(
     cameras: Sequence[str] | None = None,
     calibration: Mapping[str, np.ndarray] | None = None,
     stamp_ns: int | None = None,
+    masks_from: Callable[[str], str] | None = None,
 ) -> MultiViewFrame:
     """Decoded messages of one instant, keyed by topic -> MultiViewFrame.
 
-    Each camera needs color, depth and camera_info messages; the mask is optional. Camera poses come from
+    Each camera needs color, depth and camera_info messages; the mask is optional (from ``masks_from(cam)``,
+    default :func:`mask_topic`; :func:`sim_mask_topic` reads a simulated rig's true masks). Camera poses come from
     ``calibration`` (name -> 4x4 camera-to-world; identity when absent). ``cameras`` defaults to every camera
     with a color topic in ``messages``. Raises VidynError naming the missing topic.
     """
@@ -736,7 +752,8 @@ def multiview_from_messages(
         depth = depth_from_msg(messages[depth_topic(cam)])
         if depth.shape != color.shape[:2]:
             raise VidynError(f"camera {cam!r}: depth {depth.shape} and color {color.shape[:2]} sizes differ")
-        mask = mask_from_msg(messages[mask_topic(cam)]) if mask_topic(cam) in messages else None
+        mt = (masks_from or mask_topic)(cam)
+        mask = mask_from_msg(messages[mt]) if mt in messages else None
         views.append(CameraFrame(camera=model, stamp_ns=stamp_to_ns(color_m.header), color=color, depth=depth,
                                  mask=mask))
     return MultiViewFrame(stamp_ns=views[0].stamp_ns if stamp_ns is None else int(stamp_ns), views=views)

@@ -107,7 +107,7 @@ def tracking_from_bag(bag: str | Path | BagReader) -> Tracking:
             continue
         out.frames += 1
         errs = ct.add(objs, gt[stamp])
-        by_id = {o.object_id: o for o in objs}
+        by_id = {ct.id_map.get(o.object_id): o for o in objs}  # scene ids -> the true ids errors are keyed by
         for k, e in errs.items():
             c = np.asarray(by_id[k].position, dtype=np.float64)
             tracked.setdefault(k, []).append(c)

@@ -4,8 +4,8 @@ the `push` scenario.
 A readable pipeline of steps; later stages (dynamics, MPC) add theirs:
 
 1. check inputs (scenario YAML, output directory) before anything starts,
-2. run the `sim` graph in this process (sim_rig -> DDS -> recorder, and the scene node) plus a scripted pusher
-   command source on /vidyn/cmd, for ``--seconds`` of sim time. The rig runs in lockstep with the scene (it
+2. run the `sim` graph in this process (sim_rig -> DDS -> segmenter -> scene, and the recorder) plus a scripted
+   pusher command source on /vidyn/cmd, for ``--seconds`` of sim time. The rig runs in lockstep with the scene (it
    publishes frame k+1 once /vidyn/scene/gaussians for frame k is out), so the CPU scene sees every frame,
 3. compare the scene's outputs in the bag with the bag's cameras and ground truth: scene.png (observed | render per
    camera, last frame) and tracking.png (tracked centroids vs ground truth on the table plane),
@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--push-speed", type=float, default=0.1, help="pusher speed along +x [m/s] (default 0.1)")
     p.add_argument("--realtime", action="store_true", help="pace the rig to wall time (default: as fast as possible)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
-    p.add_argument("--no-scene", action="store_true", help="leave the scene node out (rig and recorder only)")
+    p.add_argument("--no-scene", action="store_true",
+                   help="leave the segmenter and scene nodes out (rig and recorder only)")
     p.add_argument("--scene-width", type=int, default=160,
                    help="the scene's working image width: the node downscales the rig's images to about this "
                         "(default 160, i.e. 160x120 from 640x480)")
@@ -112,12 +113,17 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
         "recorder.compression=zstd",
     ]
     if args.no_scene:
-        spec.nodes = [n for n in spec.nodes if n.node != "scene"]
+        spec.nodes = [n for n in spec.nodes if n.node not in ("segmenter", "scene")]
     else:
+        from vidyn_ros.scene.deployed import segmenter_config
+
         width = max(1, round(scn.cameras[0].width * args.scale))  # the images the rig publishes
+        cameras = f"[{', '.join(c.name for c in scn.cameras)}]"
         overrides += [
             f"sim_rig.lockstep_topic={GAUSSIANS_TOPIC}",  # synchronous mode: the scene sees every frame
-            f"scene.cameras=[{', '.join(c.name for c in scn.cameras)}]",
+            f"segmenter.cameras={cameras}",
+            f"segmenter.stride={segmenter_config(width).stride}",  # the graph's stride is for 640 px wide images
+            f"scene.cameras={cameras}",
             f"scene.image_downscale={max(1, round(width / args.scene_width))}",
             f"scene.seed={args.seed}",
         ]
@@ -267,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
 
     scn, out = check_inputs(args)
     print(f"[1/5] scenario {scn.name!r}: {len(scn.cameras)} cameras, {scn.fps:g} fps; output {out}", flush=True)
-    what = "sim_rig -> DDS -> recorder" + ("" if args.no_scene else " + scene, in lockstep")
+    what = "sim_rig -> DDS -> recorder" + ("" if args.no_scene else " + segmenter -> scene, in lockstep")
     print(f"[2/5] running the sim graph for {args.seconds:g} s of sim time ({what})", flush=True)
     run_info = run_sim_graph(args, scn, out)
     scene = None

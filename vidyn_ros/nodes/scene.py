@@ -72,14 +72,11 @@ class SceneNode(Node):
             raise ConfigError(f"scene: threads must be >= 0, got {p.threads}")
         from vidyn_ros import msgs
         from vidyn_ros.render import set_cpu_threads
-        from vidyn_ros.scene.pipeline import SceneConfig, SceneEstimator
+        from vidyn_ros.scene.pipeline import SceneEstimator, scene_config_from_params
 
         set_cpu_threads(p.threads)  # process-wide: the node runs in its own process in the graphs
         self.msgs = msgs
-        self.estimator = SceneEstimator(SceneConfig(
-            device=p.device, backend=p.backend, budget=p.budget, object_share=p.object_share,
-            downscale=p.image_downscale, init_iters=p.init_iters, iters_per_frame=p.iters_per_frame, seed=p.seed,
-        ))  # fmt: skip
+        self.estimator = SceneEstimator(scene_config_from_params(vars(p)))
         self.pub_cloud = self.create_publisher(_ros.msg_class(msgs.POINTCLOUD2), GAUSSIANS_TOPIC, _ros.reliable_qos(2))
         self.pub_objects = self.create_publisher(_ros.msg_class(msgs.MARKER_ARRAY), OBJECTS_TOPIC, _ros.reliable_qos(2))
         self.pub_render = {

@@ -1,8 +1,9 @@
 """sim_rig node: the simulated multi-camera rig (MuJoCo) as a drop-in for realsense-ros cameras.
 
 Per frame, at the scenario frame rate: per camera ``/<cam>/color/image_raw`` (rgb8),
-``/<cam>/aligned_depth_to_color/image_raw`` (16UC1 mm), ``/<cam>/color/camera_info``, ``/<cam>/mask`` (16UC1 ids);
-ground truth on ``/vidyn/sim/object_poses`` (evaluation only); sim time on ``/clock``. All stamps are sim time.
+``/<cam>/aligned_depth_to_color/image_raw`` (16UC1 mm), ``/<cam>/color/camera_info``; ground truth (evaluation
+only) on ``/vidyn/sim/object_poses`` and ``/vidyn/sim/<cam>/mask`` (true instance ids, 16UC1: the scene gets its masks
+on ``/<cam>/mask`` from the segmenter, as on a real rig); sim time on ``/clock``. All stamps are sim time.
 Subscribes ``/vidyn/cmd`` (geometry_msgs/TwistStamped, world frame) to drive the pusher; a command older than
 ``cmd_timeout_s`` of sim time is stale and the pusher stops (zero velocity).
 
@@ -45,7 +46,8 @@ PARAMS = [
     _ros.Param("realtime", True, "pace frames to wall time (false: as fast as rendering allows)"),
     _ros.Param("rate", 1.0, "sim-time speed factor when realtime (0.5 = half speed)"),
     _ros.Param("max_frames", 0, "frames to publish, then finish: 0 = the scenario's duration, -1 = until stopped"),
-    _ros.Param("masks", True, "publish instance masks on /<cam>/mask"),
+    _ros.Param("masks", True, "publish the true instance masks on /vidyn/sim/<cam>/mask (ground truth, evaluation "
+               "only; perception's /<cam>/mask comes from the segmenter)"),
     _ros.Param("ground_truth", True, "publish ground-truth object poses on /vidyn/sim/object_poses"),
     _ros.Param("clock", True, "publish sim time on /clock"),
     _ros.Param("qos", "reliable", "camera publisher QoS: reliable or sensor (best effort)"),
@@ -91,7 +93,7 @@ class SimRigNode(Node):
             self._pubs[msgs.info_topic(cam)] = self.create_publisher(
                 _ros.msg_class(msgs.CAMERA_INFO), msgs.info_topic(cam), qos)
             if self.p.masks:
-                self._pubs[msgs.mask_topic(cam)] = self.create_publisher(image_cls, msgs.mask_topic(cam), qos)
+                self._pubs[msgs.sim_mask_topic(cam)] = self.create_publisher(image_cls, msgs.sim_mask_topic(cam), qos)
         if self.p.ground_truth:
             self._pubs[msgs.OBJECT_POSES_TOPIC] = self.create_publisher(
                 _ros.msg_class(msgs.POSE_ARRAY), msgs.OBJECT_POSES_TOPIC, _ros.reliable_qos())

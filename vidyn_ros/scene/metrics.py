@@ -26,19 +26,48 @@ def pose_matrix(p: ObjectPose) -> np.ndarray:
 
 @dataclass
 class CentroidTracker:
-    """Accumulates per-object centroid tracking errors over an episode (see module docstring)."""
+    """Accumulates per-object centroid tracking errors over an episode (see module docstring).
 
-    ref: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # id -> (c(t0), T_gt(t0))
+    The scene's object ids are perception's (the segmenter numbers objects its own way), so each estimated id is
+    associated once, when first seen, with the true object whose body is nearest (within ``match_distance``) and
+    not already claimed; errors are keyed by the true id. An estimated id with no free true object nearby is a
+    ghost (a second copy of an object, or a spurious segment): counted in ``ghosts``, not scored.
+    ``associate=False`` takes estimated ids as true ids (oracle masks).
+    """
+
+    ref: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # true id -> (c(t0), T_gt(t0))
     errors: dict[int, list[float]] = field(default_factory=dict)
     offsets: dict[int, float] = field(default_factory=dict)
+    associate: bool = True
+    match_distance: float = 0.05  # [m] from a surface-sample centroid to the body centre (objects are ~5-10 cm)
+    id_map: dict[int, int] = field(default_factory=dict)  # estimated id -> true id
+    ghosts: set[int] = field(default_factory=set)  # estimated ids that match no free true object
+
+    def _true_id(self, e: ObjectPose, gt: dict[int, np.ndarray]) -> int | None:
+        k = e.object_id
+        if not self.associate:
+            return k if k in gt else None
+        if k in self.id_map:
+            return self.id_map[k]
+        if k in self.ghosts:
+            return None
+        claimed = set(self.id_map.values())
+        c = np.asarray(e.position, dtype=np.float64)
+        free = [(float(np.linalg.norm(c - T[:3, 3])), j) for j, T in gt.items() if j not in claimed]
+        d, j = min(free, default=(np.inf, None))
+        if j is None or d > self.match_distance:
+            self.ghosts.add(k)
+            return None
+        self.id_map[k] = j
+        return j
 
     def add(self, estimated: Sequence[ObjectPose], ground_truth: Sequence[ObjectPose]) -> dict[int, float]:
-        """Add one frame; returns this frame's error per object id [m]."""
+        """Add one frame; returns this frame's error per true object id [m]."""
         gt = {p.object_id: pose_matrix(p) for p in ground_truth}
         out = {}
-        for e in estimated:
-            k = e.object_id
-            if k not in gt:
+        for e in sorted(estimated, key=lambda p: p.object_id):
+            k = self._true_id(e, gt)
+            if k is None or k not in gt:
                 continue
             c = np.asarray(e.position, dtype=np.float64)
             if k not in self.ref:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +51,23 @@ class SceneConfig:
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+
+
+# scene node parameter -> SceneConfig field, where the names differ (others: same name)
+_PARAM_TO_FIELD = {"image_downscale": "downscale"}
+
+
+def scene_config_from_params(params: Mapping[str, Any]) -> SceneConfig:
+    """A SceneConfig from scene-node parameters (a graph YAML's ``scene`` entry or the node's declared values):
+    one mapping for the node and for the offline tools that reproduce it (``scene.deployed``). Parameters that are
+    not scene settings (cameras, topics, ...) are ignored."""
+    names = {f.name for f in fields(SceneConfig)} - {"fit", "track"}
+    kw = {}
+    for key, value in params.items():
+        name = _PARAM_TO_FIELD.get(key, key)
+        if name in names:
+            kw[name] = value
+    return SceneConfig(**kw)
 
 
 @dataclass

@@ -27,3 +27,15 @@ def test_cli_help_is_fast_and_lists_commands():
     proc = subprocess.run([sys.executable, "-m", "vidyn_ros.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "COMMAND" in proc.stdout
+
+
+def test_nodes_use_public_rclpy_api_only():
+    """Private rclpy attributes change between distros without notice (the node toolkit once read both of these)."""
+    import re
+    from pathlib import Path
+
+    private = re.compile(r"\._(parameter_overrides|futures|parameters|descriptors|executor)\b")
+    nodes = Path(__file__).resolve().parent.parent / "vidyn_ros" / "nodes"
+    hits = [f"{f.name}:{i}" for f in sorted(nodes.glob("*.py"))
+            for i, line in enumerate(f.read_text().splitlines(), 1) if private.search(line)]
+    assert not hits, f"rclpy internals used at {hits}"

@@ -1,0 +1,312 @@
+"""The runtime every vidyn node process shares: Fast DDS set-up, rclpy init without rclpy's signal handlers, the
+executor, clean shutdown on SIGINT/SIGTERM, and the ``main()`` shape of a node.
+
+- Node module convention: ``PARAMS`` (Param table), ``create_node(**node_kwargs) -> Node`` where node_kwargs are
+  rclpy ``Node`` keyword arguments (node_name, namespace, parameter_overrides, cli_args, context), and
+  ``main(args=None) -> int`` returning ``run_node(create_node, args)``. ``vidyn launch`` builds nodes the same way
+  (``NodeOptions``) and spins them together with ``spin_nodes``.
+- ``setup_fastdds_env``: point Fast DDS at the shipped shared-memory profile before rclpy.init (large images at rate).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from rclpy.executors import (
+    ConditionReachedException,
+    Executor,
+    ExternalShutdownException,
+    ShutdownException,
+    TimeoutException,
+)
+from rclpy.node import Node
+
+from vidyn_ros.errors import VidynError
+from vidyn_ros.nodes._params import parameter_overrides
+
+log = logging.getLogger(__name__)
+
+FASTDDS_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+
+
+# --------------------------------------------------------------------------------------------------------- Fast DDS env
+def fastdds_profile_path() -> Path:
+    """The shipped shared-memory Fast DDS profile (config/fastdds_shm.xml)."""
+    from vidyn_ros.paths import config_dir
+
+    return config_dir() / "fastdds_shm.xml"
+
+
+def setup_fastdds_env(force: bool = False) -> str | None:
+    """Point FASTDDS_DEFAULT_PROFILES_FILE at config/fastdds_shm.xml unless the user set it. Must run before rclpy.init.
+
+    Why: with Fast DDS's default transport, large images at high rate across processes failed to publish; the SHM
+    profile reached ~300 Hz with 1-3 ms latency. Returns the value in effect (None if the profile is missing).
+    Setting ``VIDYN_NO_SHM=1`` keeps Fast DDS defaults.
+    """
+    if os.environ.get("VIDYN_NO_SHM") == "1":
+        return os.environ.get(FASTDDS_ENV)
+    if FASTDDS_ENV in os.environ and not force:
+        return os.environ[FASTDDS_ENV]
+    path = fastdds_profile_path()
+    if not path.is_file():
+        return os.environ.get(FASTDDS_ENV)
+    os.environ[FASTDDS_ENV] = str(path)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------------- lifecycle
+class Shutdown:
+    """SIGINT/SIGTERM -> a threading.Event (installed instead of rclpy's handlers, so nodes can finish cleanly:
+    the recorder closes its bag, players stop their threads) before the context is shut down."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> Shutdown:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+        self.event.set()
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+def init_rclpy(args: Sequence[str] | None = None, context: Any = None, domain_id: int | None = None) -> Any:
+    """rclpy.init with the SHM profile and without rclpy's own signal handlers (we install ``Shutdown``)."""
+    from rclpy.signals import SignalHandlerOptions
+
+    setup_fastdds_env()
+    kwargs: dict[str, Any] = {"args": list(args) if args is not None else None, "context": context,
+                              "signal_handler_options": SignalHandlerOptions.NO}
+    if domain_id is not None:
+        kwargs["domain_id"] = domain_id
+    rclpy.init(**kwargs)
+    return context
+
+
+
+
+class NodeExecutor(Executor):
+    """rclpy's MultiThreadedExecutor loop (a thread pool runs the ready callbacks), written on public rclpy API, with
+    what shutting down needs and rclpy's lacks: ``drain`` waits, up to a deadline, for the callbacks already running
+    (rclpy's shutdown destroys its guard condition without waiting for them, and their messages are lost), and
+    reports the ones that failed."""
+
+    def __init__(self, num_threads: int, context: Any = None) -> None:
+        super().__init__(context=context)
+        self._pool = ThreadPoolExecutor(num_threads, thread_name_prefix="vidyn-executor")
+        self._running: list[Any] = []  # Tasks handed to the pool
+
+    def spin_once(self, timeout_sec: float | None = None) -> None:
+        try:
+            handler, _entity, _node = self.wait_for_ready_callbacks(timeout_sec)
+        except (TimeoutException, ShutdownException, ExternalShutdownException, ConditionReachedException):
+            return
+        self._pool.submit(handler)
+        self._running.append(handler)
+        for task in [t for t in self._running if t.done()]:
+            self._running.remove(task)
+            task.result()  # a callback's exception ends the spin, as in rclpy's executors
+
+    def drain(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for the callbacks in flight; log the ones that failed. Returns how many are left."""
+        t_end = time.monotonic() + timeout_s
+        while any(not t.done() for t in self._running) and time.monotonic() < t_end:
+            time.sleep(0.005)
+        for task in [t for t in self._running if t.done()]:
+            self._running.remove(task)
+            # A callback that failed in the last spin is re-raised nowhere else: report it, don't lose it.
+            exc = task.exception()
+            if exc is not None:
+                log.warning("callback failed during shutdown: %s: %s", type(exc).__name__, exc)
+        return len(self._running)
+
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        done = super().shutdown(timeout_sec)
+        self._pool.shutdown(wait=False, cancel_futures=True)  # never block on a callback stuck in native code
+        return done
+
+
+def spin_nodes(
+    nodes: Iterable[Node],
+    context: Any = None,
+    duration_s: float | None = None,
+    until: Callable[[], bool] | None = None,
+    shutdown: Shutdown | None = None,
+    num_threads: int | None = None,
+    drain_s: float = 0.3,
+) -> str:
+    """Spin ``nodes`` in one NodeExecutor until a signal, ``duration_s`` of wall time, or ``until()`` is true.
+
+    After ``until()`` first becomes true (a node finished), spinning goes on for ``drain_s`` so that messages still in
+    flight (the last frame a rig published, the tail of a bag) reach their subscribers before anything is closed.
+    Returns why it stopped: "signal", "duration", "done" or "external". Nodes are NOT destroyed here (the caller does
+    that, after calling each node's ``close()`` if it has one).
+    """
+    nodes = list(nodes)
+    executor = NodeExecutor(num_threads=num_threads or max(4, 2 * len(nodes)), context=context)
+    for n in nodes:
+        executor.add_node(n)
+    t_end = None if duration_s is None else time.monotonic() + duration_s
+    reason = "external"
+    t_done: float | None = None
+    try:
+        while rclpy.ok(context=context):
+            executor.spin_once(timeout_sec=0.05)
+            if shutdown is not None and shutdown.event.is_set():
+                reason = "signal"
+                break
+            if t_end is not None and time.monotonic() >= t_end:
+                reason = "duration"
+                break
+            if t_done is None and until is not None and until():
+                t_done = time.monotonic() + drain_s
+            if t_done is not None and time.monotonic() >= t_done:
+                reason = "done"
+                break
+    except (KeyboardInterrupt, ExternalShutdownException):
+        reason = "signal"
+    finally:
+        # Let callbacks already handed to the thread pool finish first (their messages would be lost).
+        executor.drain(2.0)
+        for n in nodes:
+            executor.remove_node(n)
+        executor.shutdown(timeout_sec=2.0)
+    return reason
+
+
+def close_nodes(nodes: Iterable[Node], before_destroy: Callable[[list[Node]], None] | None = None) -> None:
+    """Call ``close()`` (stop threads, flush files) on every node, then ``before_destroy(nodes)`` (e.g. collect
+    summaries: a destroyed node cannot even report its name), then ``destroy_node()``. Never raises for close errors.
+    """
+    nodes = list(nodes)
+    for n in nodes:
+        try:
+            if hasattr(n, "close"):
+                n.close()
+        except Exception as err:
+            log.warning("%s: close failed: %s", n.get_name(), err)
+    if before_destroy is not None:
+        before_destroy(nodes)
+    for n in nodes:
+        try:
+            n.destroy_node()
+        except Exception as err:
+            log.debug("%s: destroy failed: %s", n.get_name(), err)
+
+
+def run_node(node_factory: Callable[[], Node], args: Sequence[str] | None = None, done_attr: str = "done") -> int:
+    """``main()`` for a node (``node_factory`` is usually the module's ``create_node``): init rclpy (SHM profile),
+    build the node, spin until Ctrl-C/SIGTERM or the node says it is done
+    (``node.done`` true, e.g. a bag player without loop), close the node, shut down. Returns an exit code.
+
+    A VidynError while building or running the node (bad parameter, missing bag) is printed as ONE line on stderr and
+    the code is 2; no traceback.
+    """
+    argv = list(sys.argv if args is None else args)
+    # The module's NODE_NAME (its __name__ is "__main__" under python -m), else the module's last component.
+    mod = sys.modules.get(getattr(node_factory, "__module__", ""), None)
+    name = getattr(mod, "NODE_NAME", None) or getattr(node_factory, "__module__", "node").rpartition(".")[2]
+
+    def fail(text: str) -> int:
+        text = text.removeprefix(f"{name}: ")  # node messages already name the node for `vidyn launch`
+        print(f"{name}: error: {text}", file=sys.stderr)
+        return 2
+
+    shutdown = Shutdown().install()
+    try:
+        init_rclpy(argv)
+    except Exception as err:  # RCLError for malformed --ros-args: rcl's message, without its source location
+        shutdown.restore()
+        return fail(f"cannot start ROS: {str(err).splitlines()[0].split(', at /')[0]}")
+    node = None
+    code = 0
+    try:
+        node = node_factory()
+        spin_nodes([node], shutdown=shutdown, until=lambda: bool(getattr(node, done_attr, False)))
+        if getattr(node, "fatal", None):
+            code = fail(str(node.fatal))
+    except VidynError as err:
+        code = fail(str(err))
+    except (KeyboardInterrupt, ExternalShutdownException):
+        code = 0
+    finally:
+        if node is not None:
+            close_nodes([node])
+        shutdown.restore()
+        rclpy.try_shutdown()
+    return code
+
+
+@dataclass
+class NodeOptions:
+    """Keyword arguments common to vidyn node constructors (so ``vidyn launch`` can build any node the same way)."""
+
+    name: str | None = None
+    namespace: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: dict[str, str] = field(default_factory=dict)
+    context: Any = None
+
+    def node_kwargs(self, default_name: str) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "node_name": self.name or default_name,
+            "parameter_overrides": parameter_overrides(self.parameters),
+            "cli_args": remap_args(self.remappings) or None,
+            "context": self.context,
+        }
+        if self.namespace:
+            kw["namespace"] = self.namespace
+        return kw
+
+
+
+def remap_args(remappings: dict[str, str] | None) -> list[str]:
+    """``{"/a": "/b"}`` -> ``["--ros-args", "-r", "/a:=/b"]`` for ``Node(..., cli_args=...)``."""
+    out: list[str] = []
+    for src, dst in (remappings or {}).items():
+        out += ["-r", f"{src}:={dst}"]
+    return ["--ros-args", *out] if out else []
+
+
+def spinning_event(node: Node) -> threading.Event:
+    """An Event set when an executor first runs one of ``node``'s callbacks, i.e. when the node is being spun.
+
+    Producers that run on their own thread (the simulated rig, the bag player) wait for it before their start delay:
+    a node is built long before it spins when later nodes of a graph take seconds to build (the scene node loads
+    torch), and frames published before then are lost to subscribers that do not exist yet. The timer runs on the
+    steady clock: with use_sim_time a ROS-time timer would wait for the /clock that the rig itself publishes.
+    """
+    from rclpy.clock import Clock, ClockType
+
+    event = threading.Event()
+    timer: Any = None
+
+    def fire() -> None:
+        event.set()
+        timer.cancel()
+
+    timer = node.create_timer(0.01, fire, clock=Clock(clock_type=ClockType.STEADY_TIME))
+    return event
+

@@ -184,18 +184,130 @@ def test_missing_and_non_bag_paths_give_one_line_errors(tmp_path):
         BagReader(tmp_path / "junk")
 
 
-def test_truncated_mcap_gives_one_line_error(mcap_episode, tmp_path):
+@pytest.fixture(scope="module")
+def chunked_bag(tmp_path_factory):
+    """A zstd MCAP bag flushed after every frame (as a recorder does every few seconds): 10 frames, 10 chunks."""
+    frames = make_frames(10)
+    path = tmp_path_factory.mktemp("chunked") / "ep"
+    with BagWriter(path, compression="zstd") as w:
+        w.write_calibration({c.name: c.T_world_cam for c in frames[0].frame.cameras})
+        for rf in frames:
+            w.write_rig_frame(rf)
+            w.flush()
+    return path, frames
+
+
+def _cut_in_half(src: Path, dst: Path, keep_metadata: bool) -> Path:
     import shutil
 
-    path, _ = mcap_episode
-
-    bad = tmp_path / "ep"
-    shutil.copytree(path, bad)
-    (f,) = bad.glob("*.mcap")
+    shutil.copytree(src, dst)
+    if not keep_metadata:
+        (dst / "metadata.yaml").unlink()
+    (f,) = dst.glob("*.mcap")
     os.truncate(f, f.stat().st_size // 2)
-    with pytest.raises(BagError, match="truncated") as e:
-        BagReader(bad)
+    return f
+
+
+@pytest.mark.parametrize("keep_metadata", [True, False])
+def test_truncated_mcap_is_recovered_with_or_without_metadata(chunked_bag, tmp_path, caplog, keep_metadata):
+    path, frames = chunked_bag
+    _cut_in_half(path, tmp_path / "ep", keep_metadata)
+    with BagReader(tmp_path / "ep") as r:
+        assert r.recovered
+        n = r.message_count
+        # every complete chunk before the cut: about half of the 10 frames, whole frames only (one chunk per frame)
+        assert 3 * 10 <= n <= 6 * 10 and n % 10 == 0
+        assert f"recovered {n} messages" in r.recovered_note
+        got = list(r.multiview_frames())
+    assert len(got) == n // 10
+    for mv, rf in zip(got, frames, strict=False):
+        np.testing.assert_array_equal(mv.views[1].color, rf.frame.views[1].color)
+    assert f"recovered {n} messages" in caplog.text
+    text = format_summary(bag_summary(tmp_path / "ep"))
+    assert f"recovered {n} messages" in text and "vidyn reindex" in text
+
+
+def test_reindex_makes_a_truncated_bag_readable_by_the_mcap_default_reader(chunked_bag, tmp_path):
+    from mcap.exceptions import McapError
+    from mcap.reader import make_reader
+
+    from vidyn_ros.bags import reindex
+
+    path, frames = chunked_bag
+    f = _cut_in_half(path, tmp_path / "ep", keep_metadata=True)
+    with open(f, "rb") as fh, pytest.raises(McapError):  # the mcap library's default (seeking) reader refuses it
+        list(make_reader(fh).iter_messages())
+    with BagReader(tmp_path / "ep") as r:
+        n = r.message_count
+    out = reindex(tmp_path / "ep")
+    assert out["messages"] == n and out["recovered"] and out["compression"] == "zstd"
+    with open(f, "rb") as fh:
+        reader = make_reader(fh)
+        summary = reader.get_summary()
+        assert summary is not None and summary.statistics.message_count == n
+        assert {c.compression for c in summary.chunk_indexes} == {"zstd"}
+        stamps = [m.log_time for _s, ch, m in reader.iter_messages() if ch.topic == "/cam0/color/image_raw"]
+    assert stamps == [rf.frame.stamp_ns for rf in frames[: n // 10]]
+    with BagReader(tmp_path / "ep") as r:  # and ours reads it as a normal, complete bag with its calibration
+        assert not r.recovered and r.message_count == n and r.calibration() is not None
+    assert reindex(tmp_path / "ep")["messages"] == n  # idempotent on a complete bag
+
+
+def test_reindex_a_killed_writer_bag_writes_metadata_and_keeps_custom_types(tmp_path):
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from vidyn_ros.bags import reindex
+
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "k")], capture_output=True, timeout=120)
+    assert proc.returncode == -9 and not (tmp_path / "k" / "metadata.yaml").exists()
+    out = reindex(tmp_path / "k")
+    assert out["messages"] == 5 and out["metadata"]
+    with BagReader(tmp_path / "k") as r:
+        assert not r.recovered and r.topics["/cam0/color/image_raw"].count == 5
+    # a custom message type keeps its definition through a reindex (another program's type store wrote it)
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    other = get_typestore(Stores.ROS2_KILTED)
+    other.register(get_types_from_msg("float64 push_force\nstring label", "my_rig2/msg/Push"))
+    with Writer(tmp_path / "custom", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection("/push", "my_rig2/msg/Push", typestore=other)
+        w.write(c, 7, other.serialize_cdr(other.types["my_rig2/msg/Push"](push_force=2.5, label="a"),
+                                          "my_rig2/msg/Push"))
+    (tmp_path / "custom" / "metadata.yaml").unlink()
+    assert reindex(tmp_path / "custom")["messages"] == 1
+    with BagReader(tmp_path / "custom") as r:
+        ((_t, mt, stamp, got),) = list(r.decoded())
+    assert (mt, stamp, got.push_force, got.label) == ("my_rig2/msg/Push", 7, 2.5, "a")
+
+
+def test_reindex_errors_are_one_line(tmp_path):
+    from vidyn_ros.bags import reindex
+
+    with pytest.raises(BagError, match="no such bag") as e:
+        reindex(tmp_path / "nope")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_bag_written_from_several_threads(tmp_path, storage):
+    """A recorder node writes from whichever executor thread delivered a message, flushes from a timer thread and
+    closes from the main thread: an sqlite3 connection used that way failed ('SQLite objects created in a thread
+    can only be used in that same thread')."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    w = BagWriter(tmp_path / "b", storage=storage)
+
+    def produce(topic: str) -> None:
+        for k in range(20):
+            w.write(topic, msgs.CLOCK, msgs.clock_msg(k), k)
+            if k % 7 == 0:
+                w.flush()
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(produce, ["/a", "/b", "/c"]))
+    w.close()
+    with BagReader(tmp_path / "b") as r:
+        assert {t: i.count for t, i in r.topics.items()} == {"/a": 20, "/b": 20, "/c": 20}
 
 
 def test_unknown_topic_names_the_topic(episode):

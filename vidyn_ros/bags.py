@@ -18,10 +18,13 @@ topic, :class:`~vidyn_ros.errors.OutputError` for an output directory that exist
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ __all__ = [
     "TopicInfo",
     "bag_summary",
     "format_summary",
+    "reindex",
     "write_rig_episode",
 ]
 
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "rig_calibration.yaml"
 STORAGES = ("mcap", "sqlite3")
+# Stamps below one year are sim time (seconds since a simulation started); above, wall time since 1970.
+SIM_TIME_LIMIT_NS = 10**9 * 86400 * 365
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,11 @@ class BagWriter:
         self.path = Path(path)
         self.storage = storage
         self._prepare_output_dir(overwrite)
+        # An sqlite3 connection may only be used by the thread that created it, and a recorder node writes from
+        # whichever executor thread delivered the message: every storage call of an sqlite3 bag runs on one owner
+        # thread. MCAP has no thread affinity; a lock serialises its calls.
+        self._owner = ThreadPoolExecutor(1, thread_name_prefix="bag-writer") if storage == "sqlite3" else None
+        self._lock = threading.RLock()
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self._writer = Writer(self.path, version=9, storage_plugin=plugin)
         for k, v in (custom_data or {}).items():
@@ -111,12 +122,26 @@ class BagWriter:
             mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
             self._writer.set_compression(mode, CompressionFormat.ZSTD)
         try:
-            self._writer.open()
+            self._call(self._writer.open)
         except (OSError, WriterError) as err:
+            self._shutdown_owner()
             raise OutputError(f"{self.path}: cannot create bag ({_oneline(err)})") from None
         self._connections: dict[str, Any] = {}
         self._closed = False
         self.counts: dict[str, int] = {}
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one storage operation: on the owner thread for sqlite3, under the lock for MCAP. Exceptions propagate
+        to the caller as if the call had been direct."""
+        with self._lock:
+            if self._owner is None:
+                return fn(*args, **kwargs)
+            return self._owner.submit(fn, *args, **kwargs).result()
+
+    def _shutdown_owner(self) -> None:
+        if self._owner is not None:
+            self._owner.shutdown(wait=True)
+            self._owner = None
 
     def _prepare_output_dir(self, overwrite: bool) -> None:
         p = self.path
@@ -148,7 +173,7 @@ class BagWriter:
             from rosbags.typesys import TypesysError
 
             try:
-                conn = self._writer.add_connection(topic, msgtype, typestore=msgs._typestore())
+                conn = self._call(self._writer.add_connection, topic, msgtype, typestore=msgs._typestore())
             except (KeyError, TypesysError):
                 raise BagError(f"topic {topic}: unknown message type {msgtype!r}") from None
             self._connections[topic] = conn
@@ -159,15 +184,16 @@ class BagWriter:
 
     def write(self, topic: str, msgtype: str, msg: Any, stamp_ns: int) -> None:
         """Append one message. ``msg`` is a typestore message or its CDR bytes; ``stamp_ns`` the bag timestamp [ns]."""
-        if self._closed:
-            raise BagError(f"{self.path}: bag already closed")
-        conn = self._connection(topic, msgtype)
         data = msg if isinstance(msg, bytes | bytearray | memoryview) else msgs.serialize(msg, msgtype)
-        try:
-            self._writer.write(conn, int(stamp_ns), data)
-        except OSError as err:
-            raise OutputError(f"{self.path}: cannot write ({err.strerror})") from None
-        self.counts[topic] += 1
+        with self._lock:  # safe to call from several threads (a recorder's subscription callbacks)
+            if self._closed:
+                raise BagError(f"{self.path}: bag already closed")
+            conn = self._connection(topic, msgtype)
+            try:
+                self._call(self._writer.write, conn, int(stamp_ns), data)
+            except OSError as err:
+                raise OutputError(f"{self.path}: cannot write ({err.strerror})") from None
+            self.counts[topic] += 1
 
     def write_many(self, items: Iterable[tuple[str, str, Any, int]]) -> None:
         """Write ``(topic, msgtype, msg, stamp_ns)`` tuples, e.g. from :func:`msgs.rig_frame_messages`."""
@@ -193,28 +219,37 @@ class BagWriter:
     def flush(self) -> None:
         """Push buffered messages to disk so that they survive a SIGKILL (MCAP: write the pending chunk; sqlite3:
         commit). Costs one small chunk / one transaction; a recorder calls it every few seconds."""
-        storage = getattr(self._writer, "storage", None)
-        if storage is None or self._closed:
-            return
-        try:
+        def flush_storage() -> None:
+            storage = getattr(self._writer, "storage", None)
+            if storage is None:
+                return
             if self.storage == "mcap":
                 if storage.chunk.bio.tell():
                     storage.close_chunk()
                 storage.bio.flush()
             else:
                 storage.conn.commit()
-        except OSError as err:
-            raise OutputError(f"{self.path}: cannot write ({err.strerror})") from None
+
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._call(flush_storage)
+            except OSError as err:
+                raise OutputError(f"{self.path}: cannot write ({err.strerror})") from None
 
     def close(self) -> None:
         """Finish the bag (summary, metadata.yaml). Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._writer.close()
-        except OSError as err:
-            raise OutputError(f"{self.path}: cannot finish bag ({err.strerror})") from None
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._call(self._writer.close)
+            except OSError as err:
+                raise OutputError(f"{self.path}: cannot finish bag ({err.strerror})") from None
+            finally:
+                self._shutdown_owner()
 
     def __enter__(self) -> BagWriter:
         return self
@@ -252,30 +287,51 @@ def write_rig_episode(
 
 @dataclass
 class _SalvagedConnection:
+    """A channel of a salvaged MCAP file, shaped like rosbags' Connection (what BagReader and reindex use)."""
+
     id: int
     topic: str
     msgtype: str
     msgcount: int = 0
+    msgdef: Any = None  # rosbags MessageDefinition from the channel's schema record
+    digest: str = ""  # rosbag2 keeps the type hash in metadata.yaml only: unknown here
+    ext: Any = None  # rosbags ConnectionExtRosbag2 (serialization format, offered QoS profiles)
+    qos_yaml: str = field(default="", repr=False)
 
 
 class _McapSalvage:
-    """Read-only view of an MCAP file that has no summary / footer (its writer was killed), built by streaming
-    records with the ``mcap`` package until the first incomplete one. Mimics the parts of rosbags' Reader that
-    BagReader uses."""
+    """Read-only view of an MCAP file that has no summary / footer (its writer was killed) or was cut short, built by
+    streaming records with the ``mcap`` package until the first incomplete one. Mimics the parts of rosbags' Reader
+    that BagReader and :func:`reindex` use."""
 
     def __init__(self, path: Path) -> None:
+        from rosbags.interfaces import ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat
+        from rosbags.rosbag2.metadata import parse_qos
+
         self.path = path
         self.connections: list[_SalvagedConnection] = []
         self.message_count = 0
         self.start_time = 0
         self.end_time = 0
         self.good_bytes = 0
+        self.chunk_compression = ""
+        formats = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
         by_id: dict[int, _SalvagedConnection] = {}
         stamps = []
         for rec in self._records():
             if type(rec).__name__ == "Channel":
                 conn = by_id.setdefault(rec.id, _SalvagedConnection(rec.id, rec.topic, ""))
-                conn.msgtype = self._schemas.get(rec.schema_id, "")
+                name, encoding, data = self._schemas.get(rec.schema_id, ("", "", b""))
+                conn.msgtype = name
+                conn.msgdef = MessageDefinition(formats.get(encoding, MessageDefinitionFormat.NONE),
+                                                data.decode(errors="replace"))
+                qos = rec.metadata.get("offered_qos_profiles", "")
+                try:
+                    profiles = parse_qos(qos) if qos else []
+                except Exception:  # a QoS string we cannot parse only costs the QoS in a reindexed bag
+                    profiles = []
+                conn.ext = ConnectionExtRosbag2(serialization_format=rec.message_encoding or "cdr",
+                                                offered_qos_profiles=profiles)
             elif type(rec).__name__ == "Message" and rec.channel_id in by_id:
                 by_id[rec.channel_id].msgcount += 1
                 stamps.append(rec.log_time)
@@ -288,9 +344,9 @@ class _McapSalvage:
     def _records(self) -> Iterator[Any]:
         from mcap.stream_reader import StreamReader
 
-        self._schemas: dict[int, str] = {}
+        self._schemas: dict[int, tuple[str, str, bytes]] = {}
         with open(self.path, "rb") as f:
-            it = StreamReader(f, skip_magic=False).records
+            it = StreamReader(f, skip_magic=False, emit_chunks=True).records
             while True:
                 try:
                     rec = next(it)
@@ -298,8 +354,22 @@ class _McapSalvage:
                     return
                 except Exception:  # the truncated tail: stop at the last complete record
                     return
-                if type(rec).__name__ == "Schema":
-                    self._schemas[rec.id] = rec.name
+                kind = type(rec).__name__
+                if kind == "Chunk":
+                    # Records inside a chunk are only trusted once the whole chunk was read (its CRC checked).
+                    self.chunk_compression = self.chunk_compression or rec.compression
+                    try:
+                        inner = _chunk_records(rec)
+                    except Exception:
+                        return
+                    self.good_bytes = f.tell()
+                    for r in inner:
+                        if type(r).__name__ == "Schema":
+                            self._schemas[r.id] = (r.name, r.encoding, bytes(r.data))
+                        yield r
+                    continue
+                if kind == "Schema":
+                    self._schemas[rec.id] = (rec.name, rec.encoding, bytes(rec.data))
                 self.good_bytes = f.tell()
                 yield rec
 
@@ -318,6 +388,13 @@ class _McapSalvage:
         pass
 
 
+def _chunk_records(chunk: Any) -> list[Any]:
+    """The records inside one MCAP chunk (decompressed and CRC-checked by the mcap package)."""
+    from mcap.stream_reader import breakup_chunk
+
+    return breakup_chunk(chunk, validate_crc=True)
+
+
 def _storage_files(d: Path) -> list[Path]:
     return sorted([*d.glob("*.mcap"), *d.glob("*.db3")])
 
@@ -329,8 +406,9 @@ class BagReader:
         topics: topic -> TopicInfo(msgtype, count, rate_hz).
         start_ns, end_ns: bag timestamps of the first and the last message; duration_s = their difference [s].
         storage: "mcap" or "sqlite3".
-        recovered: True when the bag had no metadata.yaml (e.g. the writer was killed) and was read from its
-            storage file directly.
+        recovered: True when the bag had no metadata.yaml (e.g. the writer was killed) or its MCAP file was
+            incomplete (no summary, cut short), and it was read from its storage file directly.
+        recovered_note: for an incomplete MCAP file, how many messages were recovered from how many bytes ("" else).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -361,20 +439,27 @@ class BagReader:
             self.bag_dir = p.parent
             target = p
         self._target = target
+        self.recovered_note = ""
         try:
             self._reader = Reader(target)
             self._reader.open()
         except Exception as err:  # rosbags raises ReaderError, but also struct/KeyError/sqlite errors on bad files
-            if not (self.recovered or target == p) or target.suffix != ".mcap":
+            # A killed writer (no summary) or a file cut short: with or without metadata.yaml beside it, salvage every
+            # complete record of the MCAP file by streaming it. sqlite3 files have no such record structure.
+            files = [target] if target.is_file() else _storage_files(target)
+            if len(files) != 1 or files[0].suffix != ".mcap":
                 raise BagError(f"{p}: cannot read bag: corrupt, truncated or not rosbag2 ({_oneline(err)})") from None
-            # An MCAP file without its summary (writer killed): salvage every complete record by streaming it.
+            self._target = target = files[0]
             self._reader = _McapSalvage(target)
             self.recovered = True
             if not self._reader.connections:
                 why = f"{_oneline(err)}, no complete message in {target.name}"
                 raise BagError(f"{p}: cannot read bag ({why})") from None
-            log.warning("%s: %s is incomplete; read %d messages up to byte %d", p, target.name,
-                        self._reader.message_count, self._reader.good_bytes)
+            size = target.stat().st_size
+            self.recovered_note = (f"{target.name} is incomplete ({_oneline(err)}): recovered "
+                                   f"{self._reader.message_count} messages from the first {self._reader.good_bytes} "
+                                   f"of {size} bytes; `vidyn reindex {p}` rewrites it with a summary and index")
+            log.warning("%s: %s", p, self.recovered_note)
         self._open = True
         try:
             self._init_metadata()
@@ -577,6 +662,117 @@ class BagReader:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Reindex
+
+
+def reindex(path: str | Path) -> dict[str, Any]:
+    """Rewrite a bag in place with a complete summary, index and metadata.yaml (what ``ros2 bag reindex`` does), so
+    that every reader opens it: a bag whose writer was killed, whose file was cut short, or that lost metadata.yaml.
+
+    Every message that can be read (see :class:`BagReader`: complete records of a damaged MCAP file) is written to a
+    new bag of the same storage and compression, with the original message definitions and QoS profiles, next to the
+    old one; only once it is complete and holds every message read does it replace the old storage file and
+    metadata.yaml. Other files of the bag directory (rig_calibration.yaml) stay. Returns what was done (counts, bytes).
+    """
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    with BagReader(path) as src:
+        bag_dir, storage = src.bag_dir, src.storage
+        # A bag directory gets a new metadata.yaml; a lone storage file given by path is replaced by itself only.
+        with_metadata = src.path.is_dir() or src.path.name == "metadata.yaml" or (bag_dir / "metadata.yaml").exists()
+        if len(src.files) != 1:
+            raise BagError(f"{src.path}: reindex handles single-file bags; this one has {len(src.files)} files")
+        old_file = src.files[0]
+        old_bytes = old_file.stat().st_size
+        compression = _bag_compression(src)
+        tmp_root = bag_dir / f".{old_file.stem}.reindex"
+        if tmp_root.exists():
+            shutil.rmtree(tmp_root)
+        new_dir = tmp_root / old_file.stem  # the writer names its file after the directory: the old file's name
+        try:
+            tmp_root.mkdir()
+            plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+            writer = Writer(new_dir, version=9, storage_plugin=plugin)
+            custom = getattr(getattr(src._reader, "metadata", None), "custom", None) or {}
+            for k, v in custom.items():  # e.g. the vidyn version that wrote the bag
+                writer.set_custom_data(str(k), str(v))
+            if compression:
+                writer.set_compression(CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE,
+                                       CompressionFormat.ZSTD)
+            writer.open()
+            conns: dict[int, Any] = {}
+            made: dict[tuple, Any] = {}
+            for c in src._reader.connections:
+                key = (c.topic, c.msgtype, repr(c.ext))  # one connection per topic, type and QoS, as rosbag2 has
+                if key not in made:
+                    made[key] = _copy_connection(writer, c)
+                conns[c.id] = made[key]
+            written = 0
+            for conn, stamp, data in src._reader.messages(connections=list(src._reader.connections)):
+                writer.write(conns[conn.id], int(stamp), data)
+                written += 1
+            writer.close()
+        except OSError as err:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+            raise OutputError(f"{bag_dir}: cannot write the reindexed bag ({err.strerror})") from None
+        except Exception as err:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+            raise BagError(f"{bag_dir}: cannot reindex ({_oneline(err)})") from None
+        expected = src.message_count
+        recovered = src.recovered
+    if written != expected:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+        raise BagError(f"{bag_dir}: reindex read {written} messages where the bag reported {expected}; left unchanged")
+    (new_file,) = _storage_files(new_dir)
+    # The new files are complete: now (and only now) replace the old ones.
+    os.replace(new_file, old_file)
+    if with_metadata:
+        os.replace(new_dir / "metadata.yaml", bag_dir / "metadata.yaml")
+    shutil.rmtree(tmp_root, ignore_errors=True)
+    return {"path": str(bag_dir), "storage": storage, "messages": written, "recovered": recovered,
+            "bytes_before": old_bytes, "bytes_after": old_file.stat().st_size, "file": old_file.name,
+            "metadata": with_metadata, "compression": compression or "none"}
+
+
+def _bag_compression(src: BagReader) -> str | None:
+    """zstd when the bag's data was compressed (MCAP: its chunks; sqlite3: its messages), else None."""
+    r = src._reader
+    if isinstance(r, _McapSalvage):
+        return "zstd" if r.chunk_compression == "zstd" else None
+    if src.storage == "sqlite3":
+        meta = getattr(r, "metadata", None)
+        return "zstd" if getattr(meta, "compression_format", None) == "zstd" else None
+    from mcap.reader import make_reader
+
+    try:
+        with open(src.files[0], "rb") as f:
+            summary = make_reader(f).get_summary()
+    except Exception:  # no summary to tell: write uncompressed
+        return None
+    return "zstd" if summary is not None and any(c.compression == "zstd" for c in summary.chunk_indexes) else None
+
+
+def _copy_connection(writer: Any, conn: Any) -> Any:
+    """Add ``conn`` (a rosbags or salvaged connection) to ``writer`` with its definition, type hash and QoS."""
+    msgdef = getattr(conn, "msgdef", None)
+    data = getattr(msgdef, "data", "") or ""
+    digest = getattr(conn, "digest", "") or ""
+    if not data or not digest:
+        try:  # types the bag did not define, or a hash only metadata.yaml had: from the type store
+            gen, _ = msgs.TYPESTORE.generate_msgdef(conn.msgtype, ros_version=2)
+            data = data or gen
+            digest = digest or msgs.TYPESTORE.hash_rihs01(conn.msgtype)
+        except Exception:
+            raise BagError(f"topic {conn.topic}: no definition of {conn.msgtype} to write") from None
+    ext = getattr(conn, "ext", None)
+    return writer.add_connection(
+        conn.topic, conn.msgtype, msgdef=data, rihs01=digest,
+        serialization_format=getattr(ext, "serialization_format", "cdr") or "cdr",
+        offered_qos_profiles=list(getattr(ext, "offered_qos_profiles", []) or []),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Summary
 
 
@@ -601,6 +797,8 @@ def bag_summary(path: str | Path, exact_rates: bool = True) -> dict[str, Any]:
             "end_ns": r.end_ns,
             "duration_s": r.duration_s,
             "recovered": r.recovered,
+            "recovered_note": r.recovered_note or ("no metadata.yaml: read from the storage file directly"
+                                                   if r.recovered else ""),
             "cameras": r.camera_names(),
             "calibrated_cameras": sorted(calib) if calib else [],
             "topics": {
@@ -620,7 +818,7 @@ def _human_size(n: float) -> str:
 def _time_str(ns: int) -> str:
     import datetime as dt
 
-    if ns < 10**9 * 86400 * 365:  # sim time: seconds since the start of the simulation
+    if ns < SIM_TIME_LIMIT_NS:  # sim time: seconds since the start of the simulation
         return f"{ns / 1e9:.3f} s (sim time)"
     t = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
     return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
@@ -629,13 +827,18 @@ def _time_str(ns: int) -> str:
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A bag summary as a plain-text table (what ``vidyn info`` prints)."""
     lines = [
-        f"bag:       {summary['path']}" + ("  (recovered: no metadata.yaml)" if summary.get("recovered") else ""),
+        f"bag:       {summary['path']}" + ("  (recovered)" if summary.get("recovered") else ""),
         f"storage:   {summary['storage']}    size: {_human_size(summary['size_bytes'])}    "
         f"messages: {summary['message_count']}",
         f"duration:  {summary['duration_s']:.3f} s",
         f"start:     {_time_str(summary['start_ns'])}",
         f"end:       {_time_str(summary['end_ns'])}",
     ]
+    if summary.get("recovered"):
+        lines.insert(1, f"recovered: {summary.get('recovered_note') or 'read from the storage file directly'}")
+    if summary["start_ns"] < SIM_TIME_LIMIT_NS <= summary["end_ns"]:
+        # e.g. a recorder on wall time next to a graph on sim time: the duration above is meaningless
+        lines.append("warning:   stamps mix sim time and wall time (a node or recorder without use_sim_time?)")
     if summary.get("cameras"):
         lines.append(f"cameras:   {', '.join(summary['cameras'])}"
                      + (f"    (calibration: {', '.join(summary['calibrated_cameras'])})"

@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv
 STAMP=.setup-stamp
-APT_PKGS="libusb-1.0-0 libgl1 libgomp1 libosmesa6 libegl1"
+APT_PKGS="libusb-1.0-0 libgl1 libgomp1 libosmesa6 libegl1 cmake g++"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-# 1. System libraries: open3d/pyrealsense2 need libusb, MuJoCo headless needs OSMesa (CPU) or EGL (GPU).
+# 1. System libraries: open3d/pyrealsense2 need libusb, MuJoCo headless needs OSMesa (CPU) or EGL (GPU); building
+#    tf2_msgs (step 4) needs CMake and a C++ compiler.
 missing=()
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -33,7 +34,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv $want_sys "$VENV"
 fi
 
-hash=$( (cat requirements.txt requirements-ros.txt setup.py scripts/setup.sh; echo "ros=${ROS_DISTRO:-wheels}") | sha256sum | cut -d' ' -f1)
+hash=$( (cat requirements.txt requirements-ros.txt setup.py scripts/setup.sh scripts/build_tf2_msgs.sh \
+  scripts/ros_interfaces/tf2_msgs/CMakeLists.txt scripts/ros_interfaces/tf2_msgs/package.xml \
+  scripts/ros_interfaces/tf2_msgs/msg/*.msg; echo "ros=${ROS_DISTRO:-wheels}") | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$hash" ]; then
   exit 0
 fi
@@ -47,6 +50,8 @@ $PIP -r requirements.txt
 if [ -z "${ROS_DISTRO:-}" ]; then
   say "pip install ROS 2 wheels (requirements-ros.txt)"
   $PIP -r requirements-ros.txt
+  # 4. tf2_msgs (/tf, /tf_static) is not among the wheels: generate it with their rosidl toolchain (~10 s, cached).
+  bash scripts/build_tf2_msgs.sh "$VENV"
 else
   say "using the sourced ROS 2 $ROS_DISTRO rclpy"
 fi

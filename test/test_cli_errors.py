@@ -64,8 +64,11 @@ def test_missing_bag(inputs: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("which", ["corrupt", "corrupt_bag"])
-def test_corrupt_bag(inputs: dict[str, Path], which: str) -> None:
-    _assert_one_line_error(_run("replay", str(inputs[which])), which, "cannot read bag")
+@pytest.mark.parametrize("command", ["replay", "reindex"])
+def test_corrupt_bag(inputs: dict[str, Path], which: str, command: str) -> None:
+    before = {f: f.read_bytes() for f in inputs[which].parent.rglob("*") if f.is_file()}
+    _assert_one_line_error(_run(command, str(inputs[which])), which, "cannot read bag")
+    assert {f: f.read_bytes() for f in inputs[which].parent.rglob("*") if f.is_file()} == before  # nothing changed
 
 
 def test_unknown_topic(inputs: dict[str, Path]) -> None:

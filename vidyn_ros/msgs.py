@@ -66,6 +66,8 @@ __all__ = [
     "pointcloud2_msg",
     "pointcloud2_to_arrays",
     "pose_array_msg",
+    "pose_from_msg",
+    "pose_stamped_msg",
     "rig_frame_messages",
     "serialize",
     "sim_mask_topic",
@@ -86,8 +88,10 @@ CLOCK = "rosgraph_msgs/msg/Clock"
 DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
 MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
 PATH = "nav_msgs/msg/Path"
+POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
 
 OBJECT_POSES_TOPIC = "/vidyn/sim/object_poses"
+PUSHER_POSE_TOPIC = "/vidyn/pusher/pose"  # the robot's own end-effector pose (proprioception), world frame
 CMD_TOPIC = "/vidyn/cmd"
 CLOCK_TOPIC = "/clock"
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -458,6 +462,19 @@ def twist_from_msg(msg: Any) -> tuple[np.ndarray, np.ndarray]:
     """geometry_msgs/TwistStamped (or Twist) -> (linear [3], angular [3])."""
     t = getattr(msg, "twist", msg)
     return (np.array([t.linear.x, t.linear.y, t.linear.z]), np.array([t.angular.x, t.angular.y, t.angular.z]))
+
+
+def pose_stamped_msg(position: Sequence[float], quat_wxyz: Sequence[float], stamp_ns: int,
+                     frame_id: str = "world") -> Any:
+    """A pose [m] + quaternion (w, x, y, z) -> geometry_msgs/PoseStamped."""
+    return _t(POSE_STAMPED)(header=header(stamp_ns, frame_id), pose=_pose(position, quat_wxyz))
+
+
+def pose_from_msg(msg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """geometry_msgs/PoseStamped (or Pose) -> (position [3], quaternion wxyz [4])."""
+    p = getattr(msg, "pose", msg)
+    q = p.orientation
+    return (np.array([p.position.x, p.position.y, p.position.z]), np.array([q.w, q.x, q.y, q.z]))
 
 
 def path_msg(

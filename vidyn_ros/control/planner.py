@@ -157,6 +157,10 @@ class Planner:
         self.last_command = torch.zeros(2)
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
 
+    def set_model(self, model: Dynamics) -> None:
+        """Swap the dynamics backend (e.g. physics rebuilt when the scene's objects changed)."""
+        self.model = SubStepped(model, self.cfg.sub_steps) if self.cfg.sub_steps > 1 else model
+
     # ------------------------------------------------------------------------------------------------ goal
     def cameras(self, cameras: Sequence[Any]) -> tuple[list[Any], list[Any]]:
         """(cost cameras at ``width``, the same at ``sample_width``) chosen from the rig's cameras."""

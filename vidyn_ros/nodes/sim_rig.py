@@ -49,6 +49,8 @@ PARAMS = [
     _ros.Param("masks", True, "publish the true instance masks on /vidyn/sim/<cam>/mask (ground truth, evaluation "
                "only; perception's /<cam>/mask comes from the segmenter)"),
     _ros.Param("ground_truth", True, "publish ground-truth object poses on /vidyn/sim/object_poses"),
+    _ros.Param("pusher_pose", True, "publish the pusher's pose on /vidyn/pusher/pose (the robot's own end-effector "
+               "pose, as a real robot reports it; not object ground truth)"),
     _ros.Param("clock", True, "publish sim time on /clock"),
     _ros.Param("qos", "reliable", "camera publisher QoS: reliable or sensor (best effort)"),
     _ros.Param("cmd_timeout_s", 0.5, "a /vidyn/cmd older than this (sim time) is stale: the pusher stops"),
@@ -57,6 +59,9 @@ PARAMS = [
                "subscribers to connect"),
     _ros.Param("lockstep_topic", "", "synchronous mode: publish frame k+1 only after a message stamped >= frame k "
                "arrives on this topic (e.g. /vidyn/scene/gaussians); empty = off"),
+    _ros.Param("lockstep_mode", "pipelined", "pipelined: render frame k+1 while the consumer works on frame k (its "
+               "commands act one frame later); sequential: step the physics to k+1 only after frame k's "
+               "acknowledgement (a controller acknowledging with its command: closed loop, deterministic)"),
     _ros.Param("lockstep_timeout_s", 10.0, "lockstep: go on (with a warning) after waiting this long [s, wall]"),
     _ros.Param("lockstep_first_timeout_s", 180.0, "lockstep: wait this long [s, wall] for the consumer's publisher "
                "and its first acknowledgement (it initialises on the first frame)"),
@@ -74,6 +79,8 @@ class SimRigNode(Node):
             raise ConfigError(f"sim_rig: render_scale must be > 0, got {self.p.render_scale}")
         if self.p.realtime and self.p.rate <= 0:
             raise ConfigError(f"sim_rig: rate must be > 0, got {self.p.rate}")
+        if self.p.lockstep_mode not in ("pipelined", "sequential"):
+            raise ConfigError(f"sim_rig: lockstep_mode must be pipelined or sequential, got {self.p.lockstep_mode!r}")
         if self.p.lockstep_topic and min(self.p.lockstep_timeout_s, self.p.lockstep_first_timeout_s) <= 0:
             raise ConfigError("sim_rig: lockstep_timeout_s and lockstep_first_timeout_s must be > 0")
         from vidyn_ros import msgs
@@ -97,6 +104,9 @@ class SimRigNode(Node):
         if self.p.ground_truth:
             self._pubs[msgs.OBJECT_POSES_TOPIC] = self.create_publisher(
                 _ros.msg_class(msgs.POSE_ARRAY), msgs.OBJECT_POSES_TOPIC, _ros.reliable_qos())
+        if self.p.pusher_pose:
+            self._pubs[msgs.PUSHER_POSE_TOPIC] = self.create_publisher(
+                _ros.msg_class(msgs.POSE_STAMPED), msgs.PUSHER_POSE_TOPIC, _ros.reliable_qos())
         self._clock_pub = self.create_publisher(_ros.msg_class(msgs.CLOCK), msgs.CLOCK_TOPIC, 10) \
             if self.p.clock else None
         self.create_subscription(_ros.msg_class(msgs.TWIST_STAMPED), msgs.CMD_TOPIC, self._on_cmd,
@@ -112,6 +122,7 @@ class SimRigNode(Node):
         self._lockstep_misses = 0  # consecutive timeouts
         self._lockstep_on = False
 
+        self.pusher_id: int | None = None  # set by the render thread once the rig is built
         self._cmd_lock = threading.Lock()
         self._cmd: tuple[np.ndarray, float] | None = None  # (velocity xyz, sim time when received)
         self._sim_time_s = 0.0
@@ -239,6 +250,7 @@ class SimRigNode(Node):
         stop = self._thread.stop_event
         with SimRig(self.scenario, seed=self.p.seed, render_scale=self.p.render_scale, masks=self.p.masks) as rig:
             self.rig_cameras = list(rig.cameras)
+            self.pusher_id = getattr(rig, "pusher_id", None)
             if self.p.calibration_out:
                 from vidyn_ros.rig.calibration_io import save_rig_calibration
 
@@ -254,14 +266,23 @@ class SimRigNode(Node):
             last_stamp: int | None = None  # the newest frame published (lockstep waits for its acknowledgement)
             t_wall0 = time.monotonic()
             fps = float(rig.fps)
+            sequential = self.p.lockstep_mode == "sequential"
             while not stop.is_set() and (n_max < 0 or self.frames < n_max):
+                if self._lockstep_on and sequential and last_stamp is not None:
+                    # the consumer's reaction to the last frame (its command) must arrive before the physics steps
+                    first = self.frames == 1
+                    self._wait_ack(last_stamp, self.p.lockstep_first_timeout_s if first else self.p.lockstep_timeout_s,
+                                   stop)
+                    if stop.is_set():
+                        break
                 if has_pusher:
                     rig.set_pusher_velocity(self._current_velocity())
                 t0 = time.perf_counter()
                 rf = rig.step()
                 self.render_ms.append((time.perf_counter() - t0) * 1e3)
                 self._sim_time_s = float(rig.time_s)
-                if self._lockstep_on and last_stamp is not None:  # rendered while the consumer worked on the last
+                if self._lockstep_on and not sequential and last_stamp is not None:  # rendered while the consumer
+                    # worked on the last frame
                     first = self.frames == 1
                     self._wait_ack(last_stamp, self.p.lockstep_first_timeout_s if first else self.p.lockstep_timeout_s,
                                    stop)
@@ -297,6 +318,11 @@ class SimRigNode(Node):
         stamp = int(rf.frame.stamp_ns)
         if self._clock_pub is not None:
             _ros.publish_cdr(self._clock_pub, self._msgs.clock_msg(stamp), self._msgs.CLOCK)
+        pose_pub = self._pubs.get(self._msgs.PUSHER_POSE_TOPIC)
+        pusher = [p for p in rf.object_poses if p.object_id == self.pusher_id] if self.pusher_id else []
+        if pose_pub is not None and pusher:  # first: a controller has the robot's pose before the scene of this frame
+            _ros.publish_cdr(pose_pub, self._msgs.pose_stamped_msg(pusher[0].position, pusher[0].quat_wxyz, stamp),
+                             self._msgs.POSE_STAMPED)
         for topic, msgtype, msg, _stamp in self._msgs.rig_frame_messages(rf, include_ground_truth=self.p.ground_truth):
             pub = self._pubs.get(topic)
             if pub is not None:

@@ -33,6 +33,36 @@ def gaussian_fields(g: GaussianSet) -> dict[str, np.ndarray]:
     }  # fmt: skip
 
 
+def gaussians_from_fields(fields: dict[str, np.ndarray], device: str = "cpu") -> GaussianSet:
+    """The inverse of :func:`gaussian_fields` (a /vidyn/scene/gaussians cloud read by ``msgs.pointcloud2_to_arrays``):
+    a GaussianSet with log scales, unit quaternions and opacity logits; ``particle_ids`` from a ``particle_id`` field
+    when the cloud has one (else 0..N-1). Raises VidynError naming a missing field."""
+    import torch
+
+    from vidyn_ros.errors import VidynError
+
+    missing = [f for f in CLOUD_FIELDS if f not in fields]
+    if missing:
+        raise VidynError(f"scene cloud lacks field(s) {missing}")
+
+    def col(*names: str) -> torch.Tensor:
+        return torch.as_tensor(np.stack([np.asarray(fields[n], dtype=np.float32) for n in names], axis=1),
+                               device=device)
+
+    rgb = np.asarray(fields["rgb"])
+    colors = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
+    op = np.clip(np.asarray(fields["opacity"], dtype=np.float64), 1e-6, 1 - 1e-6)
+    pid = fields.get("particle_id")
+    return GaussianSet(
+        means=col("x", "y", "z"), quats=col("rot_w", "rot_x", "rot_y", "rot_z"),
+        log_scales=col("scale_x", "scale_y", "scale_z").clamp_min(1e-9).log(),
+        colors=torch.as_tensor(colors, device=device).reshape(-1, 3),
+        opacity_logits=torch.as_tensor(np.log(op / (1 - op)).astype(np.float32), device=device),
+        object_ids=torch.as_tensor(np.asarray(fields["object_id"]).astype(np.int64), device=device),
+        particle_ids=None if pid is None else torch.as_tensor(np.asarray(pid).astype(np.int64), device=device),
+    )  # fmt: skip
+
+
 def object_color(object_id: int) -> tuple[float, float, float]:
     """A stable distinct colour per id (golden-ratio hue walk)."""
     import colorsys

@@ -1,0 +1,152 @@
+"""mpc node over real DDS: scenes and pusher poses in (raw CDR, as the scene node and the sim rig publish them),
+commands out. Safety: disabled = only zero, limits on every command, zero within 2 control periods of a stale or NaN
+scene (judged by message stamps)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+
+from vidyn_ros import msgs  # noqa: E402
+from vidyn_ros.nodes import _ros  # noqa: E402
+
+DOMAIN = 70 + os.getpid() % 10  # 70..79, apart from the other DDS test modules
+
+RATE_HZ = 20.0
+PERIOD = 1.0 / RATE_HZ
+PUSHER = (-0.12, 0.0, 0.04)
+
+
+@pytest.fixture(scope="module")
+def scene_bytes() -> tuple[dict, dict]:
+    """Cloud fields of a small synthetic scene, a NaN copy of them."""
+    from vidyn_ros.control.synthetic import synthetic_scene
+    from vidyn_ros.scene.export import gaussian_fields
+
+    fields = gaussian_fields(synthetic_scene(per_object=24, table=100, pusher_xy=PUSHER[:2]))
+    bad = dict(fields)
+    bad["x"] = fields["x"].copy()
+    bad["x"][5] = np.nan
+    return fields, bad
+
+
+@contextlib.contextmanager
+def _mpc(ctx, tmp_path, **params) -> Iterator[tuple]:
+    from vidyn_ros.control.goal import GoalMove, save_goal_moves
+    from vidyn_ros.nodes.mpc import create_node
+
+    goal = save_goal_moves([GoalMove((0.0, 0.0), (0.06, 0.0))], tmp_path / "goal.yaml")
+    base = {"scenario": "push", "views": ["cam0"], "goal_file": str(goal), "backend": "static",
+            "control_rate_hz": RATE_HZ, "horizon": 4, "samples": 6, "sample_iters": 1, "grad_iters": 1,
+            "width": 40, "sample_width": 20, "max_speed": 0.05, "max_accel": 0.5, "scene_timeout_s": 0.3,
+            "pose_timeout_s": 0.3, "replan_period_s": 0.1}
+    base.update(params)
+    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    node = create_node(context=ctx, parameter_overrides=_ros.parameter_overrides(base))
+    peer = Node("mpc_test_peer", context=ctx)
+    got: list[tuple[float, int, np.ndarray]] = []  # (receive time, stamp ns, velocity)
+
+    def on_cmd(raw: bytes) -> None:
+        m = msgs.deserialize(raw, msgs.TWIST_STAMPED)
+        got.append((time.monotonic(), msgs.stamp_to_ns(m.header), msgs.twist_from_msg(m)[0]))
+
+    peer.create_subscription(_ros.msg_class(msgs.TWIST_STAMPED), msgs.CMD_TOPIC, on_cmd, _ros.reliable_qos(100),
+                             raw=True)
+    pub_scene = peer.create_publisher(_ros.msg_class(msgs.POINTCLOUD2), "/vidyn/scene/gaussians", _ros.reliable_qos(2))
+    pub_pose = peer.create_publisher(_ros.msg_class(msgs.POSE_STAMPED), msgs.PUSHER_POSE_TOPIC, _ros.reliable_qos())
+    ex.add_node(node)
+    ex.add_node(peer)
+    try:
+        yield node, peer, ex, got, pub_scene, pub_pose
+    finally:
+        ex.shutdown()
+        node.close()
+        node.destroy_node()
+        peer.destroy_node()
+
+
+def _feed(ex, node, pub_scene, pub_pose, fields, seconds: float, scene_every: float = 0.1,
+          send_scene: bool = True) -> int:
+    """Spin for ``seconds`` publishing the pusher pose (and the scene) stamped with the node's clock now;
+    returns the stamp [ns] of the last scene sent."""
+    t_end = time.monotonic() + seconds
+    next_t = 0.0
+    last = -1
+    while time.monotonic() < t_end:
+        if time.monotonic() >= next_t:
+            now = _ros.now_ns(node)
+            pub_pose.publish(msgs.serialize(msgs.pose_stamped_msg(PUSHER, (1, 0, 0, 0), now), msgs.POSE_STAMPED))
+            if send_scene:
+                pub_scene.publish(msgs.serialize(msgs.pointcloud2_msg(fields, now, "world"), msgs.POINTCLOUD2))
+                last = now
+            next_t = time.monotonic() + scene_every
+        ex.spin_once(timeout_sec=0.01)
+    return last
+
+
+def _enable(ex, peer, value: bool) -> None:
+    from std_srvs.srv import SetBool
+
+    cli = peer.create_client(SetBool, "/mpc/enable")
+    assert cli.wait_for_service(timeout_sec=5.0)
+    fut = cli.call_async(SetBool.Request(data=value))
+    t_end = time.monotonic() + 5.0
+    while not fut.done() and time.monotonic() < t_end:
+        ex.spin_once(timeout_sec=0.02)
+    assert fut.done() and fut.result().success
+
+
+def test_disabled_node_publishes_only_zero_and_limits_clamp_every_command(ros_context, tmp_path, scene_bytes):
+    fields, _ = scene_bytes
+    with _mpc(ros_context, tmp_path) as (node, peer, ex, got, pub_scene, pub_pose):
+        _feed(ex, node, pub_scene, pub_pose, fields, 2.0)
+        disabled = list(got)
+        assert len(disabled) >= 0.5 * 2.0 * RATE_HZ, f"only {len(disabled)} commands in 2 s"
+        assert node.plans >= 1  # it plans while disabled, but never commands
+        assert all(not np.any(v) for _, _, v in disabled), "a disabled mpc node published a non-zero command"
+        _enable(ex, peer, True)
+        _feed(ex, node, pub_scene, pub_pose, fields, 2.0)
+    enabled = got[len(disabled):]
+    moving = [v for _, _, v in enabled if np.any(v)]
+    assert len(moving) >= 5, "the enabled node never moved the pusher towards the block"
+    assert np.mean([v[0] for v in moving]) > 0  # the reach term: behind the red block means +x from the pusher
+    speeds = [float(np.linalg.norm(v)) for _, _, v in got]
+    assert max(speeds) <= 0.05 + 1e-9, f"speed limit violated: {max(speeds)}"
+    assert all(v[2] == 0 for _, _, v in got)
+    for (_, s0, v0), (_, s1, v1) in itertools.pairwise(got):
+        if np.any(v1):  # stops are immediate; any other change respects max_accel over the stamp interval
+            dt = max((s1 - s0) * 1e-9, PERIOD)
+            assert np.linalg.norm(v1 - v0) <= 0.5 * dt + 1e-9, (v0, v1, dt)
+
+
+@pytest.mark.parametrize("cause", ["stale", "nan"])
+def test_safety_stop_within_two_control_periods(ros_context, tmp_path, scene_bytes, cause):
+    fields, bad = scene_bytes
+    with _mpc(ros_context, tmp_path, enabled=True) as (node, _peer, ex, got, pub_scene, pub_pose):
+        last = _feed(ex, node, pub_scene, pub_pose, fields, 2.5)
+        assert any(np.any(v) for _, _, v in got), "no moving command before the fault: the test would prove nothing"
+        n_before = len(got)
+        if cause == "stale":
+            deadline = last + round(0.3e9)  # the scene is stale from here on (scene_timeout_s)
+            _feed(ex, node, pub_scene, pub_pose, fields, 0.8, send_scene=False)
+        else:
+            deadline = _ros.now_ns(node)
+            pub_scene.publish(msgs.serialize(msgs.pointcloud2_msg(bad, deadline, "world"), msgs.POINTCLOUD2))
+            _feed(ex, node, pub_scene, pub_pose, fields, 0.4, send_scene=False)  # well before the scene is stale
+    after = [(s, v) for _, s, v in got[n_before:] if s >= deadline]
+    assert after, "no command after the fault"
+    first_zero = next((s for s, v in after if not np.any(v)), None)
+    assert first_zero is not None, f"no zero command after the {cause} scene"
+    assert (first_zero - deadline) * 1e-9 <= 2 * PERIOD, f"zero only {(first_zero - deadline) * 1e-9:.3f} s late"
+    # and it stays zero
+    assert all(not np.any(v) for s, v in after if s >= first_zero)

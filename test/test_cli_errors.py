@@ -126,3 +126,11 @@ def test_node_executable_with_malformed_ros_args() -> None:
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert proc.stderr.strip().splitlines()[-1].startswith("recorder: error: cannot start ROS: "), proc.stderr
+
+
+def test_commands_print_no_library_info_logs(tmp_path: Path) -> None:
+    """PyOpenGL's "INFO OpenGL.acceleratesupport: No OpenGL_accelerate module loaded" came with every rendering command:
+    the CLI shows its own INFO messages and only warnings from libraries."""
+    proc = _run("make-dataset", "push", "-o", str(tmp_path / "ds"), "--frames", "1", "--scale", "0.25")
+    assert proc.returncode == 0, proc.stderr
+    assert "OpenGL" not in proc.stdout + proc.stderr and "INFO" not in proc.stderr, proc.stderr

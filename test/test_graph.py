@@ -202,6 +202,10 @@ def test_vidyn_launch_duration_and_done(tmp_path: Path) -> None:
     with BagReader(bag) as r:
         assert r.topics["/vidyn/sim/cam3/mask"].count == 5  # the true masks (ground truth)
         assert r.calibration() is not None
+    from mcap.reader import make_reader
+
+    with open(next(bag.glob("*.mcap")), "rb") as f:  # `vidyn launch sim` compresses as the demo does (zstd)
+        assert {c.compression for c in make_reader(f).get_summary().chunk_indexes} == {"zstd"}
 
 
 def test_every_node_documents_its_parameters_and_docs_nodes_md_is_current() -> None:

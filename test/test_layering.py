@@ -39,3 +39,21 @@ def test_nodes_use_public_rclpy_api_only():
     hits = [f"{f.name}:{i}" for f in sorted(nodes.glob("*.py"))
             for i, line in enumerate(f.read_text().splitlines(), 1) if private.search(line)]
     assert not hits, f"rclpy internals used at {hits}"
+
+
+def test_ci_fails_instead_of_skipping_the_dds_tests_when_rclpy_is_broken(tmp_path):
+    """A machine whose ROS wheels broke must not pass `make test` in CI with the DDS half skipped (test/conftest.py)."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    fake = tmp_path / "rclpy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('librcl.so: cannot open shared object file')\n")
+    base = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(repo)]))
+    base.pop("CI", None)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--co", "test/test_layering.py"]
+    local = subprocess.run(cmd, cwd=repo, env=base, capture_output=True, text=True, timeout=120)
+    assert local.returncode == 0, local.stdout + local.stderr  # outside CI: the DDS tests would be skipped
+    ci = subprocess.run(cmd, cwd=repo, env=dict(base, CI="true"), capture_output=True, text=True, timeout=120)
+    assert ci.returncode != 0 and "CI=true but rclpy does not import (librcl.so" in ci.stdout + ci.stderr, ci.stderr

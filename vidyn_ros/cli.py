@@ -38,8 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.DEBUG if args.debug else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Our own INFO messages, but only warnings from libraries (PyOpenGL alone says "INFO OpenGL.acceleratesupport: No
+    # OpenGL_accelerate module loaded" in every command that renders); --debug shows everything.
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("vidyn_ros").setLevel(logging.DEBUG if args.debug else logging.INFO)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

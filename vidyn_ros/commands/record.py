@@ -18,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--all", action="store_true", help="record every topic that appears")
     p.add_argument("-o", "--out", required=True, help="bag directory to create")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
-    p.add_argument("--compress", choices=["none", "zstd"], default="none",
-                   help="bag compression (default none; zstd: MCAP chunks, several-fold smaller depth and masks)")
+    p.add_argument("--compress", choices=["none", "zstd"], default="zstd",
+                   help="bag compression (default zstd: MCAP chunks, several-fold smaller depth and masks)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--calibration", default="", help="rig calibration YAML to store in the bag")

@@ -35,7 +35,8 @@ PARAMS = [
     _ros.Param("all", False, "record every topic that appears (except /rosout and /parameter_events)"),
     _ros.Param("output", "", "bag directory to create (must not exist unless overwrite)"),
     _ros.Param("storage", "mcap", "bag storage: mcap or sqlite3"),
-    _ros.Param("compression", "none", "bag compression: none or zstd (MCAP: zstd chunks; sqlite3: per message)"),
+    _ros.Param("compression", "zstd", "bag compression: zstd (MCAP: zstd chunks; sqlite3: per message) or none; "
+               "zstd is several-fold smaller at no measurable cost in the sim graph"),
     _ros.Param("overwrite", False, "replace an existing bag directory"),
     _ros.Param("calibration", "", "rig calibration YAML copied into the bag (rig_calibration.yaml), at start or close"),
     _ros.Param("stamp_source", "header", "log time: 'header' (message header stamp when present) or 'receive'"),

@@ -30,20 +30,25 @@ def make_backend(name: str, state: ParticleState | None = None, device: str = "c
     if name == "constant_velocity":
         return ConstantVelocity()
     if name == "physics":
-        mod = _import("vidyn_ros.physics", name)
-        factory = getattr(mod, "from_particle_state", None) or getattr(mod, "build_from_state", None)
-        if factory is None:
-            raise ConfigError("backend 'physics': vidyn_ros.physics has no from_particle_state(state, ...) factory")
+        mod = _import("vidyn_ros.physics.dynamics", name)
         if state is None:
             raise ConfigError("backend 'physics' is built from the scene: a first scene state is needed")
-        return factory(state, device=device, **options)
+        return mod.PhysicsDynamics.from_state(state, **options)
     if name == "learned":
-        mod = _import("vidyn_ros.dynamics.model", name)
-        loader = getattr(mod, "load_dynamics", None) or getattr(mod, "load_checkpoint", None)
-        if loader is None:
-            raise ConfigError("backend 'learned': vidyn_ros.dynamics.model has no load_dynamics(checkpoint) loader")
-        return loader(checkpoint or None, device=device)
+        mod = _import("vidyn_ros.dynamics.checkpoint", name)
+        return mod.load_checkpoint(checkpoint or default_checkpoint(), device=device)
     raise ConfigError(f"unknown dynamics backend {name!r} (choose from {', '.join(BACKENDS)})")
+
+
+def default_checkpoint() -> str:
+    """The shipped learned-dynamics checkpoint in models/ (ConfigError when none is shipped)."""
+    from vidyn_ros.paths import models_dir
+
+    found = sorted(p for ext in ("safetensors", "pt") for p in models_dir().glob(f"*.{ext}"))
+    if not found:
+        raise ConfigError(f"backend 'learned': no checkpoint in {models_dir()} (train one with vidyn train, or set "
+                          "checkpoint)")
+    return str(found[0])
 
 
 def needs_scene(name: str) -> bool:

@@ -329,6 +329,21 @@ class SimRig:
         vmax = self.scenario.pusher.max_speed  # type: ignore[union-attr]
         self._pusher_vel = v * (vmax / speed) if speed > vmax else v
 
+    def set_pusher_position(self, xyz: Sequence[float] | np.ndarray) -> None:
+        """Place the kinematic pusher (world frame, m; clamped to the workspace and its minimum height) without
+        stepping, e.g. to stage a scripted push when generating reachable goals. No-op without a pusher."""
+        if self._pusher_mocap < 0:
+            return
+        p = self.scenario.pusher
+        assert p is not None
+        pos = np.asarray(xyz, dtype=np.float64).reshape(3).copy()
+        x0, y0, x1, y1 = p.workspace
+        pos[0] = min(max(pos[0], x0), x1)
+        pos[1] = min(max(pos[1], y0), y1)
+        pos[2] = max(pos[2], p.position[2])
+        self.data.mocap_pos[self._pusher_mocap] = pos
+        self._mj.mj_forward(self.model, self.data)
+
     @property
     def pusher_velocity(self) -> np.ndarray:
         return self._pusher_vel.copy()

@@ -1,6 +1,7 @@
 """Pictures of frames for humans: colour-mapped depth, coloured instance masks, contact sheets (PNG, via PIL).
 
 ``contact_sheet(frame, path)`` writes one row per camera with columns colour | depth | mask and a label per tile.
+``line_plot(x, {name: y}, path)`` draws curves (loss curves, metrics over a horizon) without a plotting library.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 from vidyn_ros.errors import OutputError
 from vidyn_ros.types import MultiViewFrame
 
-__all__ = ["colorize_depth", "colorize_mask", "contact_sheet", "image_grid", "mask_palette"]
+__all__ = ["colorize_depth", "colorize_mask", "contact_sheet", "image_grid", "line_plot", "mask_palette"]
 
 # A perceptually ordered colour map (viridis-like, 9 anchors, linearly interpolated); depth 0 (no data) is black.
 _CMAP_ANCHORS = np.array([
@@ -126,3 +127,79 @@ def contact_sheet(frame: MultiViewFrame, path: str | Path, max_tile_width: int =
         rows.append(row)
         labels.append(lab)
     return image_grid(rows, path, labels, max_tile_width=max_tile_width, title=title)
+
+
+_LINE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+                 (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def line_plot(x: list[float] | np.ndarray, series: dict[str, list[float] | np.ndarray], path: str | Path,
+              title: str = "", xlabel: str = "", ylabel: str = "", log_y: bool = False,
+              size: tuple[int, int] = (640, 400), markers: bool = False) -> Path:
+    """Write a PNG line chart of ``series`` (name -> y values over ``x``) with axes, ticks and a legend.
+
+    Non-finite (and, with ``log_y``, non-positive) values are left out of the lines. Returns the path.
+    """
+    from PIL import Image, ImageDraw
+
+    path = Path(path)
+    W, H = size
+    left, right, top, bottom = 64, 16, 28, 44
+    img = Image.new("RGB", (W, H), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    xs = np.asarray(x, dtype=np.float64)
+    ys = {k: np.asarray(v, dtype=np.float64) for k, v in series.items()}
+    ok_all = [np.isfinite(v) & ((v > 0) if log_y else True) for v in ys.values()]
+    vals = np.concatenate([v[m] for v, m in zip(ys.values(), ok_all, strict=True)]) if ys else np.zeros(0)
+    if vals.size == 0 or xs.size == 0:
+        vals = np.array([1.0, 10.0]) if log_y else np.array([0.0, 1.0])
+    tr = np.log10 if log_y else (lambda v: v)
+    y0, y1 = float(tr(vals.min())), float(tr(vals.max()))
+    if y1 - y0 < 1e-12:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    pad = 0.05 * (y1 - y0)
+    y0, y1 = y0 - pad, y1 + pad
+    x0, x1 = (float(np.nanmin(xs)), float(np.nanmax(xs))) if xs.size else (0.0, 1.0)
+    if x1 - x0 < 1e-12:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+
+    def px(xv: float, yv: float) -> tuple[float, float]:
+        return (left + (xv - x0) / (x1 - x0) * (W - left - right),
+                H - bottom - (yv - y0) / (y1 - y0) * (H - top - bottom))
+
+    d.rectangle([left, top, W - right, H - bottom], outline=(0, 0, 0))
+    for i in range(6):  # y ticks
+        yv = y0 + (y1 - y0) * i / 5
+        _, yp = px(x0, yv)
+        label = f"{10 ** yv:.3g}" if log_y else f"{yv:.3g}"
+        d.line([left - 4, yp, left, yp], fill=(0, 0, 0))
+        d.line([left + 1, yp, W - right - 1, yp], fill=(235, 235, 235))
+        d.text((4, yp - 6), label, fill=(0, 0, 0))
+    for i in range(6):  # x ticks
+        xv = x0 + (x1 - x0) * i / 5
+        xp, _ = px(xv, y0)
+        d.line([xp, H - bottom, xp, H - bottom + 4], fill=(0, 0, 0))
+        d.text((xp - 12, H - bottom + 6), f"{xv:.4g}", fill=(0, 0, 0))
+    for i, ((name, v), ok) in enumerate(zip(ys.items(), ok_all, strict=True)):
+        col = _LINE_COLOURS[i % len(_LINE_COLOURS)]
+        pts = [px(float(a), float(tr(b))) for a, b, m in zip(xs, v, ok, strict=False) if m]
+        if len(pts) > 1:
+            d.line(pts, fill=col, width=2)
+        if markers or len(pts) == 1:
+            for p in pts:
+                d.ellipse([p[0] - 2.5, p[1] - 2.5, p[0] + 2.5, p[1] + 2.5], fill=col)
+        ly = top + 6 + 14 * i
+        d.line([W - right - 150, ly + 6, W - right - 130, ly + 6], fill=col, width=3)
+        d.text((W - right - 125, ly), name[:22], fill=(0, 0, 0))
+    if title:
+        d.text((left, 8), title, fill=(0, 0, 0))
+    if xlabel:
+        d.text(((left + W - right) / 2 - 3 * len(xlabel), H - 18), xlabel, fill=(0, 0, 0))
+    if ylabel:
+        d.text((4, top - 18), ylabel, fill=(0, 0, 0))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write image ({err.strerror or err})") from None
+    return path

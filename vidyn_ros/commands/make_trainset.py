@@ -22,8 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("datasets", nargs="+", metavar="DATASET",
                    help="make-dataset directories (with dataset.yaml) or single bag directories")
     p.add_argument("--out", required=True, help="training-set directory")
-    p.add_argument("--downscale", type=int, default=4,
-                   help="integer image downscale for tracking and the stored frames (4: 640x480 -> 160x120)")
     p.add_argument("--budget", type=int, default=2000, help="Gaussians per scene")
     p.add_argument("--episodes", type=int, default=0, help="at most this many episodes per dataset (0 = all)")
     p.add_argument("--pusher-xyz", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
@@ -80,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
     from vidyn_ros.provenance import software_versions
     from vidyn_ros.render import set_cpu_threads
 
-    if args.downscale < 1:
-        raise ConfigError(f"--downscale must be >= 1, got {args.downscale}")
     if args.budget < 10:
         raise ConfigError(f"--budget must be >= 10, got {args.budget}")
     set_cpu_threads(args.threads)
@@ -101,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
         "command": shlex.join(["vidyn", *sys.argv[1:]]),
         "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "versions": software_versions("torch", "numpy", "open3d"),
-        "settings": {"downscale": args.downscale, "budget": args.budget, "seed": args.seed,
-                     "masks": "vidyn track default (deployed segmenter)", "labels": "scene tracking (pseudo labels)"},
+        "settings": {"budget": args.budget, "seed": args.seed, "tracking": "vidyn track defaults (deployed segmenter "
+                     "masks, the shipped graph's image downscale)", "labels": "scene tracking (pseudo labels)"},
         "episodes": [],
     }
     done = 0
@@ -112,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         if (ep_dir / EPISODE_FILE).is_file() and not args.overwrite:
             entry["status"] = "kept (already prepared)"
         else:
-            ep = prepare_episode(bag, ep_dir, downscale=args.downscale, budget=args.budget, seed=args.seed,
+            ep = prepare_episode(bag, ep_dir, budget=args.budget, seed=args.seed,
                                  threads=args.threads, pusher_xyz=pusher, scenario=scenario)
             entry.update(status="prepared", frames=len(ep), gaussians=int(ep.positions.shape[1]),
                          pusher_id=ep.pusher_id)

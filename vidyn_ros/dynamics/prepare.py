@@ -30,15 +30,16 @@ from .state import pusher_object_id
 STALE_CMD_S = 0.5  # a command older than this is no longer in effect (the rigs zero a stale command too)
 
 
-def track_bag(bag: str | Path, out_dir: Path, downscale: int, budget: int, seed: int, threads: int,
+def track_bag(bag: str | Path, out_dir: Path, budget: int, seed: int, threads: int,
               extra: list[str] | None = None) -> dict[str, Any]:
-    """Run ``vidyn track`` on ``bag`` into ``out_dir`` with its own defaults (masks included); returns track.json."""
+    """Run ``vidyn track`` on ``bag`` into ``out_dir`` with its own defaults (the deployed segmenter's masks, the
+    shipped graph's image downscale); returns its track.json."""
     from vidyn_ros.commands import track
 
     parser = argparse.ArgumentParser(prog="vidyn track")
     track.add_arguments(parser)
-    argv = [str(bag), "--out", str(out_dir), "--downscale", str(downscale), "--budget", str(budget),
-            "--seed", str(seed), "--threads", str(threads), *(extra or [])]
+    argv = [str(bag), "--out", str(out_dir), "--budget", str(budget), "--seed", str(seed), "--threads", str(threads),
+            *(extra or [])]
     track.run(parser.parse_args(argv))
     return json.loads((out_dir / "track.json").read_text())
 
@@ -68,12 +69,14 @@ def commands_per_frame(reader: Any, stamps_ns: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def soft_ids_from_masks(gaussians: Any, cameras: list, masks: np.ndarray,
-                        hard_ids: np.ndarray, min_contribution: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+def soft_ids_from_masks(gaussians: Any, cameras: list, masks: np.ndarray, hard_ids: np.ndarray,
+                        labels: np.ndarray | None = None, min_contribution: float = 1e-3
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Vote fractions: per view, Γ over the masks (background = a mask of its own) normalised to sum 1 where the
     Gaussian contributes; averaged over the views that see it. Columns are mapped to the tracker's ids (each mask id
     to the hard id most of its Gaussians carry). Gaussians no view sees get one-hot of their hard id.
 
+    ``labels``: the object ids of the columns (default: those in ``hard_ids``; must include them).
     Returns (soft [N, L] float32, labels [L] int64)."""
     from vidyn_ros.render import render
 
@@ -88,7 +91,7 @@ def soft_ids_from_masks(gaussians: Any, cameras: list, masks: np.ndarray,
     mean = mean.T.numpy()  # [N, M]
     # map each mask id to the tracker id most of the Gaussians it wins carry
     win = mean.argmax(axis=1)
-    labels = np.unique(hard_ids)
+    labels = np.unique(hard_ids) if labels is None else np.asarray(labels)
     col_of = {}
     for m, mid in enumerate(ids):
         sel = (win == m) & (n_views.numpy() > 0)
@@ -110,18 +113,20 @@ def soft_ids_from_masks(gaussians: Any, cameras: list, masks: np.ndarray,
     return soft, labels.astype(np.int64)
 
 
-def prepare_episode(bag: str | Path, out_dir: str | Path, *, downscale: int = 4, budget: int = 2000, seed: int = 0,
-                    threads: int = 1, pusher_xyz: tuple[float, float, float] | None = None, scenario: str = "",
+def prepare_episode(bag: str | Path, out_dir: str | Path, *, budget: int = 2000, seed: int = 0, threads: int = 1,
+                    pusher_xyz: tuple[float, float, float] | None = None, scenario: str = "",
                     track_args: list[str] | None = None) -> Episode:
-    """Track ``bag`` and write the training episode to ``out_dir`` (see the module docstring)."""
+    """Track ``bag`` and write the training episode to ``out_dir`` (see the module docstring). Frames are stored
+    at the scene's working resolution (the deployed image downscale, e.g. 160x120 from 640x480)."""
     from vidyn_ros.bags import BagReader
-    from vidyn_ros.rig.segmentation import InstanceSegmenter
+    from vidyn_ros.scene.deployed import DeployedSegmenter
     from vidyn_ros.scene.init import estimate_background, make_targets
     from vidyn_ros.scene.ply import load_ply
 
     out_dir = Path(out_dir)
     track_dir = out_dir / "track"
-    report = track_bag(bag, track_dir, downscale, budget, seed, threads, track_args)
+    report = track_bag(bag, track_dir, budget, seed, threads, track_args)
+    downscale = int((report.get("scene_config") or {}).get("downscale", 1))
     traj = np.load(track_dir / "trajectories.npz")
     g_last = load_ply(track_dir / "scene_last.ply")
     positions, quats = traj["positions"], traj["quats"]
@@ -146,12 +151,14 @@ def prepare_episode(bag: str | Path, out_dir: str | Path, *, downscale: int = 4,
                 images = np.zeros((T, *img.shape), dtype=np.uint8)
                 cameras = list(tg.cameras)
                 background = np.asarray(estimate_background(frame), dtype=np.float32)
-                seg = InstanceSegmenter().segment(frame)  # the deployed segmenter, as the tracker's first frame
-                masks = np.stack([m[::downscale, ::downscale][: img.shape[1], : img.shape[2]] for m in seg.masks])
+                seg = DeployedSegmenter()(frame)  # the deployed segmenter, as on the tracker's first frame
+                masks = np.stack([v.mask[::downscale, ::downscale][: img.shape[1], : img.shape[2]]
+                                  for v in seg.views])
                 g0 = g_last.subset(torch.from_numpy(np.isfinite(positions[0]).all(-1)))
                 g0.means = torch.from_numpy(positions[0][np.isfinite(positions[0]).all(-1)])
                 ids0 = g0.object_ids.numpy()
-                s0, soft_labels = soft_ids_from_masks(g0, cameras, masks, ids0)
+                s0, soft_labels = soft_ids_from_masks(g0, cameras, masks, ids0,
+                                                      labels=np.unique(g_last.object_ids.numpy()))
                 soft = np.zeros((N, len(soft_labels)), dtype=np.float32)
                 soft[np.isfinite(positions[0]).all(-1)] = s0
                 later = ~np.isfinite(positions[0]).all(-1)  # spawned after the first frame: one-hot

@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 
 package_name = "vidyn_ros"
 
-NODES = ["sim_rig", "bag_player", "recorder", "realsense", "segmenter", "scene"]
+NODES = ["sim_rig", "bag_player", "recorder", "realsense", "segmenter", "scene", "mpc"]
 
 setup(
     name=package_name,
@@ -19,6 +19,7 @@ setup(
         ("share/" + package_name + "/config/scenarios", glob("config/scenarios/*.yaml")
          + glob("config/scenarios/*.png")),
         ("share/" + package_name + "/config/graphs", glob("config/graphs/*.yaml")),
+        ("share/" + package_name + "/config/goals", glob("config/goals/*.yaml")),
         ("share/" + package_name + "/rviz", glob("rviz/*.rviz")),
         ("share/" + package_name + "/models", glob("models/*")),
     ],

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         frames = [MultiViewFrame(rf.frame.stamp_ns, rf.frame.views[:n_cam]) for rf in rig_frames]
         cfg = SceneConfig(device=args.device, backend=backend, budget=n_g, init_iters=3, iters_per_frame=iters)
         est = SceneEstimator(cfg)
-        ct = CentroidTracker()
+        ct = CentroidTracker(associate=False)  # true masks: the scene's ids are the true ids
         t0 = time.perf_counter()
         up = est.update(frames[0])
         init_s = time.perf_counter() - t0

@@ -91,17 +91,46 @@ def test_track_bad_input_is_one_line(tmp_path, push_bag):
 
 
 def test_eval_scene_writes_table(tmp_path):
+    """The default is the deployed path (rig at 640x480, segmenter masks, the graph's downscale 4), with an extra row
+    for the simulator's true masks labelled "oracle masks"; scores are against simulator truth."""
     out = tmp_path / "eval"
     proc = _vidyn("eval-scene", "cube_stack", "--frames", "6", "--budget", "1500", "--init-iters", "5",
                   "--eval-every", "5", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     md = (out / "eval_scene.md").read_text()
-    assert "| cube_stack | 1 | 6 |" in md
+    rows = [line for line in md.splitlines() if line.startswith("| cube_stack |")]
+    assert len(rows) == 2 and "| deployed (segmenter masks) | 1 | 6 |" in rows[0]
+    assert "| oracle masks | 1 | 6 |" in rows[1]
     doc = json.loads((out / "eval_scene.json").read_text())
-    ep = doc["episodes"][0]
-    assert ep["centroid_error_m"] < 0.01 and ep["id_accuracy"] > 0.9
+    deployed, oracle = doc["episodes"]
+    assert deployed["masks"] == "segmenter" and oracle["masks"] == "oracle"
+    assert deployed["image_size"] == [640, 480] and deployed["downscale"] == 4 and deployed["segment_ms"] > 0
+    assert doc["deployed"]["segmenter"]["stride"] == 2  # the graph's setting at 640 px
+    for ep in (deployed, oracle):
+        assert ep["centroid_error_m"] < 0.01 and ep["id_accuracy"] > 0.9, ep
+        assert ep["objects_found"] == ep["objects_total"] == 5 and ep["ghosts"] == 0
+        assert 0.0 < ep["chamfer_m"] < 0.02  # 5 cm cubes: their Gaussians lie within millimetres of the true faces
+        assert len(ep["chamfer_per_object_m"]) == 5
+    # the segmenter numbers the cubes its own way: the association maps all five onto the true ids 1..5
+    assert sorted(deployed["extra"]["id_map"].values()) == [1, 2, 3, 4, 5]
     assert "torch" in doc["versions"] and "eval-scene" in doc["command"]
     assert (out / "side_by_side_cube_stack_seed0.png").is_file()
+    assert (out / "side_by_side_cube_stack_seed0_oracle.png").is_file()
+
+
+def test_eval_scene_has_no_target_for_a_scenario_it_does_not_know(tmp_path):
+    """A scenario YAML of the user's gets no pass mark (it used to be judged by bowling's target and pass)."""
+    from vidyn_ros.paths import config_dir
+
+    mine = tmp_path / "my_stack.yaml"
+    mine.write_text((config_dir() / "scenarios" / "cube_stack.yaml").read_text().replace("name: cube_stack", ""))
+    proc = _vidyn("eval-scene", str(mine), "--masks", "oracle", "--frames", "2", "--scale", "0.25", "--budget", "800",
+                  "--init-iters", "2", "--out", str(tmp_path / "eval"))
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [line for line in (tmp_path / "eval" / "eval_scene.md").read_text().splitlines()
+              if line.startswith("| my_stack |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[5] == "-" and cells[-1] == "-", row  # target, pass
 
 
 def test_eval_scene_bad_input_is_one_line(tmp_path):

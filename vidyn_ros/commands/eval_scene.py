@@ -5,42 +5,55 @@ from __future__ import annotations
 import argparse
 
 NAME = "eval-scene"
-HELP = "score the live Gaussian scene on simulated scenarios (centroid error, PSNR, id accuracy)"
+HELP = "score the live Gaussian scene on simulated scenarios (drift, Chamfer distance, id accuracy, PSNR)"
 DESCRIPTION = (
     "For each SCENARIO (a shipped name such as push, cube_stack, bowling, or a scenario YAML) and episode, simulate "
-    "the rig, initialise the Gaussian scene on the first frame and track it through the episode. Prints and writes a "
-    "quality table (OUT/eval_scene.md), all numbers with the command line and versions (OUT/eval_scene.json) and a "
-    "side-by-side PNG (observed | rendered | difference) of each scenario's last frame."
+    "the rig and run the deployed perception path on it, as `vidyn launch sim` does: the rig at 640x480, the weight-"
+    "free segmenter's masks, the scene with the shipped graph's settings (image_downscale 4, 5000 Gaussians, rigid "
+    "tracking). Scores against the simulator's truth: drift of the tracked centroids, Chamfer distance of each "
+    "object's Gaussians to its true surface, id accuracy against the true object each Gaussian lies on, PSNR. A second "
+    "row per scenario, labelled 'oracle masks', feeds the simulator's true masks instead (--masks to choose). Prints "
+    "and writes a table (OUT/eval_scene.md), all numbers with the command line and versions (OUT/eval_scene.json) and "
+    "a side-by-side PNG (observed | rendered | difference) of each scenario's last frame."
 )
 ORDER = 40
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario name(s) or YAML path(s)")
+    p.add_argument("--masks", nargs="+", choices=["segmenter", "oracle"], default=["segmenter", "oracle"],
+                   help="mask sources to evaluate: segmenter = the deployed path (headline), oracle = the simulator's "
+                        "true masks (an upper bound); default both")
     p.add_argument("--episodes", type=int, default=1, help="episodes per scenario (seeds SEED, SEED+1, ...)")
     p.add_argument("--frames", type=int, default=0, help="frames per episode (0 = the scenario's duration)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--scale", type=float, default=0.25, help="render scale of the simulated cameras (0.25: 160x120)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="render scale of the simulated cameras (default 1.0: 640x480 as deployed; the segmenter "
+                        "stride and the scene's downscale follow the width unless given)")
     p.add_argument("--out", default="out/eval_scene", help="output directory")
-    p.add_argument("--budget", type=int, default=5000, help="number of Gaussians")
-    p.add_argument("--init-iters", type=int, default=60, help="optimisation iterations at initialisation")
-    p.add_argument("--iters-per-frame", type=int, default=2,
-                   help="per-Gaussian refinement iterations per frame (appearance + positions; 0 = rigid only)")
-    p.add_argument("--downscale", type=int, default=1, help="integer image downscale for the rendering losses")
-    p.add_argument("--eval-every", type=int, default=10, help="evaluate PSNR and id accuracy every N frames")
+    p.add_argument("--budget", type=int, default=None, help="number of Gaussians (default: the graph's)")
+    p.add_argument("--init-iters", type=int, default=None, help="optimisation iterations at initialisation "
+                   "(default: the graph's)")
+    p.add_argument("--iters-per-frame", type=int, default=None,
+                   help="per-Gaussian refinement iterations per frame (default: the graph's, 0 = rigid tracking)")
+    p.add_argument("--downscale", type=int, default=None,
+                   help="integer image downscale for fusion and rendering (default: the graph's 4 at 640 px, scaled "
+                        "with the width)")
+    p.add_argument("--eval-every", type=int, default=10, help="evaluate Chamfer, ids and PSNR every N frames")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch and the render (0 = torch's default; 1 is robust on shared cores)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
     from vidyn_ros.errors import ConfigError, OutputError
     from vidyn_ros.render import set_cpu_threads
     from vidyn_ros.rig.scenario import load_scenario
-    from vidyn_ros.scene.evaluate import results_table, run_episode, write_results
-    from vidyn_ros.scene.pipeline import SceneConfig
+    from vidyn_ros.scene.deployed import deployed_parameters, scene_config
+    from vidyn_ros.scene.evaluate import MASK_LABELS, results_table, run_episode, write_results
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
@@ -48,27 +61,39 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--scale must be > 0, got {args.scale}")
     if args.threads < 0:
         raise ConfigError(f"--threads must be >= 0, got {args.threads}")
+    if args.downscale is not None and args.downscale < 1:
+        raise ConfigError(f"--downscale must be >= 1, got {args.downscale}")
+    widths = set()
     for name in args.scenarios:  # fail fast on a bad name / YAML before any long run
-        load_scenario(name)
+        scn = load_scenario(name)
+        widths.add(round(scn.cameras[0].width * args.scale) if scn.cameras else 0)
     try:  # ... and on an unwritable output directory (the results are written after minutes of simulation)
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"{args.out}: cannot create output directory ({err.strerror})") from None
     set_cpu_threads(args.threads)
-    cfg = SceneConfig(device=args.device, budget=args.budget, init_iters=args.init_iters,
-                      iters_per_frame=args.iters_per_frame, downscale=args.downscale, seed=args.seed)
+    overrides = {"device": args.device, "seed": args.seed}
+    for key in ("budget", "init_iters", "iters_per_frame", "downscale"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    width = widths.pop() if len(widths) == 1 else None
     results = []
     for name in args.scenarios:
-        for e in range(args.episodes):
-            seed = args.seed + e
-            stem = name.rsplit("/", 1)[-1].removesuffix(".yaml")
-            png = f"{args.out}/side_by_side_{stem}_seed{seed}.png"
-            results.append(run_episode(name, seed, args.frames, cfg, render_scale=args.scale,
-                                       eval_every=args.eval_every, png=png))
-            r = results[-1]
-            print(f"{stem} seed {seed}: centroid error {r.centroid_error_m * 1000:.2f} mm, PSNR {r.psnr_db:.2f} dB, "
-                  f"id accuracy {r.id_accuracy * 100:.1f} %, {r.hz:.1f} Hz")
+        scn = load_scenario(name)
+        cfg = scene_config(round(scn.cameras[0].width * args.scale), **overrides)
+        for masks in args.masks:
+            for e in range(args.episodes):
+                seed = args.seed + e
+                stem = name.rsplit("/", 1)[-1].removesuffix(".yaml")
+                png = f"{args.out}/side_by_side_{stem}_seed{seed}{'' if masks == 'segmenter' else '_' + masks}.png"
+                r = run_episode(name, seed, args.frames, dataclasses.replace(cfg, seed=seed), masks=masks,
+                                render_scale=args.scale, eval_every=args.eval_every, png=png)
+                results.append(r)
+                print(f"{stem} seed {seed}, {MASK_LABELS[masks]}: drift {r.centroid_error_m * 1000:.2f} mm, Chamfer "
+                      f"{r.chamfer_m * 100:.2f} cm, id accuracy {r.id_accuracy * 100:.1f} %, "
+                      f"PSNR {r.psnr_db:.2f} dB, {r.hz:.1f} Hz")
     print(results_table(results), end="")
-    md, js = write_results(results, cfg, args.out)
+    md, js = write_results(results, scene_config(width, **overrides) if width else None, args.out,
+                           extra={"deployed": deployed_parameters(width)})
     print(f"wrote {md} and {js}")
     return 0

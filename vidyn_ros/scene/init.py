@@ -235,8 +235,9 @@ class Targets:
 
 def make_targets(frame: MultiViewFrame, downscale: int = 1, device: str = "cpu") -> Targets:
     """Stack the views and shrink them by an integer ``downscale`` (colour: area mean; depth: mean of valid pixels;
-    mask: the top-left pixel of each block, so ids are never blended). Non-finite depth (NaN / inf from a driver or
-    a library caller) counts as "no data" (0) like on the wire, so it reaches neither losses nor densification."""
+    mask: the label at each block's centre pixel, so ids are never blended and sit where ``CameraModel.scaled`` puts
+    the scaled pixel centres). Non-finite depth (NaN / inf from a driver or a library caller)
+    counts as "no data" (0) like on the wire, so it reaches neither losses nor densification."""
     t = frame.to_torch(device)
     color, depth, mask = t["color"], t["depth"], t.get("mask")
     depth = torch.where(torch.isfinite(depth), depth, torch.zeros_like(depth))
@@ -249,9 +250,21 @@ def make_targets(frame: MultiViewFrame, downscale: int = 1, device: str = "cpu")
         den = F.avg_pool2d(valid, s)
         depth = torch.where(den > 0.5, num / den.clamp_min(1e-6), torch.zeros_like(num)).squeeze(1)
         if mask is not None:
-            mask = mask[:, ::s, ::s][:, : depth.shape[1], : depth.shape[2]]
+            mask = downscale_labels(mask, s)
         cams = [c.scaled(1.0 / s) for c in cams]
     return Targets(cams, color.contiguous(), depth.contiguous(), mask)
+
+
+def downscale_labels(labels: torch.Tensor, s: int) -> torch.Tensor:
+    """[C, H, W] integer labels -> [C, H // s, W // s] by nearest-neighbour sampling at each scaled pixel's centre.
+
+    A scaled pixel covers an s x s block and is centred on it (``CameraModel.scaled``): its centre lies at original
+    pixel (s - 1) / 2 within the block, so the label is read from pixel s // 2 (exact for odd s, half an original
+    pixel off for even s). Reading the block's top-left pixel instead shifted every label by (s - 1) / 2 original
+    pixels against the colour and depth (1.5 px at s = 4). Labels are never blended."""
+    h, w = labels.shape[1] // s, labels.shape[2] // s
+    o = s // 2
+    return labels[:, o : o + h * s : s, o : o + w * s : s]
 
 
 @dataclass

@@ -1,12 +1,18 @@
 """Scene quality metrics against the simulated rig's ground truth (evaluation only; perception never sees it).
 
-- **Centroid tracking error** [m]: each object's estimate is the centroid of its Gaussians. The reference is the
-  estimate at the object's first frame carried along by the ground-truth rigid motion since then,
-  T_gt(t) T_gt(t0)^-1 c(t0). This measures tracking, not the (constant) offset between a surface-sample centroid and
-  the body's centre of mass, which is reported separately as ``centroid_offset_m``.
-- **PSNR** [dB] of rendered vs observed colour over the observed views.
-- **Id accuracy**: fraction of Gaussians whose id equals the ground-truth mask id under their projection in the views
-  that see them unoccluded (projected depth within ``depth_tol`` of the observed depth), majority over those views.
+The scene's object ids are perception's (the segmenter numbers objects its own way), so every metric first
+associates each estimated id with a true object (:class:`IdAssociation`, once, at first sight) and scores under the
+true id.
+
+- **Centroid tracking error** [m] (drift): each object's estimate is the centroid of its Gaussians at first sight
+  carried by the tracked pose. The reference is that centroid carried along by the ground-truth rigid motion since
+  then, T_gt(t) T_gt(t0)^-1 c(t0). This measures tracking, not the (constant) offset between a surface-sample
+  centroid and the body's centre of mass, which is reported separately as ``centroid_offset_m``.
+- **Chamfer distance** [m] per object between its Gaussians and points sampled on the true object surface
+  (``vidyn_ros.metrics``, the dynamics evaluation's metric), and δ (fraction of its Gaussians within 1/2/4 cm).
+- **Id accuracy**: fraction of Gaussians whose (associated) id is the true object they lie on (nearest true
+  surface, ``vidyn_ros.metrics.true_object_ids``; 0 = table / background), not the masks the scene was given.
+- **PSNR** [dB] of rendered vs observed colour over the observed views (``scene.losses.psnr``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vidyn_ros.geometry import make_se3, quat_wxyz_to_matrix
-from vidyn_ros.types import GaussianSet, MultiViewFrame, ObjectPose
+from vidyn_ros.metrics import (
+    DELTA_THRESHOLDS_TABLETOP,
+    ObjectShapes,
+    chamfer_distance,
+    delta_within,
+    object_surface_points,
+    true_object_ids,
+)
+from vidyn_ros.types import GaussianSet, ObjectPose
 
 
 def pose_matrix(p: ObjectPose) -> np.ndarray:
@@ -92,48 +106,75 @@ class CentroidTracker:
         return float(max((max(v) for v in self.errors.values()), default=float("nan")))
 
 
-def ground_truth_ids(
-    gaussians: GaussianSet, frame: MultiViewFrame, depth_tol: float = 0.02
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth id per Gaussian from the masks (see module docstring).
+@dataclass
+class IdAssociation:
+    """Estimated (perception) object ids -> true object ids, decided once per estimated id at first sight: the true
+    object most of its Gaussians lie on. An estimated id whose Gaussians mostly lie on the table, or on a true object
+    that another estimated id still present in the scene has claimed, is a ghost (a second copy of an object or a
+    spurious segment). A true object claimed again by a new id after its first id left the scene counts as an id
+    switch (the scene did not re-associate it). ``oracle=True``: estimated ids are true ids (oracle masks)."""
 
-    Returns:
-        (ids [N] int64, has_label [N] bool — False for Gaussians no view sees unoccluded).
-    """
+    oracle: bool = False
+    id_map: dict[int, int] = field(default_factory=dict)
+    ghosts: set[int] = field(default_factory=set)
+    switches: int = 0
+
+    def update(self, est_ids: np.ndarray, truth: np.ndarray) -> dict[int, int]:
+        """Associate the ids in ``est_ids`` [N] (per Gaussian) not seen before, given each Gaussian's true id
+        ``truth`` [N]. Returns the mapping (0 -> 0 always)."""
+        present = {int(k) for k in np.unique(est_ids) if k > 0}
+        if self.oracle:
+            self.id_map.update({k: k for k in present})
+            return self.id_map
+        for k in sorted(present - set(self.id_map) - self.ghosts):
+            vals, counts = np.unique(truth[est_ids == k], return_counts=True)
+            j = int(vals[np.argmax(counts)])
+            holders = [e for e, t in self.id_map.items() if t == j]
+            if j == 0 or any(e in present for e in holders):
+                self.ghosts.add(k)
+                continue
+            if holders:
+                self.switches += 1
+            self.id_map[k] = j
+        return self.id_map
+
+    def map(self, est_ids: np.ndarray) -> np.ndarray:
+        """[N] true ids of estimated ids (0 stays 0; ghosts and unassociated ids -> -1)."""
+        out = np.full(len(est_ids), -1, dtype=np.int64)
+        out[est_ids == 0] = 0
+        for e, t in self.id_map.items():
+            out[est_ids == e] = t
+        return out
+
+
+def truth_metrics(
+    gaussians: GaussianSet,
+    shapes: ObjectShapes,
+    poses: Sequence[ObjectPose],
+    association: IdAssociation,
+    n_surface: int = 2000,
+    thresholds: Sequence[float] = DELTA_THRESHOLDS_TABLETOP,
+) -> dict:
+    """One frame's truth-based scores of a scene: id accuracy (all / object Gaussians), per true object the
+    Chamfer distance of its Gaussians to its true surface, δ at ``thresholds``, and the association state."""
     means = gaussians.means.detach().cpu().numpy().astype(np.float64)
-    n = len(means)
-    max_id = max(int(v.mask.max()) for v in frame.views if v.mask is not None) if frame.views else 0
-    votes = np.zeros((n, max_id + 1), dtype=np.int64)
-    for v in frame.views:
-        if v.mask is None:
-            continue
-        cam = v.camera
-        Tcw = cam.T_cam_world
-        pc = means @ Tcw[:3, :3].T + Tcw[:3, 3]
-        z = pc[:, 2]
-        front = z > 1e-3
-        u = np.full(n, -1)
-        w = np.full(n, -1)
-        u[front] = np.round(cam.fx * pc[front, 0] / z[front] + cam.cx).astype(int)
-        w[front] = np.round(cam.fy * pc[front, 1] / z[front] + cam.cy).astype(int)
-        inside = front & (u >= 0) & (u < cam.width) & (w >= 0) & (w < cam.height)
-        ii = np.flatnonzero(inside)
-        d = v.depth[w[ii], u[ii]]
-        ok = (d > 0) & (np.abs(d - z[ii]) < depth_tol)
-        ii = ii[ok]
-        votes[ii, v.mask[w[ii], u[ii]].astype(np.int64)] += 1
-    has = votes.sum(axis=1) > 0
-    return votes.argmax(axis=1), has
-
-
-def id_accuracy(gaussians: GaussianSet, frame: MultiViewFrame, depth_tol: float = 0.02) -> dict[str, float]:
-    """Id accuracy over Gaussians with a ground-truth label: overall and over object (gt id > 0) Gaussians only."""
-    gt, has = ground_truth_ids(gaussians, frame, depth_tol)
-    est = gaussians.object_ids.cpu().numpy()
-    ok = (gt == est) & has
-    obj = has & (gt > 0)
+    est = gaussians.object_ids.detach().cpu().numpy().astype(np.int64)
+    truth = true_object_ids(means, shapes, poses)
+    association.update(est, truth)
+    mapped = association.map(est)
+    ok = mapped == truth
+    obj = truth > 0
+    surfaces = object_surface_points(shapes, poses, n_surface)
+    per_object = {}
+    for k, surf in surfaces.items():
+        pts = means[mapped == k]
+        cd = chamfer_distance(pts, surf)
+        per_object[k] = {"chamfer_m": cd.distance, "accuracy_m": cd.accuracy, "completeness_m": cd.completeness,
+                         "delta": delta_within(pts, surf, thresholds), "gaussians": len(pts)}
     return {
-        "id_accuracy": float(ok.sum() / max(has.sum(), 1)),
-        "id_accuracy_objects": float(ok[obj].sum() / max(obj.sum(), 1)),
-        "labelled_fraction": float(has.mean()) if len(has) else 0.0,
+        "id_accuracy": float(ok.mean()) if len(ok) else float("nan"),
+        "id_accuracy_objects": float(ok[obj].mean()) if obj.any() else float("nan"),
+        "per_object": per_object,
+        "ghosts": len(association.ghosts),
+        "id_switches": association.switches,
     }

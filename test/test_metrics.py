@@ -1,0 +1,70 @@
+"""Geometry vs simulator truth (vidyn_ros.metrics): surface samples, Chamfer distance, δ, truth ids."""
+
+import numpy as np
+import pytest
+
+from vidyn_ros.metrics import (
+    chamfer_distance,
+    delta_within,
+    object_surface_points,
+    sample_surface,
+    surface_area,
+    true_object_ids,
+)
+from vidyn_ros.rig.scenario import shape_sdf
+from vidyn_ros.types import ObjectPose
+
+SHAPES = [("box", [0.05, 0.02, 0.01]), ("sphere", [0.03]), ("cylinder", [0.02, 0.04]), ("capsule", [0.01, 0.03])]
+
+
+@pytest.mark.parametrize(("shape", "size"), SHAPES)
+def test_samples_lie_on_the_surface_uniformly_by_area(shape, size):
+    pts = sample_surface(shape, size, 20000, seed=1)
+    assert np.abs(shape_sdf(pts, shape, size)).max() < 1e-9
+    # uniform by area: the share of points on the +x half equals the share of area there (symmetry), and points
+    # above z > 0 are half of all
+    assert abs((pts[:, 2] > 0).mean() - 0.5) < 0.02 and abs((pts[:, 0] > 0).mean() - 0.5) < 0.02
+    np.testing.assert_array_equal(pts, sample_surface(shape, size, 20000, seed=1))  # seeded
+
+
+def test_box_faces_get_points_in_proportion_to_their_area():
+    size = np.array([0.05, 0.02, 0.01])
+    pts = sample_surface("box", size, 40000, seed=0)
+    on_z_faces = np.isclose(np.abs(pts[:, 2]), size[2]).mean()
+    assert on_z_faces == pytest.approx(8 * size[0] * size[1] / surface_area("box", size), abs=0.01)
+
+
+def test_chamfer_and_delta():
+    sphere = sample_surface("sphere", [0.05], 4000, seed=0)
+    cd = chamfer_distance(sphere, sphere)
+    assert cd.distance == 0.0 and cd.accuracy == 0.0 and cd.completeness == 0.0
+    shifted = chamfer_distance(sphere + np.array([0.01, 0.0, 0.0]), sphere)
+    assert 0.003 < shifted.distance < 0.01  # a 1 cm shift of a 5 cm sphere: nearest points are closer than 1 cm
+    half = sphere[sphere[:, 2] > 0]  # only the top half predicted: accurate, but incomplete
+    cd = chamfer_distance(half, sphere)
+    assert cd.accuracy < 0.002 < 0.01 < cd.completeness
+    assert cd.distance == pytest.approx((cd.accuracy + cd.completeness) / 2)
+    assert np.isnan(chamfer_distance(np.zeros((0, 3)), sphere).distance)
+    d = delta_within(np.array([[0.0, 0.0, 0.06], [0.0, 0.0, 0.08], [0.0, 0.0, 0.2]]), sphere, (0.015, 0.05))
+    assert d[0.015] == pytest.approx(1 / 3) and d[0.05] == pytest.approx(2 / 3)
+
+
+def test_true_ids_are_the_nearest_true_surface_and_surface_points_follow_the_pose():
+    q = np.array([np.cos(np.pi / 8), 0.0, 0.0, np.sin(np.pi / 8)])  # 45 degrees about z
+    shapes = {1: ("box", np.array([0.05, 0.02, 0.02])), 2: ("sphere", np.array([0.03]))}
+    poses = [ObjectPose(1, np.array([0.0, 0.0, 0.02]), q),
+             ObjectPose(2, np.array([0.2, 0.0, 0.03]), np.array([1.0, 0, 0, 0]))]
+    surf = object_surface_points(shapes, poses, 3000, min_height=0.002)
+    assert set(surf) == {1, 2} and all(p[:, 2].min() >= 0.002 for p in surf.values())  # bottom faces dropped
+    assert np.abs(true_object_ids(surf[1], shapes, poses) - 1).max() == 0
+    assert np.abs(true_object_ids(surf[2], shapes, poses) - 2).max() == 0
+    probes = np.array([
+        [0.0, 0.0, 0.045],     # 5 mm above the box's top face: the box
+        [0.3, 0.3, 0.001],     # on the table, far from everything: 0
+        [0.2, 0.0, 0.07],      # 1 cm above the sphere: the sphere
+        [0.0, 0.0, 0.5],       # in the air, 0.46 m from the box: background
+        [0.2, 0.0, 0.004],     # under the sphere, nearer the table plane than the sphere: 0
+    ])  # fmt: skip
+    assert true_object_ids(probes, shapes, poses).tolist() == [1, 0, 2, 0, 0]
+    # the box's samples rotate with its pose (45 degrees): its x extent shrinks from 5 cm to (5 + 2) / sqrt(2) cm
+    assert surf[1][:, 0].max() == pytest.approx(0.07 / np.sqrt(2), abs=0.002)

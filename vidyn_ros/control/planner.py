@@ -104,6 +104,7 @@ class PlanResult:
         history: cost per iteration: ("sample", best coarse cost) rounds, then ("grad", cost) steps.
         predicted_rgb: [V, H, W, 3] uint8 predicted final render of the returned plan (cost cameras).
         predicted: the predicted final particle state of the dynamics subset (for PointCloud2 / evaluation).
+        predicted_centroids: object id -> [H, 3] predicted centroid after each control step (pusher excluded).
         diverged: the cost is not finite or exceeds diverge_factor x cost_zero.
         seconds: wall time; timings: per stage [s]; terms: the weighted cost terms of the returned plan.
     """
@@ -121,6 +122,7 @@ class PlanResult:
     timings: dict[str, float]
     terms: dict[str, float]
     reach_object: int | None = None
+    predicted_centroids: dict[int, np.ndarray] = field(default_factory=dict)  # object id -> [H, 3] after each step
 
 
 def clamp_actions(u: torch.Tensor, max_speed: float, max_accel: float, dt: float,
@@ -247,7 +249,7 @@ class Planner:
                     total = total + v
                     for s in range(u.shape[0]):
                         terms[s][k] = v[s]
-            return total, terms, [last]
+            return total, terms, states
 
         H = cfg.horizon
         zero = torch.zeros(1, H, 2, device=dev)
@@ -341,9 +343,16 @@ class Planner:
             history.append(("grad", float(c_all[0])))
         best_u = both[pick]
         cost, cost_zero = float(c_all[pick]), float(c_all[2])
-        final = finals[0].index(pick)
+        final = finals[-1].index(pick)
         with torch.no_grad():
-            rgb, _, _ = fine(_gaussians_of(finals[0], pick, render_sel))
+            rgb, _, _ = fine(_gaussians_of(finals[-1], pick, render_sel))
+            # per object (not the pusher) its predicted centroid after each control step: [H, 3]
+            centroids = {}
+            for k in dyn.object_labels():
+                if k == pusher_id:
+                    continue
+                sel = dyn.object_ids == k
+                centroids[k] = torch.stack([st.now[pick][sel].mean(0) for st in finals]).cpu().numpy()
         timings["final"] = time.perf_counter() - t3
         diverged = not math.isfinite(cost) or cost > cfg.diverge_factor * max(cost_zero, 1e-9)
         self._prev = (stamp_s, best_u.detach().clone())
@@ -356,7 +365,7 @@ class Planner:
             predicted_rgb=(rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy(), predicted=final,
             diverged=diverged, stamp_s=stamp_s, seconds=time.perf_counter() - t0, timings=timings,
             terms={k: float(v) for k, v in terms[pick].items()},
-            reach_object=None if target is None else target.object_id,
+            reach_object=None if target is None else target.object_id, predicted_centroids=centroids,
         )  # fmt: skip
 
     def commit(self, command_xy: Sequence[float]) -> None:

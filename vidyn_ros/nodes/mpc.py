@@ -7,6 +7,8 @@ Wiring:
   out  /vidyn/cmd (TwistStamped, world frame) at ``control_rate_hz`` (or once per scene update with ``lockstep``)
        /vidyn/mpc/plan (nav_msgs/Path: the planned pusher path)
        /vidyn/mpc/render/<cam> (Image rgb8: the predicted final frame of the plan, cost cameras)
+       /vidyn/mpc/prediction (MarkerArray: per object its predicted centroid path over the horizon; marker id =
+       object id, the first point is the centroid now, one point per control period ``dt``)
        /vidyn/goal/image/<cam> (Image rgb8, latched: the goal rendered from the scene, when made from a file)
        /diagnostics (cost, cost of doing nothing, iterations, solve time, backend, why commands are zero)
   srv  ~/enable (std_srvs/SetBool): commands are zero while disabled; ``enabled`` false (the default) = a real rig
@@ -41,6 +43,7 @@ from vidyn_ros.nodes import _ros
 NODE_NAME = "mpc"
 GAUSSIANS_TOPIC = "/vidyn/scene/gaussians"
 PLAN_TOPIC = "/vidyn/mpc/plan"
+PREDICTION_TOPIC = "/vidyn/mpc/prediction"
 RENDER_TOPIC = "/vidyn/mpc/render/{cam}"
 GOAL_TOPIC = "/vidyn/goal/image/{cam}"
 
@@ -124,6 +127,8 @@ class MpcNode(Node):
 
         self.pub_cmd = self.create_publisher(_ros.msg_class(msgs.TWIST_STAMPED), msgs.CMD_TOPIC, _ros.reliable_qos())
         self.pub_plan = self.create_publisher(_ros.msg_class(msgs.PATH), PLAN_TOPIC, _ros.reliable_qos(2))
+        self.pub_pred = self.create_publisher(_ros.msg_class(msgs.MARKER_ARRAY), PREDICTION_TOPIC,
+                                              _ros.reliable_qos(2))
         self.pub_render = {c: self.create_publisher(_ros.msg_class(msgs.IMAGE), RENDER_TOPIC.format(cam=c),
                                                     _ros.sensor_qos(2)) for c in p.views}
         self.pub_goal: dict[str, Any] = {}
@@ -332,21 +337,31 @@ class MpcNode(Node):
         msgs = self.msgs
         with self._lock:
             pusher = None if self._pusher is None else self._pusher.copy()
-        res = self.planner.plan(self._state(), pusher, stamp_s=stamp_ns * 1e-9)
+        state = self._state()
+        res = self.planner.plan(state, pusher, stamp_s=stamp_ns * 1e-9)
         with self._lock:
             self.plan = res
             self.plans += 1
             self.watchdog.cost(res.cost, res.diverged)
             self.cost_history.append((res.stamp_s, res.cost))
         _ros.publish_cdr(self.pub_plan, msgs.path_msg(res.path, stamp_ns, "world"), msgs.PATH)
+        from vidyn_ros.scene.export import object_color
+
+        markers = []
+        for k, path in res.predicted_centroids.items():
+            now = state.now[state.object_ids == k].mean(0).cpu().numpy()
+            markers.append(dict(kind="line_strip", marker_id=k, ns="mpc_prediction", scale=0.004,
+                                color=(*object_color(k), 1.0), points=np.vstack([now, path])))
+        _ros.publish_cdr(self.pub_pred, msgs.marker_array_msg(markers, stamp_ns, "world"), msgs.MARKER_ARRAY)
         for cam, img in zip(self.p.views, res.predicted_rgb, strict=True):
             _ros.publish_cdr(self.pub_render[cam], msgs.image_msg(img, stamp_ns, msgs.camera_frame_id(cam), "rgb8"),
                              msgs.IMAGE)
         iters = sum(1 for stage, _ in res.history if stage == "grad")
-        self.diag.ok("planning", cost=f"{res.cost:.4f}", cost_zero=f"{res.cost_zero:.4f}", solve_s=f"{res.seconds:.3f}",
-                     iterations=iters, sample_rounds=sum(1 for s, _ in res.history if s == "sample"),
-                     backend=self.p.backend, enabled=self.enabled, plans=self.plans,
-                     **{f"term_{k}": f"{v:.4f}" for k, v in res.terms.items()})
+        self.diag.update(_ros.DIAG_OK, "planning", force=True,  # every plan: the demo plots the cost over time
+                         cost=f"{res.cost:.4f}", cost_zero=f"{res.cost_zero:.4f}", solve_s=f"{res.seconds:.3f}",
+                         iterations=iters, sample_rounds=sum(1 for s, _ in res.history if s == "sample"),
+                         backend=self.p.backend, enabled=self.enabled, plans=self.plans,
+                         **{f"term_{k}": f"{v:.4f}" for k, v in res.terms.items()})
 
     # ------------------------------------------------------------------------------------------------------- output
     def _on_timer(self) -> None:

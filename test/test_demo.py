@@ -20,7 +20,8 @@ def test_demo_runs_the_scene_in_lockstep_and_reports_it(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
     proc = subprocess.run(
-        [sys.executable, "-m", "vidyn_ros.cli", "demo", "--out", str(out), "--seconds", "1", "--scale", "0.25",
+        [sys.executable, "-m", "vidyn_ros.cli", "demo", "--no-mpc", "--out", str(out), "--seconds", "1",
+         "--scale", "0.25",
          "--scene-width", "160", "--domain-id", str(DOMAIN)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip

@@ -1,15 +1,18 @@
-"""`vidyn demo`: the simulated rig and the live Gaussian scene through the node graph, end to end, on a few seconds of
-the `push` scenario.
+"""`vidyn demo`: the closed loop on the simulated rig through the node graph, end to end: cameras -> segmenter ->
+live Gaussian scene -> visual MPC -> /vidyn/cmd -> the pusher, on a few seconds of the `push` scenario.
 
-A readable pipeline of steps; later stages (dynamics, MPC) add theirs:
+A readable pipeline of steps:
 
-1. check inputs (scenario YAML, output directory) before anything starts,
-2. run the `sim` graph in this process (sim_rig -> DDS -> segmenter -> scene, and the recorder) plus a scripted
-   pusher command source on /vidyn/cmd, for ``--seconds`` of sim time. The rig runs in lockstep with the scene (it
-   publishes frame k+1 once /vidyn/scene/gaussians for frame k is out), so the CPU scene sees every frame,
-3. compare the scene's outputs in the bag with the bag's cameras and ground truth: scene.png (observed | render per
+1. check inputs (scenario YAML, goal file, output directory) before anything starts,
+2. run the `sim-mpc` graph in this process (sim_rig -> DDS -> segmenter -> scene -> mpc -> sim_rig, and the
+   recorder) for ``--seconds`` of sim time, in lockstep: the rig steps once the mpc node's command for the frame is
+   out, so every frame is tracked and planned on and the run is deterministic. ``--no-mpc``: the `sim` graph with a
+   scripted pusher command source instead (the rig in lockstep with the scene),
+3. closed loop (``mpc``): closed_loop.mp4 (camera | scene render | predicted end of plan | goal | plan per frame),
+   closed_loop.png (tracking error, prediction error vs horizon, MPC cost, distance to goal) from the bag,
+   compare the scene's outputs in the bag with the bag's cameras and ground truth: scene.png (observed | render per
    camera, last frame) and tracking.png (tracked centroids vs ground truth on the table plane),
-4. summarise the bag (topics, counts, rates) and the scene metrics to summary.txt / summary.json,
+4. summarise the bag (topics, counts, rates), the scene and closed-loop metrics to summary.txt / summary.json,
 5. draw a contact sheet (color | depth | mask per camera) of the last frame from the bag.
 """
 
@@ -23,18 +26,27 @@ from pathlib import Path
 from typing import Any
 
 NAME = "demo"
-HELP = "run the simulated rig and the live scene through the nodes; write a bag, a summary and pictures"
+HELP = "run the closed loop (sim rig -> scene -> visual MPC -> pusher) through the nodes; write a bag, video, report"
 DESCRIPTION = __doc__.split("\n\n")[0]
 ORDER = 10
 SIM_GRAPH_OUT = "out/sim/"  # where config/graphs/sim.yaml puts its files
+MPC_GRAPH_OUT = "out/sim_mpc/"  # ... and config/graphs/sim-mpc.yaml
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
     p.add_argument("--scenario", default="push", help="scenario name or YAML path (default push)")
-    p.add_argument("--seconds", type=float, default=3.0, help="sim time to run [s] (default 3)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="sim time to run [s] (default 6 with the MPC, 3 with --no-mpc)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=float, default=1.0, help="render scale (0.25 -> 160x120; default 640x480)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="render scale (0.25 -> 160x120; default: 160x120 with the MPC, 640x480 with --no-mpc)")
+    p.add_argument("--no-mpc", action="store_true",
+                   help="no closed loop: the sim graph with a scripted pusher (--push-speed along +x)")
+    p.add_argument("--backend", default="auto",
+                   help="the MPC's dynamics backend: physics, learned, constant_velocity, static; auto (default) = "
+                        "physics where vidyn_ros.physics is installed, else static")
+    p.add_argument("--goal", default="", help="goal-poses YAML for the MPC (default config/goals/push_demo.yaml)")
     p.add_argument("--push-speed", type=float, default=0.1, help="pusher speed along +x [m/s] (default 0.1)")
     p.add_argument("--realtime", action="store_true", help="pace the rig to wall time (default: as fast as possible)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
@@ -51,8 +63,24 @@ def check_inputs(args: argparse.Namespace) -> tuple[Any, Path]:
     from vidyn_ros.errors import ConfigError, OutputError
     from vidyn_ros.rig.scenario import load_scenario
 
+    if args.seconds is None:
+        args.seconds = 3.0 if args.no_mpc else 6.0
+    if args.scale is None:
+        args.scale = 1.0 if args.no_mpc else 0.25
     if args.seconds <= 0:
         raise ConfigError(f"--seconds must be > 0, got {args.seconds}")
+    if not args.no_mpc:
+        if args.no_scene:
+            raise ConfigError("--no-scene needs --no-mpc (the MPC plans on the scene)")
+        from vidyn_ros.control.goal import load_goal_moves
+        from vidyn_ros.paths import config_dir
+
+        args.goal = args.goal or str(config_dir() / "goals" / "push_demo.yaml")
+        load_goal_moves(args.goal)  # one-line ConfigError for a missing / malformed goal file
+        if args.backend == "auto":
+            import importlib.util
+
+            args.backend = "physics" if importlib.util.find_spec("vidyn_ros.physics") else "static"
     scn = load_scenario(args.scenario)
     if not scn.cameras:
         raise ConfigError(f"{args.scenario}: scenario has no cameras")
@@ -97,11 +125,13 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
     """Step 2: the `sim` graph with the demo's parameters; a progress bar follows the rig's frames and the scene."""
     from tqdm import tqdm
 
-    from vidyn_ros import graph
+    from vidyn_ros import graph, msgs
     from vidyn_ros.scene_bag import GAUSSIANS_TOPIC
 
     n_frames = max(1, round(args.seconds * scn.fps))
-    spec = graph.load_graph("sim")
+    mpc = not args.no_mpc
+    spec = graph.load_graph("sim" if args.no_mpc else "sim-mpc")
+    graph_out = SIM_GRAPH_OUT if args.no_mpc else MPC_GRAPH_OUT
     overrides = [
         f"sim_rig.scenario={args.scenario}",
         f"sim_rig.seed={args.seed}",
@@ -118,20 +148,24 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
         width = max(1, round(scn.cameras[0].width * args.scale))  # the images the rig publishes
         cameras = f"[{', '.join(c.name for c in scn.cameras)}]"
         overrides += [
-            f"sim_rig.lockstep_topic={GAUSSIANS_TOPIC}",  # synchronous mode: the scene sees every frame
+            # synchronous mode: the scene sees every frame (with the MPC: the rig waits for the command of each frame)
+            f"sim_rig.lockstep_topic={msgs.CMD_TOPIC if mpc else GAUSSIANS_TOPIC}",
             f"segmenter.cameras={cameras}",
             f"segmenter.stride={segmenter_config(width).stride}",  # the graph's stride is for 640 px wide images
             f"scene.cameras={cameras}",
             f"scene.image_downscale={max(1, round(width / args.scene_width))}",
             f"scene.seed={args.seed}",
         ]
+    if mpc:
+        overrides += [f"mpc.backend={args.backend}", f"mpc.goal_file={args.goal}", f"mpc.seed={args.seed}",
+                      f"mpc.scenario={args.scenario}"]
     spec = graph.apply_overrides(spec, overrides)
     # Every file the graph's nodes read or write under out/sim/ (the bag, the rig calibration the rig writes and the
     # recorder and the scene node read, ...) lives in the demo's directory instead, whatever nodes the graph has.
     for node in spec.nodes:
         for key, value in node.parameters.items():
-            if isinstance(value, str) and value.startswith(SIM_GRAPH_OUT):
-                node.parameters[key] = str(out / value.removeprefix(SIM_GRAPH_OUT))
+            if isinstance(value, str) and value.startswith(graph_out):
+                node.parameters[key] = str(out / value.removeprefix(graph_out))
     bar = tqdm(total=n_frames, desc="sim rig frames", unit="frame", file=sys.stderr)
     scene_t: dict[str, float] = {}  # wall times: first scene update done (initialised), latest update
 
@@ -143,15 +177,19 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
             if updates and updates != scene_t.get("updates"):
                 scene_t.setdefault("initialised", time.monotonic())
                 scene_t.update(updates=updates, last=time.monotonic())
-            bar.set_postfix_str(f"scene updates {updates}" if updates else "scene initialising", refresh=False)
+            post = f"scene updates {updates}" if updates else "scene initialising"
+            planner = next((n for n in nodes if n.get_name() == "mpc"), None)
+            if planner is not None and planner.plan is not None:
+                post += f", plans {planner.plans}, cost {planner.plan.cost:.3f}"
+            bar.set_postfix_str(post, refresh=False)
         if rig is not None and rig.frames > bar.n:
             bar.update(rig.frames - bar.n)
         return False
 
     t0 = time.monotonic()
     try:
-        result = graph.run_graph(spec, until=progress, domain_id=args.domain_id,
-                                 extra_nodes=lambda ctx: make_commander(ctx, args.push_speed))
+        commander = (lambda ctx: make_commander(ctx, args.push_speed)) if args.no_mpc else None
+        result = graph.run_graph(spec, until=progress, domain_id=args.domain_id, extra_nodes=commander)
     finally:
         bar.close()
     if result.fatal:
@@ -192,7 +230,8 @@ def scene_report(out: Path, run: dict[str, Any]) -> dict[str, Any]:
     })  # fmt: skip
     return metrics
 
-def summarise(out: Path, run: dict[str, Any], argv: list[str], scene: dict[str, Any] | None) -> dict[str, Any]:
+def summarise(out: Path, run: dict[str, Any], argv: list[str], scene: dict[str, Any] | None,
+              loop: dict[str, Any] | None = None) -> dict[str, Any]:
     """Step 4: bag summary + ground-truth motion + scene metrics -> summary.json and summary.txt."""
     import numpy as np
 
@@ -214,6 +253,7 @@ def summarise(out: Path, run: dict[str, Any], argv: list[str], scene: dict[str, 
         "run": run,
         "ground_truth_displacement_m": motion,
         "scene": scene,
+        "closed_loop": loop,
         "bag": summary,
     }
     (out / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
@@ -224,6 +264,7 @@ def summarise(out: Path, run: dict[str, Any], argv: list[str], scene: dict[str, 
         "object displacement over the run (ground truth) [m]: "
         + ", ".join(f"id {k}: {v:.3f}" for k, v in motion.items()),
         *scene_lines(scene),
+        *loop_lines(loop),
         "",
         format_summary(summary),
     ]
@@ -251,6 +292,33 @@ def scene_lines(scene: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def loop_report(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Step 3 (closed loop): closed_loop.mp4 / .png / _frame.png and the loop's metrics from the bag."""
+    from vidyn_ros.control.report import mpc_report
+
+    loop = mpc_report(out / "bag", out, args.goal)
+    loop["backend"] = args.backend
+    return loop
+
+
+def loop_lines(loop: dict[str, Any] | None) -> list[str]:
+    """summary.txt lines for the closed loop."""
+    if not loop:
+        return []
+    if "error" in loop:
+        return [f"closed loop: FAILED: {loop['error']}"]
+    final = ", ".join(f"id {k}: {v * 100:.1f}" for k, v in loop["final_distance_m"].items())
+    pred = ", ".join(f"{e * 1000:.1f}" for e in loop["prediction_error_vs_horizon_m"])
+    return [
+        f"closed loop ({loop['backend']} backend): {'SUCCESS' if loop['success'] else 'not reached'}: every block "
+        f"within {loop['tolerance_m'] * 100:.0f} cm of its goal at the end (ground truth) -> final distances [cm]: "
+        f"{final} (the moved block started {loop['start_distance_m'] * 100:.1f} cm away)",
+        f"closed loop: {loop['plans']} plans, {loop['commands']} commands, median replanning time "
+        f"{loop['solve_s_median']} s, cost first / last plan {loop['cost_first_last']}",
+        f"prediction error vs horizon (1..H control periods) [mm]: {pred or 'n/a'}",
+    ]
+
+
 def contact_sheet(out: Path) -> Path:
     """Step 5: the last complete multi-view frame in the bag -> contact_sheet.png (color | depth | mask)."""
     from vidyn_ros.bags import BagReader
@@ -271,10 +339,22 @@ def run(args: argparse.Namespace) -> int:
 
     scn, out = check_inputs(args)
     print(f"[1/5] scenario {scn.name!r}: {len(scn.cameras)} cameras, {scn.fps:g} fps; output {out}", flush=True)
-    what = "sim_rig -> DDS -> recorder" + ("" if args.no_scene else " + segmenter -> scene, in lockstep")
-    print(f"[2/5] running the sim graph for {args.seconds:g} s of sim time ({what})", flush=True)
+    if args.no_mpc:
+        what = "sim_rig -> DDS -> recorder" + ("" if args.no_scene else " + segmenter -> scene, in lockstep")
+    else:
+        what = (f"sim_rig -> segmenter -> scene -> mpc ({args.backend} backend, goal {args.goal}) -> sim_rig, "
+                "in lockstep")
+    print(f"[2/5] running the {'sim' if args.no_mpc else 'sim-mpc'} graph for {args.seconds:g} s of sim time ({what})",
+          flush=True)
     run_info = run_sim_graph(args, scn, out)
-    scene = None
+    scene = loop = None
+    if not args.no_mpc:
+        print("[3/5] closed loop: video and summary from the bag", flush=True)
+        try:
+            loop = loop_report(args, out)
+        except VidynError as err:
+            print(f"vidyn demo: closed loop: {err}", file=sys.stderr, flush=True)
+            loop = {"error": str(err)}
     if not args.no_scene:
         print("[3/5] comparing the scene with the cameras and the ground truth", flush=True)
         try:
@@ -283,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"vidyn demo: scene: {err}", file=sys.stderr, flush=True)
             scene = {"error": str(err), **(run_info.get("scene") or {})}
     print("[4/5] summarising the bag", flush=True)
-    doc = summarise(out, run_info, ["vidyn", *sys.argv[1:]], scene)
+    doc = summarise(out, run_info, ["vidyn", *sys.argv[1:]], scene, loop)
     print("[5/5] drawing the contact sheet", flush=True)
     sheet = contact_sheet(out)
     counts = doc["bag"]["topics"]
@@ -296,5 +376,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"scene:         {out / 'scene.png'} (observed | render), {out / 'tracking.png'} (vs ground truth)")
         for line in scene_lines(scene):
             print(f"               {line}")
+    if loop is not None:
+        if "error" not in loop:
+            print(f"closed loop:   {loop['video']} (camera | scene | predicted | goal | plan per frame), "
+                  f"{loop['summary_png']} (tracking, prediction, cost, distance to goal)")
+        for line in loop_lines(loop):
+            print(f"               {line}")
     print(f"wall time:     {run_info['wall_s']} s")
-    return 1 if scene is not None and "error" in scene else 0
+    failed = (scene is not None and "error" in scene) or (loop is not None and "error" in loop)
+    return 1 if failed else 0

@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 
 package_name = "vidyn_ros"
 
-NODES = ["sim_rig", "bag_player", "recorder", "realsense", "segmenter", "scene", "mpc"]
+NODES = ["sim_rig", "bag_player", "recorder", "realsense", "segmenter", "scene", "mpc", "dynamics"]
 
 setup(
     name=package_name,

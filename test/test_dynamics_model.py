@@ -286,3 +286,21 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, case):
 class _Evil:
     def __reduce__(self):
         return (print, ("pickled code ran",))
+
+
+def test_receptive_field_pruning_is_exact():
+    """Running the network only on the moving particles' receptive field gives the same predictions as on all."""
+    model = _randomised(LearnedDynamics(replace(SMALL, pose_fit=False)), seed=9)
+    state = tabletop_state(400, pusher=True).expand(2)
+    state = replace(state, positions=state.positions + torch.tensor([[[[0.0, 0.0, 0.0]]], [[[0.01, 0.02, 0.0]]]]))
+    ctrl = Control(torch.tensor([[0.1, 0.0, 0.0], [0.0, -0.1, 0.0]]))
+    pruned = model.step(state, ctrl, DT)
+    model.prune = False
+    full = model.step(state, ctrl, DT)
+    torch.testing.assert_close(pruned.positions, full.positions, atol=1e-6, rtol=0)
+    torch.testing.assert_close(pruned.quats, full.quats, atol=1e-6, rtol=0)
+    from vidyn_ros.dynamics.learned import _receptive_field
+
+    idx, valid = knn_indices(state.now, SMALL.k)
+    sel, _, _ = _receptive_field(state.object_ids != 0, idx, valid, SMALL.network.layers)
+    assert 0 < int((state.object_ids[sel] == 0).sum()) < int((state.object_ids == 0).sum())  # some of the table

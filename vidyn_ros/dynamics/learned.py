@@ -126,8 +126,35 @@ def particle_features(state: ParticleState, control: Control | None) -> torch.Te
     return torch.cat([v_prev, v_now, z_prev, z_now, u, kin, bg], dim=-1)
 
 
+def _receptive_field(out: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor, layers: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The particles whose features can reach the outputs of ``out`` ([N] bool) through ``layers`` convolutions
+    (its ``layers``-hop neighbourhood over the batch's KNN graphs), and the KNN re-indexed into that subset.
+
+    Exact for the outputs of ``out``: a particle j hops away needs only its state after ``layers - j`` convolutions,
+    whose inputs lie within j + 1 <= layers hops; neighbours outside the subset (of particles exactly ``layers``
+    hops away, whose deeper states nobody reads) are masked. With a static background this skips most of the
+    table. Returns (sel [M] indices, idx [B, M, k], valid [B, M, k]).
+    """
+    B, N, k = idx.shape
+    reach = out.view(1, N).expand(B, N).clone()
+    for _ in range(layers):  # scatter_add: duplicate neighbour indices count, never overwrite
+        hits = (valid & reach.unsqueeze(-1)).reshape(B, N * k).to(torch.int32)
+        reach = reach | (torch.zeros(B, N, dtype=torch.int32, device=idx.device)
+                         .scatter_add_(1, idx.reshape(B, N * k), hits) > 0)
+    sel = torch.nonzero(reach.any(dim=0)).squeeze(1)
+    remap = torch.full((N,), -1, dtype=torch.long, device=idx.device)
+    remap[sel] = torch.arange(len(sel), device=idx.device)
+    sub = remap[idx[:, sel]]
+    inside = sub >= 0
+    own = torch.arange(len(sel), device=idx.device).view(1, -1, 1).expand_as(sub)
+    return sel, torch.where(inside, sub, own), valid[:, sel] & inside
+
+
 class LearnedDynamics(nn.Module):
     """Object-centric PointConv particle dynamics (seed 001); implements ``Dynamics.step``."""
+
+    prune = True  # run the network only on the receptive field of the particles that can move (exact; see below)
 
     def __init__(self, cfg: ModelConfig | None = None) -> None:
         super().__init__()
@@ -154,10 +181,19 @@ class LearnedDynamics(nn.Module):
         B = x_now.shape[0]
         feats = particle_features(state, control).reshape(B, n, len(FEATURES))
         idx, valid = knn_indices(x_now, cfg.k)
-        rel = (gather_neighbours(x_now, idx) - x_now.unsqueeze(-2)) / cfg.length_scale
-        soft = state.soft_ids if cfg.soft_ids else None
-        m_obj = affinity(None if soft is not None else state.object_ids, soft, idx, valid).to(dtype)
+        ids, soft = state.object_ids, (state.soft_ids if cfg.soft_ids else None)
+        sel = None
+        if self.prune and cfg.static_background:
+            sel, idx, valid = _receptive_field((ids != 0) & ~state.kinematic, idx, valid, cfg.network.layers)
+            x_sub, feats = x_now[:, sel], feats[:, sel]
+            ids, soft = ids[sel], (soft[sel] if soft is not None else None)
+        else:
+            x_sub = x_now
+        rel = (gather_neighbours(x_sub, idx) - x_sub.unsqueeze(-2)) / cfg.length_scale
+        m_obj = affinity(None if soft is not None else ids, soft, idx, valid).to(dtype)
         out = self.normalizer.outputs(self.net(self.normalizer.inputs(feats).to(dtype), idx, rel, m_obj, valid))
+        if sel is not None:  # particles outside the receptive field of the moving ones: no output needed
+            out = out.new_zeros(B, n, out.shape[-1]).index_copy(1, sel, out)
         lin, ang = out[..., :3], out[..., 3:]
         if cfg.output == "acceleration":
             v_next = state.velocity(-1).reshape(B, n, 3) + lin * dt

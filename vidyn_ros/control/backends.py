@@ -51,6 +51,12 @@ def default_checkpoint() -> str:
     return str(found[0])
 
 
+def default_sub_steps(name: str, dt: float = 0.1) -> int:
+    """Dynamics steps per planner period: the learned model steps at the camera rate it was trained on (30 Hz);
+    the physics model sub-steps internally, the baselines are exact for any step."""
+    return max(1, round(dt * 30)) if name == "learned" else 1
+
+
 def needs_scene(name: str) -> bool:
     """Whether the backend is built from the scene (rebuilt when the set of objects changes)."""
     return name == "physics"

@@ -302,8 +302,13 @@ class VisualPolicy:
         pusher_xyz = next(p.position for p in rig.object_poses() if p.object_id == rig.pusher_id)  # proprioception
         state = self._state(pusher_xyz)
         if self.planner is None:
+            from dataclasses import replace
+
+            from vidyn_ros.control.backends import default_sub_steps
+
             model = make_backend(self.backend, state, checkpoint=self.checkpoint)
-            self.planner = Planner(model, self.cfg, background=self.background)
+            cfg = replace(self.cfg, sub_steps=self.cfg.sub_steps or default_sub_steps(self.backend, self.cfg.dt))
+            self.planner = Planner(model, cfg, background=self.background)
             fine, _ = self.planner.cameras(cameras)
             g = state.to_gaussians()
             renderer = LayeredRenderer(fine, g.subset(g.object_ids == 0), self.background)

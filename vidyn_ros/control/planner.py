@@ -49,7 +49,7 @@ class PlannerConfig:
 
     horizon: int = 8  # control steps planned ahead
     dt: float = 0.1  # control period [s]: one action per period
-    sub_steps: int = 3  # dynamics steps per control period (dt / sub_steps each: 1/30 s at the defaults)
+    sub_steps: int = 1  # dynamics steps per control period (dt / sub_steps each); backends.default_sub_steps
     method: str = "mppi"  # sampling initialisation: mppi | cem | none
     samples: int = 24  # sampled action sequences per sampling round
     sample_iters: int = 2  # sampling rounds
@@ -76,8 +76,8 @@ class PlannerConfig:
     weights: CostWeights = field(default_factory=CostWeights)
 
     def check(self) -> PlannerConfig:
-        if self.horizon < 1 or self.dt <= 0 or self.sub_steps < 1:
-            raise ConfigError(f"planner: horizon >= 1, dt > 0, sub_steps >= 1 required (got {self.horizon}, "
+        if self.horizon < 1 or self.dt <= 0 or self.sub_steps < 0:
+            raise ConfigError(f"planner: horizon >= 1, dt > 0, sub_steps >= 0 required (got {self.horizon}, "
                               f"{self.dt}, {self.sub_steps})")
         if self.method not in ("mppi", "cem", "none"):
             raise ConfigError(f"planner: method must be mppi, cem or none, got {self.method!r}")

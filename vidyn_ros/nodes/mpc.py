@@ -64,7 +64,8 @@ PARAMS = [
     _ros.Param("replan_period_s", 0.1, "replan when a scene arrives this long after the last plan [s]"),
     _ros.Param("horizon", 8, "control steps planned ahead"),
     _ros.Param("dt", 0.1, "planner control period [s] (one action per period)"),
-    _ros.Param("sub_steps", 3, "dynamics steps per planner period"),
+    _ros.Param("sub_steps", 0, "dynamics steps per planner period; 0 = the backend's own (learned: its 30 Hz "
+               "training rate, physics and baselines: 1)"),
     _ros.Param("method", "mppi", "sampling initialisation: mppi, cem, none"),
     _ros.Param("samples", 24, "sampled action sequences per round"),
     _ros.Param("sample_iters", 2, "sampling rounds"),
@@ -102,7 +103,7 @@ class MpcNode(Node):
         if not p.calibration and not p.scenario:
             raise ConfigError("mpc: set parameter 'calibration' (rig calibration YAML) or 'scenario' (cameras)")
         from vidyn_ros import msgs
-        from vidyn_ros.control.backends import BACKENDS
+        from vidyn_ros.control.backends import BACKENDS, default_sub_steps
         from vidyn_ros.control.cost import CostWeights
         from vidyn_ros.control.planner import PlannerConfig
         from vidyn_ros.control.safety import CommandFilter, CommandLimits, Watchdog
@@ -114,7 +115,8 @@ class MpcNode(Node):
         self.msgs = msgs
         workspace = tuple(float(v) for v in p.workspace)
         self.cfg = PlannerConfig(
-            horizon=p.horizon, dt=p.dt, sub_steps=p.sub_steps, method=p.method, samples=p.samples,
+            horizon=p.horizon, dt=p.dt, sub_steps=p.sub_steps or default_sub_steps(p.backend, p.dt),
+            method=p.method, samples=p.samples,
             sample_iters=p.sample_iters, grad_iters=p.grad_iters, lr=p.lr, max_speed=p.max_speed,
             max_accel=p.max_accel, workspace=workspace, views=tuple(p.views), width=p.width,
             sample_width=p.sample_width, diverge_factor=p.diverge_factor, device=p.device, seed=p.seed,

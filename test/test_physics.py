@@ -1,0 +1,215 @@
+"""Differentiable physics of the scene (vidyn_ros.physics): Newton rigid bodies, gradients vs finite differences,
+the Dynamics interface. Tiny scenes; warp kernels compile once per machine (~1-2 min on 2 cores, cached in
+~/.cache/warp), after that each test takes a second or two."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vidyn_ros.dynamics.state import ConstantVelocity, Control, Dynamics, ParticleState, rollout
+from vidyn_ros.physics import PhysicsDynamics, PhysicsModel, PhysicsParams
+from vidyn_ros.physics.model import Body, ShapeSpec
+from vidyn_ros.physics.shapes import fit_shape, surface_points
+from vidyn_ros.physics.synthetic import SyntheticObject, synthetic_scene
+
+DT = 1 / 30
+BOX = ShapeSpec("box", (0.03, 0.03, 0.03))
+PUSHER = ShapeSpec("cylinder", (0.015, 0.04))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _box_model(pusher: bool = True) -> PhysicsModel:
+    box = Body(1, BOX, np.array([0.0, 0.0, 0.03]), np.array([1.0, 0, 0, 0]))
+    p = Body(2, PUSHER, np.array([-0.05, 0.0, 0.042]), np.array([1.0, 0, 0, 0]), kinematic=True) if pusher else None
+    return PhysicsModel([box], p)
+
+
+def _simulate(model: PhysicsModel, mass, mu, v0, push, frames: int = 8, ke=2000.0, kd=10.0, kf=10.0,
+              pusher_x: float = -0.05, force: float = 0.0):
+    """Box x position at each frame end. ``push``: [F, 3] pusher velocities (or None without a pusher)."""
+    params = PhysicsParams(mass=mass.reshape(1), mu=mu.reshape(1), ke=torch.tensor([ke]), kd=torch.tensor([kd]),
+                           kf=torch.tensor([kf]))
+    zero = torch.zeros(1, 3)
+    lin = torch.stack([v0, torch.zeros(()), torch.zeros(())]).reshape(1, 3)
+    kw = {}
+    if model.pusher is not None:
+        kw = dict(pusher_position=torch.tensor([pusher_x, 0.0, 0.042]), pusher_linear=push.reshape(1, frames, 3))
+    if force:  # along +x on the box's centre during the first half frame (1/60 s)
+        f = torch.zeros(1, frames * model.steps_for(DT), 1, 3)
+        f[:, : model.steps_for(DT) // 2, 0, 0] = force
+        kw["forces"] = f
+    traj = model.simulate(torch.tensor([[0.0, 0.0, 0.03]]), torch.tensor([[1.0, 0, 0, 0]]), lin, zero, frames=frames,
+                          frame_dt=DT, params=params, **kw)
+    return traj.position[0, :, 0, 0]
+
+
+def _fd(f, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Central finite differences of a scalar function of a tensor, entry by entry."""
+    g = torch.zeros_like(x)
+    flat = x.detach().reshape(-1)
+    for i in range(flat.numel()):
+        d = torch.zeros_like(flat)
+        d[i] = eps
+        g.view(-1)[i] = (f((flat + d).view_as(x)) - f((flat - d).view_as(x))) / (2 * eps)
+    return g
+
+
+def test_gradients_match_finite_differences_mass_friction_velocity():
+    """A box gets a known push (a force on its centre for 1/60 s) and slides to rest (the sysid setting): the
+    gradients of where it stops w.r.t. mass, μ and its initial velocity."""
+    model = _box_model(pusher=False)
+    mass, mu, v0 = (torch.tensor(v, requires_grad=True) for v in (0.2, 0.6, 0.1))
+    x = _simulate(model, mass, mu, v0, None, force=6.0)
+    assert 0.01 < float(x[-1].detach()) < 0.1  # pushed forward
+    x[-1].backward()
+    with torch.no_grad():
+        fd_m = _fd(lambda m: _simulate(model, m, mu, v0, None, force=6.0)[-1], mass.detach(), 1e-3)
+        fd_mu = _fd(lambda u: _simulate(model, mass, u, v0, None, force=6.0)[-1], mu.detach(), 1e-3)
+        fd_v = _fd(lambda v: _simulate(model, mass, mu, v, None, force=6.0)[-1], v0.detach(), 1e-3)
+    for name, g, fd in (("mass", mass.grad, fd_m), ("mu", mu.grad, fd_mu), ("v0", v0.grad, fd_v)):
+        assert abs(float(fd)) > 1e-3, name  # each parameter matters here (else the check is empty)
+        torch.testing.assert_close(g, fd, rtol=0.05, atol=2e-3, msg=f"{name}: autograd {g} vs fd {fd}")
+
+
+def test_sliding_box_stops_where_coulomb_says():
+    """No pusher: a box launched at v0 slides d = v0^2 / (2 μ g) (the ∇Sim contact model, Newton's integrator)."""
+    model = _box_model(pusher=False)
+    x = _simulate(model, torch.tensor(0.2), torch.tensor(0.5), torch.tensor(0.5), None, frames=10)
+    assert float(x[-1]) == pytest.approx(0.5**2 / (2 * 0.5 * 9.81), rel=0.05)
+
+
+def test_gradient_of_an_action_sequence_matches_finite_differences():
+    """The pusher starts touching the box (when contact starts between two contact detections depends
+    discontinuously on the commands: exact local gradients, a jagged loss; see docs/physics.md)."""
+    model = _box_model()
+    push = torch.tensor([[0.2, 0.0, 0.0], [0.3, 0.05, 0.0], [0.25, -0.05, 0.0], [0.3, 0.0, 0.0]], requires_grad=True)
+    args = (torch.tensor(0.2), torch.tensor(0.6), torch.tensor(0.0))
+    x = _simulate(model, *args, push, frames=4, pusher_x=-0.0449)
+    x[-1].backward()
+    # horizontal commands only (the vertical one presses the pusher onto the box's top edge: a tiny, jagged effect)
+    with torch.no_grad():
+        fd = _fd(lambda p: _simulate(model, *args, torch.cat([p, push[:, 2:].detach()], 1), frames=4,
+                                     pusher_x=-0.0449)[-1], push[:, :2].detach(), 3e-3)
+    assert float(fd[:, 0].abs().max()) > 0.01
+    torch.testing.assert_close(push.grad[:, :2], fd, rtol=0.1, atol=2e-3)
+
+
+def _scene_state(pusher_x: float = -0.05) -> ParticleState:
+    g = synthetic_scene([SyntheticObject(1, BOX, (0.0, 0.0, 0.03)),
+                         SyntheticObject(2, PUSHER, (pusher_x, 0.0, 0.042), color=(0.1, 0.1, 0.1))], per_object=120)
+    return ParticleState.at_rest(g, stamp_ns=10**9, dt=DT, pusher_id=2)
+
+
+def test_physics_step_is_a_dynamics_backend_interchangeable_with_others():
+    state = _scene_state()
+    phys = PhysicsDynamics.from_state(state)
+    assert isinstance(phys, Dynamics)
+    assert [b.shape.kind for b in phys.model.bodies] == ["box"] and phys.model.pusher is not None
+    box = state.object_ids == 1
+    push = Control(torch.tensor([0.15, 0.0, 0.0]))
+    # alternate physics and the constant-velocity stand-in for the learned model through the shared rollout
+    mixed = [phys, ConstantVelocity(), phys, phys, ConstantVelocity(), phys]
+
+    class Alternating:
+        def __init__(self) -> None:
+            self.k = 0
+
+        def step(self, s, c, dt):
+            m = mixed[self.k % len(mixed)]
+            self.k += 1
+            return m.step(s, c, dt)
+
+    states = rollout(Alternating(), state, [push] * 12, DT)
+    assert len(states) == 12
+    for s in states:
+        s.validate()
+        assert s.positions.shape == state.positions.shape
+    x = [float(s.now[box, 0].mean()) for s in states]
+    assert x[-1] - x[0] > 0.02  # the pusher reached the box and pushed it along +x
+    # the table never moves, the pusher follows its command exactly
+    torch.testing.assert_close(states[-1].now[state.object_ids == 0], state.now[state.object_ids == 0])
+    pusher = state.object_ids == 2
+    shift = states[-1].now[pusher] - state.now[pusher]
+    torch.testing.assert_close(shift, torch.tensor([0.15 * 12 * DT, 0.0, 0.0]).expand_as(shift), atol=1e-5, rtol=0)
+
+
+def test_step_chains_exactly_and_rollout_equals_steps_in_parallel_worlds():
+    state = _scene_state()
+    phys = PhysicsDynamics.from_state(state)
+    box = state.object_ids == 1
+    v = torch.tensor([[0.2, 0.0, 0.0], [0.0, 0.0, 0.0], [0.25, 0.05, 0.0]])  # 3 worlds
+    batched = state.expand(3)
+    stepped = rollout(phys, batched, [Control(v)] * 6, DT)
+    once = phys.rollout(batched, Control(v[:, None, :].expand(3, 6, 3)), DT)
+    torch.testing.assert_close(stepped[-1].now, once[-1].now, atol=1e-4, rtol=0)  # float rounding only
+    moved = (stepped[-1].now[:, box].mean(1) - state.now[box].mean(0))[:, 0]
+    assert float(moved[1]).__abs__() < 1e-4 < float(moved[0]) < float(moved[2]) + 0.02  # world 1 never pushed
+
+
+def test_gradients_through_the_renderer_match_finite_differences():
+    """pixels -> renderer -> Gaussians -> body states -> (pusher commands, mass): a tiny camera above the box."""
+    from vidyn_ros.geometry import look_at
+    from vidyn_ros.render import render_torch
+    from vidyn_ros.types import CameraModel
+
+    state = _scene_state(pusher_x=-0.0445)  # touching the box: no impact inside the horizon (see above)
+    phys = PhysicsDynamics.from_state(state)
+    K = np.array([[40.0, 0, 20], [0, 40.0, 15], [0, 0, 1]])
+    cam = CameraModel("top", 40, 30, K, look_at(np.array([0.05, -0.25, 0.35]), np.array([0.02, 0.0, 0.0])))
+    target = render_torch(state.to_gaussians(), [cam]).rgb.detach()
+
+    def loss_actions(v: torch.Tensor) -> torch.Tensor:
+        s = phys.rollout(state, Control(v.expand(4, 3)), DT)[-1]
+        return ((render_torch(s.to_gaussians(), [cam]).rgb - target) ** 2).mean()
+
+    v = torch.tensor([0.3, 0.02, 0.0], requires_grad=True)
+    loss_actions(v).backward()
+    with torch.no_grad():
+        fd = _fd(loss_actions, v.detach(), 3e-3)
+    assert float(fd[0]) > 1e-3  # pushing further moves the box away from where it is in the target
+    torch.testing.assert_close(v.grad[:2], fd[:2], rtol=0.1, atol=float(fd.abs().max()) * 0.05)
+
+    model, binding = phys.model, phys.binding
+    steps = model.steps_for(DT)
+    force = torch.zeros(1, 4 * steps, 1, 3)
+    force[:, : steps // 2, 0, 0] = 6.0  # a known push on the box for 1/60 s (no pusher motion)
+    pos, quat = model.initial_pose()
+
+    def loss_mass(m: torch.Tensor) -> torch.Tensor:
+        params = model.params.replace(mass=m.reshape(1))
+        traj = model.simulate(pos, quat, torch.zeros(1, 3), torch.zeros(1, 3), frames=4, frame_dt=DT,
+                              pusher_position=binding.pusher_position, forces=force, params=params)
+        p, q = binding.pose(traj.position[0, -1], traj.quat[0, -1])
+        g = state.to_gaussians()
+        g.means, g.quats = p, q
+        return ((render_torch(g, [cam]).rgb - target) ** 2).mean()
+
+    m = torch.tensor(0.25, requires_grad=True)
+    loss_mass(m).backward()
+    with torch.no_grad():
+        fd = _fd(loss_mass, m.detach(), 2e-3)
+    assert float(fd) < -1e-3  # heavier: moves less, closer to the target
+    torch.testing.assert_close(m.grad, fd, rtol=0.1, atol=0.0)
+
+
+@pytest.mark.parametrize("kind,size,yaw", [("box", (0.04, 0.025, 0.025), 0.5), ("cylinder", (0.03, 0.03), 0.0),
+                                           ("sphere", (0.03,), 0.0), ("box", (0.025, 0.025, 0.025), 1.2)])
+def test_shape_fit_recovers_primitives_from_visible_surfaces(kind, size, yaw):
+    rng = np.random.default_rng(0)
+    shape = ShapeSpec(kind, size)
+    pts = surface_points(shape, 300, rng)
+    c, s = np.cos(yaw), np.sin(yaw)
+    R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    centre = np.array([0.1, -0.05, size[-1] if kind != "box" else size[2]])
+    if kind == "sphere":
+        centre[2] = size[0]
+    fit = fit_shape(pts @ R.T + centre + rng.normal(0, 0.0005, (len(pts), 3)))
+    assert fit.shape.kind == kind
+    np.testing.assert_allclose(sorted(fit.shape.size), sorted(size), atol=0.003)
+    np.testing.assert_allclose(fit.center, centre, atol=0.003)

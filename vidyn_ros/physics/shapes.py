@@ -1,0 +1,199 @@
+"""Collision shapes fitted to an object's Gaussians (numpy; not differentiated).
+
+The scene only sees surfaces, and only their visible side: the Gaussians of a block on the table cover its top and
+side faces, never the bottom. A fit therefore assumes what a tabletop implies: an object whose lowest Gaussians are
+within ``floor_tolerance`` of the table rests on it (its shape reaches down to z = 0). Candidates, each scored by the
+mean unsigned distance of the Gaussian centres to the candidate's surface (``rig.scenario.shape_sdf``):
+
+- upright box: z along world z, yaw from the minimum-area rectangle around the footprint (convex hull, rotating
+  calipers), extents from robust percentiles;
+- upright cylinder: circle fit of the footprint (algebraic least squares), height from the z range;
+- sphere: algebraic least-squares sphere;
+- box in the principal axes of the points (objects that are not upright, e.g. a toppled cube).
+
+The best score wins; a box is preferred within ``prefer_box`` of the best (boxes also stand in well for irregular
+objects). The result is a :class:`Fit`: shape, centre, rotation (wxyz) and the score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidyn_ros.geometry import matrix_to_quat_wxyz
+from vidyn_ros.physics._warp_sim import ShapeSpec
+from vidyn_ros.rig.scenario import shape_sdf
+
+__all__ = ["Fit", "fit_shape", "min_area_rectangle", "surface_points"]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A primitive fitted to points: shape (MuJoCo size convention), centre [3] and rotation (w, x, y, z) in the world
+    frame, and the mean distance [m] of the points to its surface."""
+
+    shape: ShapeSpec
+    center: np.ndarray
+    quat_wxyz: np.ndarray
+    residual: float
+
+    @property
+    def rotation(self) -> np.ndarray:
+        from vidyn_ros.geometry import quat_wxyz_to_matrix
+
+        return quat_wxyz_to_matrix(self.quat_wxyz)
+
+
+def _score(points_local: np.ndarray, shape: ShapeSpec) -> float:
+    return float(np.mean(np.abs(shape_sdf(points_local, shape.kind, shape.size))))
+
+
+def min_area_rectangle(xy: np.ndarray) -> tuple[float, np.ndarray]:
+    """Angle [rad] of the minimum-area rectangle enclosing 2D points [N, 2] (one edge along the angle), and its
+    centre [2] (rotating calipers over the convex hull)."""
+    from scipy.spatial import ConvexHull
+
+    xy = np.asarray(xy, dtype=np.float64)
+    try:
+        hull = xy[ConvexHull(xy).vertices]
+    except Exception:  # degenerate (collinear) footprints: any angle will do
+        return 0.0, xy.mean(axis=0)
+    best = (math.inf, 0.0, xy.mean(axis=0))
+    edges = np.roll(hull, -1, axis=0) - hull
+    for e in edges:
+        a = math.atan2(e[1], e[0]) % (math.pi / 2)
+        c, s = math.cos(a), math.sin(a)
+        R = np.array([[c, -s], [s, c]])
+        loc = hull @ R  # coordinates along the rectangle's axes
+        lo, hi = loc.min(axis=0), loc.max(axis=0)
+        area = float(np.prod(hi - lo))
+        if area < best[0]:
+            best = (area, a, R @ ((lo + hi) / 2))
+    return best[1], best[2]
+
+
+def _circle_fit(xy: np.ndarray) -> tuple[np.ndarray, float]:
+    """Algebraic (Kasa) circle fit -> centre [2], radius."""
+    A = np.c_[2 * xy, np.ones(len(xy))]
+    b = (xy**2).sum(axis=1)
+    sol, *_ = np.linalg.lstsq(A, b, rcond=None)
+    c = sol[:2]
+    r = math.sqrt(max(sol[2] + c @ c, 1e-12))
+    return c, r
+
+
+def _sphere_fit(p: np.ndarray) -> tuple[np.ndarray, float]:
+    A = np.c_[2 * p, np.ones(len(p))]
+    b = (p**2).sum(axis=1)
+    sol, *_ = np.linalg.lstsq(A, b, rcond=None)
+    c = sol[:3]
+    r = math.sqrt(max(sol[3] + c @ c, 1e-12))
+    return c, r
+
+
+def fit_shape(
+    points: np.ndarray,
+    floor_tolerance: float = 0.015,
+    percentile: float = 1.0,
+    prefer_box: float = 0.0005,
+    min_size: float = 0.003,
+) -> Fit:
+    """Fit a box, cylinder or sphere to one object's Gaussian centres [N, 3] (world frame, table at z = 0)."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(p) < 4:
+        raise ValueError(f"need at least 4 points to fit a shape, got {len(p)}")
+    lo_q, hi_q = percentile, 100.0 - percentile
+    z_lo, z_hi = np.percentile(p[:, 2], [lo_q, hi_q])
+    resting = z_lo < floor_tolerance
+    z_bottom = 0.0 if resting else z_lo
+    hz = max((z_hi - z_bottom) / 2, min_size)
+    zc = z_bottom + hz
+    cands: list[Fit] = []
+
+    # upright box
+    angle, _ = min_area_rectangle(p[:, :2])
+    c, s = math.cos(angle), math.sin(angle)
+    R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    loc = p[:, :2] @ R[:2, :2]
+    lo, hi = np.percentile(loc, lo_q, axis=0), np.percentile(loc, hi_q, axis=0)
+    half = np.maximum((hi - lo) / 2, min_size)
+    centre_xy = R[:2, :2] @ ((lo + hi) / 2)
+    centre = np.array([centre_xy[0], centre_xy[1], zc])
+    box = ShapeSpec("box", (float(half[0]), float(half[1]), float(hz)))
+    cands.append(Fit(box, centre, matrix_to_quat_wxyz(R), _score((p - centre) @ R, box)))
+
+    # upright cylinder
+    cxy, r = _circle_fit(p[:, :2])
+    r = max(r, min_size)
+    centre = np.array([cxy[0], cxy[1], zc])
+    cyl = ShapeSpec("cylinder", (float(r), float(hz)))
+    cands.append(Fit(cyl, centre, np.array([1.0, 0.0, 0.0, 0.0]), _score(p - centre, cyl)))
+
+    # sphere (resting on the table when its bottom is near it)
+    cs, rs = _sphere_fit(p)
+    rs = max(rs, min_size)
+    if resting and abs(cs[2] - rs) < floor_tolerance:
+        cs = np.array([cs[0], cs[1], rs])
+    sph = ShapeSpec("sphere", (float(rs),))
+    cands.append(Fit(sph, cs, np.array([1.0, 0.0, 0.0, 0.0]), _score(p - cs, sph)))
+
+    # box in principal axes (not upright)
+    mean = p.mean(axis=0)
+    _, _, vt = np.linalg.svd(p - mean, full_matrices=False)
+    Rp = vt.T
+    if np.linalg.det(Rp) < 0:
+        Rp[:, 2] *= -1
+    loc = (p - mean) @ Rp
+    lo3, hi3 = np.percentile(loc, lo_q, axis=0), np.percentile(loc, hi_q, axis=0)
+    half3 = np.maximum((hi3 - lo3) / 2, min_size)
+    centre = mean + Rp @ ((lo3 + hi3) / 2)
+    pbox = ShapeSpec("box", tuple(float(h) for h in half3))
+    cands.append(Fit(pbox, centre, matrix_to_quat_wxyz(Rp), _score((p - centre) @ Rp, pbox)))
+
+    best = min(c.residual for c in cands)
+    boxes = [c for c in cands if c.shape.kind == "box" and c.residual <= best + prefer_box]
+    return min(boxes, key=lambda c: c.residual) if boxes else min(cands, key=lambda c: c.residual)
+
+
+def surface_points(shape: ShapeSpec, n: int, rng: np.random.Generator, bottom: bool = False) -> np.ndarray:
+    """[~n, 3] points on a shape's surface in its own frame (rejection-free area sampling; the bottom face/cap
+    below z = 0 of the body frame's lowest part excluded unless ``bottom``: cameras above a table never see it)."""
+    s = shape.size
+    if shape.kind == "box":
+        hx, hy, hz = s
+        faces = [((0, 1), 2, hz), ((0, 1), 2, -hz), ((0, 2), 1, hy), ((0, 2), 1, -hy), ((1, 2), 0, hx),
+                 ((1, 2), 0, -hx)]
+        if not bottom:
+            faces.pop(1)
+        areas = np.array([4 * s[a] * s[b] for (a, b), _, _ in faces])
+        counts = rng.multinomial(n, areas / areas.sum())
+        out = []
+        for ((a, b), axis, v), m in zip(faces, counts, strict=True):
+            p = np.zeros((m, 3))
+            p[:, a] = rng.uniform(-s[a], s[a], m)
+            p[:, b] = rng.uniform(-s[b], s[b], m)
+            p[:, axis] = v
+            out.append(p)
+        return np.concatenate(out)
+    if shape.kind == "sphere":
+        d = rng.normal(size=(n * 2, 3))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        if not bottom:
+            d = d[d[:, 2] > -0.7]
+        return d[:n] * s[0]
+    if shape.kind in ("cylinder", "capsule"):
+        r, h = s
+        side = 2 * np.pi * r * 2 * h
+        cap = np.pi * r * r
+        m_side = int(n * side / (side + cap * (2 if bottom else 1)))
+        a = rng.uniform(0, 2 * np.pi, m_side)
+        pts = [np.c_[r * np.cos(a), r * np.sin(a), rng.uniform(-h, h, m_side)]]
+        for z in ([h, -h] if bottom else [h]):
+            m = (n - m_side) // (2 if bottom else 1)
+            rr = r * np.sqrt(rng.uniform(0, 1, m))
+            aa = rng.uniform(0, 2 * np.pi, m)
+            pts.append(np.c_[rr * np.cos(aa), rr * np.sin(aa), np.full(m, z)])
+        return np.concatenate(pts)
+    raise ValueError(f"unknown shape kind {shape.kind!r}")

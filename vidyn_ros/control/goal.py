@@ -126,7 +126,7 @@ def resolve_moves(gaussians: GaussianSet, moves: Sequence[GoalMove], exclude: Se
     xy = torch.stack([cents[k][:2] for k in ids]).double()
     out: dict[int, GoalMove] = {}
     for m in moves:
-        d = (xy - torch.tensor(m.from_xy, dtype=xy.dtype)).norm(dim=1)
+        d = (xy - torch.tensor(m.from_xy, dtype=xy.dtype, device=xy.device)).norm(dim=1)
         i = int(torch.argmin(d))
         if float(d[i]) > max_distance:
             raise ConfigError(f"goal: no object within {max_distance * 100:.0f} cm of from={list(m.from_xy)} "

@@ -32,7 +32,6 @@ from vidyn_ros.errors import ConfigError, OutputError
 from .checkpoint import load_checkpoint_with_info, save_checkpoint
 from .data import Batch, Episode, FrameSampler, find_episodes, make_batch
 from .learned import FEATURES, OUTPUTS, LearnedDynamics, ModelConfig, angular_velocity, particle_features
-from .state import ParticleState
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,8 @@ class LossConfig:
     position: float = 1.0  # λ_pos (0: rendering loss only)
     position_scale_m: float = 0.01  # positions enter the Huber loss in these units [m]
     huber_delta: float = 1.0  # Huber transition (in position_scale units)
-    render_views: int = 0  # random views per window and step for the rendering loss (0 = all cameras)
+    render_views: int = 0  # random views per batch for the rendering loss (0 = all cameras)
+    render_scale: float = 1.0  # render (and average-pool the frames) at this fraction of their resolution
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,8 @@ class TrainConfig:
             raise ConfigError(f"{where}: lr must be > 0, got {self.lr}")
         if self.loss.render < 0 or self.loss.position < 0 or self.loss.render + self.loss.position <= 0:
             raise ConfigError(f"{where}: loss weights must be >= 0 and not both 0")
+        if not 0 < self.loss.render_scale <= 1:
+            raise ConfigError(f"{where}: loss.render_scale must be in (0, 1], got {self.loss.render_scale}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -193,13 +195,31 @@ class RolloutLoss(nn.Module):
         self.cfg = cfg
         self.render_backend = render_backend
 
-    def forward(self, batch: Batch, views: list[list[int]] | None = None
+    def forward(self, batch: Batch, views: list[int] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """(loss, per-window loss [B] (detached), parts). ``views[b]``: camera indices of window b's rendering loss
-        (None: all cameras)."""
+        """(loss, per-window loss [B] (detached), parts). ``views``: camera indices of the rendering loss (None: all
+        cameras).
+
+        The rendering loss composites each prediction's moving Gaussians over a once-rendered image of the static
+        background (``control.goal.LayeredRenderer``, as the planner renders): exact except where Gaussians of an
+        object and the table interpenetrate, and several times cheaper, the table covering most pixels."""
         cfg = self.cfg
         state = batch.state
         B, K = batch.positions.shape[:2]
+        layered = moving = target = None
+        if cfg.render > 0:
+            from vidyn_ros.control.goal import LayeredRenderer
+
+            cams = batch.cameras if views is None else [batch.cameras[i] for i in views]
+            target = batch.images if views is None else batch.images[:, :, views]
+            if cfg.render_scale != 1.0:
+                cams = [c.scaled(cfg.render_scale) for c in cams]
+                target = _resize(target, cams[0].height, cams[0].width)
+            still = state.object_ids == 0 if self.model.cfg.static_background else torch.zeros_like(state.valid)
+            moving = ~still
+            layered = LayeredRenderer(cams, state.to_gaussians(0).subset(still) if bool(still.any()) else None,
+                                      background=batch.background, backend=self.render_backend,
+                                      device=batch.positions.device)
         per_window = torch.zeros(B, dtype=torch.float32, device=batch.positions.device)
         render_sum = pos_sum = 0.0
         total = batch.positions.new_zeros(())
@@ -213,8 +233,8 @@ class RolloutLoss(nn.Module):
                                                reduction="none").mean(dim=(-1, -2))  # [B]
                 terms = terms + cfg.position * pos
                 pos_sum += float(pos.detach().sum())
-            if cfg.render > 0:
-                rend = torch.stack([self._render_l1(state, batch, b, k, None if views is None else views[b])
+            if layered is not None:
+                rend = torch.stack([(layered(state.to_gaussians(b).subset(moving))[0] - target[b, k]).abs().mean()
                                     for b in range(B)])
                 terms = terms + cfg.render * rend
                 render_sum += float(rend.detach().sum())
@@ -224,14 +244,13 @@ class RolloutLoss(nn.Module):
         parts = {"render_l1": render_sum / (B * K), "position_huber": pos_sum / (B * K)}
         return loss, per_window / K, parts
 
-    def _render_l1(self, state: ParticleState, batch: Batch, b: int, k: int, views: list[int] | None
-                   ) -> torch.Tensor:
-        from vidyn_ros.render import render
 
-        cams = batch.cameras if views is None else [batch.cameras[i] for i in views]
-        out = render(state.to_gaussians(b), cams, background=batch.background, backend=self.render_backend)
-        target = batch.images[b, k] if views is None else batch.images[b, k, views]
-        return (out.rgb - target).abs().mean()
+def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[..., H, W, 3] -> [..., height, width, 3] by area averaging (the frames at a render scale < 1)."""
+    lead = images.shape[:-3]
+    x = images.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2)
+    x = nn.functional.interpolate(x, size=(height, width), mode="area")
+    return x.permute(0, 2, 3, 1).reshape(*lead, height, width, 3)
 
 
 # ---------------------------------------------------------------------- the training loop
@@ -311,10 +330,9 @@ class Trainer:
         e, starts = self.sampler.sample(cfg.batch)
         batch = make_batch(self.episodes[e], starts, cfg.rollout, self.device)
         n_cams = len(batch.cameras)
-        views = None
+        views = None  # the same random views for every window of a batch: one static pre-render per batch
         if 0 < cfg.loss.render_views < n_cams:
-            views = [sorted(self.view_rng.choice(n_cams, cfg.loss.render_views, replace=False).tolist())
-                     for _ in range(len(starts))]
+            views = sorted(self.view_rng.choice(n_cams, cfg.loss.render_views, replace=False).tolist())
         self.model.train()
         loss, per_window, parts = self.ddp(batch, views)
         self.opt.zero_grad(set_to_none=True)

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pusher-xyz", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="the pusher's end-effector position at the first frame (default: the dataset scenario's "
                         "pusher start; none: no pusher)")
+    p.add_argument("--init-iters", type=int, default=None,
+                   help="scene optimisation iterations at initialisation (default: vidyn track's)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and the render")
     p.add_argument("--seed", type=int, default=0, help="scene seed")
     p.add_argument("--overwrite", action="store_true", help="redo episodes that are already prepared")
@@ -108,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
         if (ep_dir / EPISODE_FILE).is_file() and not args.overwrite:
             entry["status"] = "kept (already prepared)"
         else:
-            ep = prepare_episode(bag, ep_dir, budget=args.budget, seed=args.seed,
-                                 threads=args.threads, pusher_xyz=pusher, scenario=scenario)
+            extra = [] if args.init_iters is None else ["--init-iters", str(args.init_iters)]
+            ep = prepare_episode(bag, ep_dir, budget=args.budget, seed=args.seed, threads=args.threads,
+                                 pusher_xyz=pusher, scenario=scenario, track_args=extra)
             entry.update(status="prepared", frames=len(ep), gaussians=int(ep.positions.shape[1]),
                          pusher_id=ep.pusher_id)
             done += 1

@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,7 @@ def test_existing_output_is_not_overwritten(inputs: dict[str, Path]) -> None:
     ("vidyn_ros.nodes.recorder", ["-p", "topics:=['/t']"], "recorder: error: parameter 'output'"),
     ("vidyn_ros.nodes.sim_rig", ["-p", "render_scale:=0.0"], "sim_rig: error: render_scale"),
     ("vidyn_ros.nodes.recorder", ["-p", "output:=/nonexistent/x", "-p", "topics:=5"],
-     "recorder: error: parameter 'topics'"),  # wrong type: rclpy's multi-line exception becomes one line
+     "recorder: error: topics must be a list of strings"),  # wrong type: rclpy's multi-line exception becomes one line
 ])
 def test_node_executables_fail_in_one_line(module: str, args: list[str], needle: str) -> None:
     _assert_one_line_error(_run("--ros-args", *args, module=module), needle)
@@ -134,3 +135,15 @@ def test_commands_print_no_library_info_logs(tmp_path: Path) -> None:
     proc = _run("make-dataset", "push", "-o", str(tmp_path / "ds"), "--frames", "1", "--scale", "0.25")
     assert proc.returncode == 0, proc.stderr
     assert "OpenGL" not in proc.stdout + proc.stderr and "INFO" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("override", "needles"), [
+    ("sim_rig.no_such_param=1", ["--set sim_rig.no_such_param=1: node 'sim_rig' (sim_rig) has no parameter "
+                                 "'no_such_param' (valid: ", "render_scale"]),
+    ("sim_rig.render_scale=0", ["render_scale must be in (0, 4], got 0"]),
+    ("nope.seed=1", ["no node named 'nope'", "sim_rig"]),
+])
+def test_launch_refuses_unknown_or_out_of_range_parameters_before_starting(override: str, needles: list[str]) -> None:
+    t0 = time.monotonic()
+    _assert_one_line_error(_run("launch", "sim", "--set", override), *needles)
+    assert time.monotonic() - t0 < 30  # refused before any node was built

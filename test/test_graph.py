@@ -8,6 +8,7 @@ import py_compile
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,6 +74,15 @@ def test_overrides_parse_yaml_values_and_keep_the_original() -> None:
         graph.apply_overrides(spec, ["seed=1"])
     with pytest.raises(ConfigError, match="parameter value"):
         graph.apply_overrides(spec, ["sim_rig.seed={a: 1}"])
+    # a typo, or a value out of range, in --set is an error naming it (a typo in a safety limit must not pass)
+    with pytest.raises(ConfigError) as info:
+        graph.apply_overrides(spec, ["sim_rig.no_such_param=1"])
+    assert str(info.value).startswith("--set sim_rig.no_such_param=1: node 'sim_rig' (sim_rig) has no parameter "
+                                      "'no_such_param' (valid: ") and "render_scale" in str(info.value)
+    with pytest.raises(ConfigError, match=r"^--set sim_rig.render_scale=-1: render_scale must be in \(0, 4\], got -1$"):
+        graph.apply_overrides(spec, ["sim_rig.render_scale=-1"])
+    assert graph.apply_overrides(spec, ["sim_rig.render_scale=1"]).node_spec("sim_rig").parameters["render_scale"] \
+        == 1.0  # YAML's 1 where a float is declared
 
 
 def test_substitutions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,13 +116,25 @@ BAD_GRAPHS = [
     ("- a\n- b\n", "must be a mapping"),
     ("nodez: []", "unknown key 'nodez'"),
     ("nodes: []", "'nodes' must be a non-empty list"),
-    ("nodes: [{node: no_such_node}]", "nodes[0].node: no vidyn node named 'no_such_node'"),
+    ("nodes: [{node: no_such_node}]", "nodes[0].node: no vidyn node 'no_such_node' (valid: bag_player"),
     ("nodes: [{node: _ros}]", "nodes[0].node: expected a node module name"),
     ("nodes: [{node: recorder, param: {}}]", "nodes[0]: unknown key 'param'"),
     ("nodes: [{node: recorder}, {node: recorder}]", "nodes[1].name: duplicate node name 'recorder'"),
     ("nodes: [{node: recorder, parameters: {topics: [/a, 1]}}]", "nodes[0].parameters.topics"),
     ("nodes: [{node: recorder, remappings: [a, b]}]", "nodes[0].remappings"),
     ("use_sim_time: yes please\nnodes: [{node: recorder}]", "use_sim_time"),
+    # parameters are checked against the node's table before anything starts
+    ("nodes: [{node: recorder, parameters: {outptu: x}}]",
+     "nodes[0].parameters.outptu: node 'recorder' has no parameter 'outptu' (did you mean 'output'? valid: all, "),
+    ("nodes: [{node: sim_rig, parameters: {render_scale: 0}}]",
+     "nodes[0].parameters.render_scale: render_scale must be in (0, 4], got 0"),
+    ("nodes: [{node: sim_rig, parameters: {seed: 1.5}}]", "nodes[0].parameters.seed: seed must be an integer, got 1.5"),
+    ("nodes: [{node: recorder, parameters: {storage: tape}}]", "storage must be one of mcap, sqlite3, got 'tape'"),
+    ("nodes: [{node: segmenter, parameters: {workspace: [0, 0, 1]}}]", "workspace needs 4 values, got 3"),
+    ("nodes: [{node: sim_rig, parameters: {qos_overrides./cam0/color/image_raw.publisher.reliabilty: reliable}}]",
+     "malformed QoS override"),
+    ("nodes: [{node: sim_rig, parameters: {qos_overrides./cam0/color/image_raw.publisher.reliability: sure}}]",
+     "must be one of reliable, best_effort, system_default, got 'sure'"),
 ]
 
 
@@ -226,6 +248,8 @@ def test_every_node_documents_its_parameters_and_docs_nodes_md_is_current() -> N
         assert len(params) == len(set(params)), f"{name}: duplicate parameter"
         for p in mod.PARAMS:
             assert len(p.description) > 10 and "\n" not in p.description, f"{name}.{p.name}: describe it in one line"
+            if p.element_type in (int, float):  # checked before any work: give every number its range=
+                assert p.interval is not None, f"{name}.{p.name}: a number needs a range (vidyn_ros/params.py)"
     text = (REPO / "docs" / "nodes.md").read_text()
     for name, mod in mods.items():
         assert f"## {name}\n" in text and all(f"| `{p.name}` |" in text for p in mod.PARAMS), name
@@ -245,3 +269,85 @@ def test_rviz_config_shows_the_topic_contract() -> None:
     assert topics["/vidyn/scene/objects"] == "rviz_default_plugins/MarkerArray"
     rgb = [d for d in vm["Displays"] if d.get("Topic", {}).get("Value") == "/vidyn/scene/gaussians"]
     assert any(d["Color Transformer"] == "RGB8" for d in rgb)
+
+
+def _start_and_watch(argv: list[str]) -> tuple[subprocess.Popen, list[str], dict[str, threading.Event]]:
+    """A process whose merged output is collected by a thread; ``events[text]`` is set when a line contains it."""
+    proc = subprocess.Popen(argv, env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    events: dict[str, threading.Event] = {k: threading.Event() for k in ("initialising the scene", "ready")}
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            for text, ev in events.items():
+                if text in line:
+                    ev.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return proc, lines, events
+
+
+def test_vidyn_launch_stops_within_2_s_of_sigint_while_the_scene_initialises(tmp_path: Path) -> None:
+    """Ctrl-C while the scene node is busy in torch (initialising for as long as it likes): the graph stops within
+    2 s (it took 22 s), the recorder's bag is closed, the scene is left behind."""
+    g = tmp_path / "g.yaml"
+    bag = tmp_path / "bag"
+    calib = str(tmp_path / "c.yaml")
+    g.write_text(yaml.safe_dump({"name": "busy", "use_sim_time": True, "nodes": [
+        {"node": "sim_rig", "parameters": {"scenario": "push", "render_scale": 0.25, "max_frames": -1,
+                                           "start_delay_s": 0.5, "calibration_out": calib}},
+        {"node": "recorder", "parameters": {"topics": ["/cam0/color/image_raw"], "output": str(bag),
+                                            "calibration": calib}},
+        {"node": "scene", "parameters": {"calibration": calib, "use_masks": False, "budget": 2000,
+                                         "init_iters": 100000, "publish_renders": False}},
+    ]}))
+    proc, lines, events = _start_and_watch([sys.executable, "-m", "vidyn_ros.cli", "launch", str(g)])
+    try:
+        assert events["initialising the scene"].wait(120), "".join(lines)
+        time.sleep(0.5)  # well inside the optimisation
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        stop_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines)
+    assert stop_s < 2.5, f"stopped {stop_s:.1f} s after SIGINT\n{out}"
+    assert code == 0 and "stopped (signal)" in out and "Traceback" not in out, out
+    assert "scene: still closing" in out  # left behind, not waited for
+    with BagReader(bag) as r:  # closed: summary written, nothing to recover
+        assert not r.recovered and r.topics["/cam0/color/image_raw"].count >= 1
+
+
+STUCK = r"""
+import os, signal, sys, time
+from vidyn_ros.nodes._runtime import Shutdown
+Shutdown(stop_within_s=float(sys.argv[1])).install()
+os.kill(os.getpid(), signal.SIGINT)
+print("ready", flush=True)
+while True:  # a shutdown that never finishes (a close stuck in native code)
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("second_signal", [True, False])
+def test_a_second_ctrl_c_stops_at_once_and_a_stuck_shutdown_is_cut_off(second_signal: bool) -> None:
+    proc, lines, events = _start_and_watch([sys.executable, "-c", STUCK, "3.0"])
+    try:
+        assert events["ready"].wait(60), "".join(lines)
+        t0 = time.monotonic()
+        if second_signal:
+            proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines)
+    assert code == 130, out
+    if second_signal:
+        assert took < 1.0 and "second SIGINT: stopping now" in out, (took, out)
+    else:  # the watchdog: 3 s after the first signal, whatever the process is doing
+        assert 2.0 < took < 4.0 and "still stopping 3 s after SIGINT" in out, (took, out)

@@ -47,21 +47,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
     except VidynError as err:
         if args.debug:
             raise
         print(f"vidyn {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print(f"vidyn {args.command}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
     except Exception as err:  # a bug, not bad input: still one line, with a way to get the traceback
         if args.debug:
             raise
         msg = f"vidyn {args.command}: internal error: {type(err).__name__}: {err} (rerun with --debug)"
         print(msg, file=sys.stderr)
-        return 1
+        code = 1
+    from vidyn_ros.workers import exit_process
+
+    exit_process(code)  # a node's thread still busy after Ctrl-C (a scene inside torch): do not wait for it
+    return code
 
 
 if __name__ == "__main__":

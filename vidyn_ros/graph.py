@@ -2,7 +2,8 @@
 
 The same file is run in one process by ``vidyn launch GRAPH`` (MultiThreadedExecutor, for machines without the ros2
 CLI) and handed to ``ros2 launch`` by the thin ``launch/<name>.launch.py`` files. Parsing and validation are ROS-free
-(this module imports rclpy only inside ``run_graph``), so the graph logic is tested without launch_ros.
+(checking each node's parameters against its ``PARAMS`` table imports the node module, and with it rclpy; nothing
+else does before ``run_graph``), so the graph logic is tested without launch_ros.
 
 Format (``config/graphs/<name>.yaml``)::
 
@@ -29,7 +30,7 @@ rig after ``max_frames``) ends the whole graph, like ``on_exit=Shutdown`` in ros
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 import logging
 import os
 import re
@@ -41,6 +42,7 @@ from typing import Any
 import yaml
 
 from vidyn_ros.errors import ConfigError
+from vidyn_ros.params import Param, check_params, unknown_name_error
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,20 @@ class GraphSpec:
                 return n
         raise ConfigError(f"{self.source}: no node named {name!r} in graph {self.name!r} "
                           f"(have {', '.join(n.name for n in self.nodes)})")
+
+
+def node_kinds() -> list[str]:
+    """The node modules in vidyn_ros/nodes/ (names, without importing them)."""
+    import pkgutil
+
+    import vidyn_ros.nodes as pkg
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
+def node_params_table(kind: str) -> list[Param]:
+    """A node module's ``PARAMS`` table (imports vidyn_ros.nodes.<kind>, and so rclpy)."""
+    return list(importlib.import_module(f"vidyn_ros.nodes.{kind}").PARAMS)
 
 
 def graphs_dir() -> Path:
@@ -183,8 +199,8 @@ def parse_graph(doc: Any, source: str = "<memory>", default_name: str = "graph")
         kind = nd.get("node")
         if not isinstance(kind, str) or not _NAME_RE.match(kind):
             raise ConfigError(f"{where}.node: expected a node module name like 'sim_rig', got {kind!r}")
-        if kind.startswith("_") or importlib.util.find_spec(f"vidyn_ros.nodes.{kind}") is None:
-            raise ConfigError(f"{where}.node: no vidyn node named {kind!r} (vidyn_ros/nodes/{kind}.py does not exist)")
+        if kind not in node_kinds():
+            raise unknown_name_error("vidyn node", kind, node_kinds(), f"{where}.node")
         name = nd.get("name", kind)
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise ConfigError(f"{where}.name: invalid ROS node name {name!r}")
@@ -202,8 +218,11 @@ def parse_graph(doc: Any, source: str = "<memory>", default_name: str = "graph")
         ns = nd.get("namespace", "") or ""
         if not isinstance(ns, str):
             raise ConfigError(f"{where}.namespace: must be a string")
-        nodes.append(NodeSpec(kind, name, ns, substitute(dict(params), f"{where}.parameters"),
-                              substitute(dict(remaps), f"{where}.remappings")))
+        # Every name known to the node and every value in range, before anything starts (a typo in a safety limit
+        # must not pass silently).
+        params = check_params(node_params_table(kind), substitute(dict(params), f"{where}.parameters"),
+                              lambda k, w=where: f"{w}.parameters.{k}", owner=f"node {kind!r}")
+        nodes.append(NodeSpec(kind, name, ns, params, substitute(dict(remaps), f"{where}.remappings")))
     name = doc.get("name", default_name)
     return GraphSpec(
         name=str(name),
@@ -245,7 +264,10 @@ def apply_overrides(spec: GraphSpec, overrides: Sequence[str]) -> GraphSpec:
         if value is None:
             value = ""
         _check_param_value(value, f"--set {item}")
-        spec.node_spec(node_name).parameters[param] = substitute(value, f"--set {item}")
+        node = spec.node_spec(node_name)
+        checked = check_params(node_params_table(node.node), {param: substitute(value, f"--set {item}")},
+                               lambda _k, i=item: f"--set {i}", owner=f"node {node_name!r} ({node.node})")
+        node.parameters[param] = checked[param]
     return spec
 
 
@@ -281,6 +303,7 @@ class GraphRun:
     reason: str
     summaries: dict[str, Any] = field(default_factory=dict)
     fatal: dict[str, str] = field(default_factory=dict)
+    left_behind: list[str] = field(default_factory=list)  # nodes still closing when the graph had to stop
 
 
 def run_graph(
@@ -323,6 +346,7 @@ def run_graph(
                 run.fatal[n.get_name()] = str(n.fatal)
 
     try:
+        shutdown.interrupt = True  # a signal while nodes are being built (torch imports take seconds) stops building
         for ns in spec.nodes:
             mod = importlib.import_module(f"vidyn_ros.nodes.{ns.node}")
             factory = getattr(mod, "create_node", None)
@@ -332,6 +356,7 @@ def run_graph(
             nodes.append(factory(**opts.node_kwargs(ns.name)))
         if extra_nodes is not None:
             nodes.extend(extra_nodes(ctx))
+        shutdown.interrupt = False
         if on_started is not None:
             on_started(nodes)
 
@@ -341,8 +366,14 @@ def run_graph(
             return bool(until is not None and until(nodes))
 
         run.reason = _ros.spin_nodes(nodes, context=ctx, duration_s=duration_s, until=stop, shutdown=shutdown)
+    except KeyboardInterrupt:  # a signal while nodes were being built
+        run.reason = "signal"
     finally:
-        _ros.close_nodes(nodes, before_destroy=collect)
+        shutdown.interrupt = False
+        # After a signal the nodes close together, and what does not finish in time is left behind: the process must
+        # end within STOP_WITHIN_S (the CLI then exits without waiting for it, vidyn_ros.workers.exit_process).
+        timeout = shutdown.left_s(_ros.CLOSE_S) if shutdown.event.is_set() else None
+        run.left_behind = _ros.close_nodes(nodes, before_destroy=collect, timeout_s=timeout)
         shutdown.restore()
         rclpy.try_shutdown(context=ctx)
     return run

@@ -19,6 +19,39 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+_left_behind: list[str] = []
+_left_behind_lock = threading.Lock()
+
+
+def leave_behind(what: str) -> None:
+    """Record a thread still busy when it was told to stop (it may be inside native code: torch, OpenGL)."""
+    with _left_behind_lock:
+        _left_behind.append(what)
+
+
+def left_behind() -> list[str]:
+    """What was left running at shutdown: a process with any of it must not wait for it at exit (the interpreter
+    would join a stuck thread forever, or abort on one inside native code), see ``exit_process``."""
+    with _left_behind_lock:
+        return [w for w in _left_behind]
+
+
+def exit_process(code: int) -> None:
+    """End the process now with ``code`` when threads were left behind (``os._exit`` after flushing the standard
+    streams and the logs: files that matter, such as bags, were closed before); otherwise return."""
+    import os
+    import sys
+
+    if not left_behind():
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
 
 class RateMeter:
     """Counts events and reports the rate over a sliding window (for diagnostics and summaries)."""
@@ -125,7 +158,8 @@ class Worker:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                log.warning("%s: still busy after %.0f s; leaving it behind", self._thread.name, timeout)
+                log.warning("%s: still busy after %.1f s; leaving it behind", self._thread.name, timeout)
+                leave_behind(self._thread.name)
 
 
 def wait_for(event: threading.Event, stop: threading.Event, poll_s: float = 0.05) -> bool:
@@ -170,4 +204,7 @@ class LoopThread:
         self.stop_event.set()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("%s: still busy after %.1f s; leaving it behind", self._thread.name, timeout)
+                leave_behind(self._thread.name)
 

@@ -1,86 +1,133 @@
 """Declaring a node's ``Param`` table (vidyn_ros/params.py) as ROS parameters, and the generated parameter reference.
 
+Every parameter gets a ROS descriptor with its description, its range (``ros2 param describe`` shows it) and
+``read_only`` unless the table marks it ``dynamic``. A ``ros2 param set`` is checked by the same ``Param.check`` as
+the node's start-up values (an integer where a float is declared is accepted), and a dynamic parameter's new value
+appears in the namespace ``declare_params`` returned, where the node reads it.
+
 Regenerate docs/nodes.md with ``python -m vidyn_ros.nodes._params > docs/nodes.md`` (NODES_DOC_COMMAND).
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from vidyn_ros.errors import ConfigError
-from vidyn_ros.params import Param, param_table_markdown
+from vidyn_ros.params import BUILTIN_PARAMS, QOS_OVERRIDE_RE, Param, param_table_markdown, unknown_name_error
 
 _ARRAY_TYPES = {
-    "string": Parameter.Type.STRING_ARRAY,
-    "double": Parameter.Type.DOUBLE_ARRAY,
-    "integer": Parameter.Type.INTEGER_ARRAY,
-    "bool": Parameter.Type.BOOL_ARRAY,
+    str: Parameter.Type.STRING_ARRAY,
+    float: Parameter.Type.DOUBLE_ARRAY,
+    int: Parameter.Type.INTEGER_ARRAY,
+    bool: Parameter.Type.BOOL_ARRAY,
 }
+_SCALAR_TYPES = {str: Parameter.Type.STRING, float: Parameter.Type.DOUBLE, int: Parameter.Type.INTEGER,
+                 bool: Parameter.Type.BOOL}
+_INT64 = 2**63 - 1
 
 
 def param_type(p: Param) -> Parameter.Type:
-    """The ROS parameter type of ``p`` (from its default; from ``kind`` for an empty list)."""
-    d = p.default
-    if isinstance(d, list | tuple) and len(d) == 0:
-        if p.kind not in _ARRAY_TYPES:
-            raise ValueError(f"parameter {p.name!r}: empty list default needs kind= one of {sorted(_ARRAY_TYPES)}")
-        return _ARRAY_TYPES[p.kind]
-    return Parameter.Type.from_parameter_value(list(d) if isinstance(d, tuple) else d)
+    """The ROS parameter type of ``p``."""
+    return (_ARRAY_TYPES if p.is_list else _SCALAR_TYPES)[p.element_type]
 
 
-def _coerce(p: Param, ptype: Parameter.Type, value: Any) -> Any:
-    """An integer given where a float is declared is accepted (YAML ``1`` vs ``1.0``, ``-p rate:=1``)."""
-    if ptype == Parameter.Type.DOUBLE and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if ptype == Parameter.Type.DOUBLE_ARRAY and isinstance(value, list | tuple) and \
-            all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-        return [float(v) for v in value]
-    return value
-
-
-def _type_name(t: Parameter.Type) -> str:
-    return t.name.lower().replace("_array", " list")
+def descriptor(p: Param) -> ParameterDescriptor:
+    """Description, read-only unless dynamic, and the range as ROS ranges (closed: an open bound is enforced by the
+    set callback), which ``ros2 param describe`` and rqt show."""
+    desc = ParameterDescriptor(description=p.description, read_only=not p.dynamic, dynamic_typing=False,
+                               type=param_type(p).value)
+    rng = p.interval
+    if rng is not None and not p.is_list:
+        if p.element_type is int:
+            lo = -_INT64 if math.isinf(rng.lo) else int(rng.lo)
+            hi = _INT64 if math.isinf(rng.hi) else int(rng.hi)
+            desc.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=0)]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=rng.lo, to_value=rng.hi, step=0.0)]
+    if p.choices:
+        desc.additional_constraints = f"one of: {', '.join(p.choices)}"
+    return desc
 
 
 def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
     """Declare every parameter of ``table`` on ``node`` and return their current values as attributes.
 
-    Values set by overrides (``--ros-args -p``, launch files, ``vidyn launch --set``) win over defaults. An integer
-    given where a float is declared is accepted (YAML ``1`` vs ``1.0``); other type mismatches raise ConfigError
-    naming the node and parameter (one line) instead of rclpy's multi-line exception.
+    Values set by overrides (``--ros-args -p``, launch files, ``vidyn launch --set``) win over defaults. A wrong type
+    or a value out of range raises ConfigError naming the node and parameter (one line). A node built with
+    ``automatically_declare_parameters_from_overrides`` (``run_node`` and ``vidyn launch`` build them so) also learns
+    of overrides it has no parameter for: ConfigError naming them and listing the valid ones.
 
     How, with public rclpy API only: each parameter is first declared dynamically typed, which yields the override (of
-    whatever type) or nothing; the value is checked and coerced, and the parameter is declared again, statically typed,
-    with that value (``ignore_override``).
+    whatever type) or nothing; the value is checked and converted, and the parameter is declared again with its
+    descriptor and that value (``ignore_override``).
     """
+    who = node.get_name()
     out = SimpleNamespace()
+    by_name = {p.name: p for p in table}
     for p in table:
-        ptype = param_type(p)
-        default = list(p.default) if isinstance(p.default, tuple) else p.default
         if node.has_parameter(p.name):  # declared from overrides (automatically_declare_parameters_from_overrides)
             given = node.get_parameter(p.name).value
         else:
             given = node.declare_parameter(p.name, None, ParameterDescriptor(dynamic_typing=True)).value
         node.undeclare_parameter(p.name)
-        value = default if given is None else _coerce(p, ptype, given)
-        desc = ParameterDescriptor(description=p.description, read_only=p.read_only, dynamic_typing=False)
-        if isinstance(value, list | tuple) and len(value) == 0:  # no ROS type of its own: the table's array type
-            declared = node.declare_parameter(p.name, ptype, desc, ignore_override=True).value or []
+        value = p.check(p.default if given is None else _plain(given), who)
+        if p.is_list and not value:  # an empty list has no ROS type of its own: declare the table's array type
+            declared = node.declare_parameter(p.name, param_type(p), descriptor(p), ignore_override=True).value or []
         else:
-            given_type = Parameter.Type.from_parameter_value(list(value) if isinstance(value, tuple) else value)
-            if given_type != ptype:
-                raise ConfigError(f"{node.get_name()}: parameter {p.name!r}: expected {_type_name(ptype)}, "
-                                  f"got {_type_name(given_type)} {value!r}")
-            declared = node.declare_parameter(p.name, value, desc, ignore_override=True).value
-        setattr(out, p.name, list(declared) if isinstance(declared, tuple | list) else declared)
+            declared = node.declare_parameter(p.name, value, descriptor(p), ignore_override=True).value
+        setattr(out, p.name, _plain(declared))
+    unknown = [n for n in node.list_parameters([], 0).names
+               if n not in by_name and n not in BUILTIN_PARAMS and not QOS_OVERRIDE_RE.match(n)]
+    if unknown:
+        raise unknown_name_error("parameter", unknown[0], [*by_name, "use_sim_time"], who)
+
+    def coerce(params: list[Parameter]) -> list[Parameter]:  # `ros2 param set /n rate 2` sends an integer
+        fixed = []
+        for prm in params:
+            p = by_name.get(prm.name)
+            if p is not None and p.element_type is float and prm.type_ == Parameter.Type.INTEGER:
+                prm = Parameter(prm.name, Parameter.Type.DOUBLE, float(prm.value))
+            elif p is not None and p.element_type is float and prm.type_ == Parameter.Type.INTEGER_ARRAY:
+                prm = Parameter(prm.name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in prm.value])
+            fixed.append(prm)
+        return fixed
+
+    def validate(params: list[Parameter]) -> SetParametersResult:
+        for prm in params:
+            p = by_name.get(prm.name)
+            if p is None:
+                continue
+            try:
+                p.check(_plain(prm.value), who)
+            except ConfigError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def apply(params: list[Parameter]) -> None:
+        for prm in params:
+            if prm.name in by_name:
+                setattr(out, prm.name, _plain(prm.value))
+                node.get_logger().info(f"parameter {prm.name} = {prm.value!r}")
+
+    node.add_pre_set_parameters_callback(coerce)
+    node.add_on_set_parameters_callback(validate)
+    node.add_post_set_parameters_callback(apply)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """ROS array values (array.array, tuples) as lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return list(value) if isinstance(value, tuple | list) else value
 
 
 def parameter_overrides(values: dict[str, Any] | None) -> list[Parameter]:
@@ -110,7 +157,10 @@ def nodes_reference_markdown() -> str:
         "# Node parameters\n",
         f"Generated from each node's `PARAMS` table by `{NODES_DOC_COMMAND}`; do not edit by hand "
         "(test/test_graph.py checks that it is current). Set parameters with `--ros-args -p NAME:=VALUE`, in a graph "
-        "YAML (`parameters:`), or with `vidyn launch GRAPH --set NODE.PARAM=VALUE`.\n",
+        "YAML (`parameters:`), or with `vidyn launch GRAPH --set NODE.PARAM=VALUE`. A value of the wrong type or "
+        "outside *allowed*, or a parameter the node does not have, stops the node (or the whole graph, before anything "
+        "starts) with a one-line error. At run time (`ros2 param set NODE PARAM VALUE`) only the *settable* "
+        "parameters change, and they take effect at once; a set of a *read-only* one is refused.\n",
     ]
     for mod in node_modules():
         summary = (mod.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")

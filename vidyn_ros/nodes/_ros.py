@@ -27,7 +27,10 @@ from vidyn_ros.nodes._params import (
 )
 from vidyn_ros.nodes._qos import latched_qos, qos_by_name, reliable_qos, sensor_qos
 from vidyn_ros.nodes._runtime import (
+    CLOSE_S,
+    DRAIN_S,
     FASTDDS_ENV,
+    STOP_WITHIN_S,
     NodeExecutor,
     NodeOptions,
     Shutdown,
@@ -45,10 +48,10 @@ from vidyn_ros.params import Param, param_table_markdown
 from vidyn_ros.workers import DropOldestQueue, LoopThread, RateMeter, Worker, wait_for
 
 __all__ = [
-    "DIAG_ERROR", "DIAG_OK", "DIAG_STALE", "DIAG_WARN", "FASTDDS_ENV", "NODES_DOC_COMMAND", "DiagnosticsPublisher",
-    "DropOldestQueue", "LoopThread", "NodeExecutor", "NodeOptions", "Param", "RateMeter", "Shutdown", "SyncedInput",
-    "Worker", "close_nodes", "declare_params", "fastdds_profile_path", "init_rclpy", "latched_qos", "msg_class",
-    "node_modules", "nodes_reference_markdown", "now_ns", "param_table_markdown", "parameter_overrides",
-    "publish_cdr", "qos_by_name", "reliable_qos", "remap_args", "rig_camera_poses", "run_node", "sensor_qos",
-    "setup_fastdds_env", "spin_nodes", "spinning_event", "wait_for",
+    "CLOSE_S", "DIAG_ERROR", "DIAG_OK", "DIAG_STALE", "DIAG_WARN", "DRAIN_S", "FASTDDS_ENV", "NODES_DOC_COMMAND",
+    "STOP_WITHIN_S", "DiagnosticsPublisher", "DropOldestQueue", "LoopThread", "NodeExecutor", "NodeOptions", "Param",
+    "RateMeter", "Shutdown", "SyncedInput", "Worker", "close_nodes", "declare_params", "fastdds_profile_path",
+    "init_rclpy", "latched_qos", "msg_class", "node_modules", "nodes_reference_markdown", "now_ns",
+    "param_table_markdown", "parameter_overrides", "publish_cdr", "qos_by_name", "reliable_qos", "remap_args",
+    "rig_camera_poses", "run_node", "sensor_qos", "setup_fastdds_env", "spin_nodes", "spinning_event", "wait_for",
 ]

@@ -34,6 +34,7 @@ from rclpy.node import Node
 
 from vidyn_ros.errors import VidynError
 from vidyn_ros.nodes._params import parameter_overrides
+from vidyn_ros.workers import exit_process, leave_behind
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,27 @@ def setup_fastdds_env(force: bool = False) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------------- lifecycle
-class Shutdown:
-    """SIGINT/SIGTERM -> a threading.Event (installed instead of rclpy's handlers, so nodes can finish cleanly:
-    the recorder closes its bag, players stop their threads) before the context is shut down."""
+STOP_WITHIN_S = 2.0  # a node process ends this long after SIGINT/SIGTERM at the latest, whatever its threads do
+DRAIN_S = 0.3  # of which: callbacks in flight may finish
+CLOSE_S = 1.3  # ... nodes' close() (the recorder closes its bag) may run, counted from the signal
 
-    def __init__(self) -> None:
+
+class Shutdown:
+    """SIGINT/SIGTERM -> a threading.Event (installed instead of rclpy's handlers, so nodes can finish cleanly: the
+    recorder closes its bag, players stop their threads) before the context is shut down.
+
+    The stop is bounded: the first signal starts a watchdog that ends the process ``STOP_WITHIN_S`` later whatever is
+    still running (a scene initialising in torch does not listen), and a second signal ends it at once. While
+    ``interrupt`` is set (nodes being built: the scene node imports torch), the first signal also raises
+    KeyboardInterrupt in the main thread, so building stops too.
+    """
+
+    def __init__(self, stop_within_s: float = STOP_WITHIN_S) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
+        self.signal_t: float | None = None
+        self.interrupt = False
+        self.stop_within_s = stop_within_s
         self._old: dict[int, Any] = {}
 
     def install(self) -> Shutdown:
@@ -83,13 +98,35 @@ class Shutdown:
         return self
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        self.signum = signum
+        if self.event.is_set():  # the second Ctrl-C: stop now
+            _hard_exit(f"second {signal.Signals(signum).name}: stopping now", 130)
+        self.signum, self.signal_t = signum, time.monotonic()
         self.event.set()
+        watchdog = threading.Timer(self.stop_within_s - 0.1, _hard_exit,
+                                   (f"still stopping {self.stop_within_s:g} s after "
+                                    f"{signal.Signals(signum).name}: stopping now", 130))
+        watchdog.daemon = True
+        watchdog.start()
+        if self.interrupt:
+            raise KeyboardInterrupt
+
+    def left_s(self, budget_s: float) -> float:
+        """Of ``budget_s`` counted from the signal, what is left (``budget_s`` when no signal came)."""
+        return budget_s if self.signal_t is None else max(0.0, budget_s - (time.monotonic() - self.signal_t))
 
     def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
+
+
+def _hard_exit(why: str, code: int) -> None:
+    """End the process at once (signal handler / watchdog): bags still open keep what was flushed (vidyn reindex)."""
+    try:
+        os.write(2, f"vidyn: {why}\n".encode())
+    except OSError:
+        pass
+    os._exit(code)
 
 
 def init_rclpy(args: Sequence[str] | None = None, context: Any = None, domain_id: int | None = None) -> Any:
@@ -188,41 +225,71 @@ def spin_nodes(
     except (KeyboardInterrupt, ExternalShutdownException):
         reason = "signal"
     finally:
-        # Let callbacks already handed to the thread pool finish first (their messages would be lost).
-        executor.drain(2.0)
+        # Let callbacks already handed to the thread pool finish first (their messages would be lost); after a signal
+        # only briefly: the whole process must end within STOP_WITHIN_S.
+        left = executor.drain(2.0 if shutdown is None else shutdown.left_s(DRAIN_S) if reason == "signal" else 2.0)
+        if left:
+            leave_behind(f"{left} callback(s) in flight")
         for n in nodes:
             executor.remove_node(n)
-        executor.shutdown(timeout_sec=2.0)
+        executor.shutdown(timeout_sec=0)
     return reason
 
 
-def close_nodes(nodes: Iterable[Node], before_destroy: Callable[[list[Node]], None] | None = None) -> None:
+def close_nodes(nodes: Iterable[Node], before_destroy: Callable[[list[Node]], None] | None = None,
+                timeout_s: float | None = None) -> list[str]:
     """Call ``close()`` (stop threads, flush files) on every node, then ``before_destroy(nodes)`` (e.g. collect
     summaries: a destroyed node cannot even report its name), then ``destroy_node()``. Never raises for close errors.
+
+    With ``timeout_s`` (after a signal) the nodes close at the same time, each on its own thread, and a close still
+    running after ``timeout_s`` is left behind (its node is not destroyed; see vidyn_ros.workers.left_behind): a
+    scene initialising in torch must not hold up the recorder closing its bag, nor the process. Returns the names of
+    the nodes left closing.
     """
     nodes = list(nodes)
-    for n in nodes:
+
+    def close(n: Node) -> None:
         try:
             if hasattr(n, "close"):
                 n.close()
         except Exception as err:
             log.warning("%s: close failed: %s", n.get_name(), err)
+
+    busy: list[Node] = []
+    if timeout_s is None:
+        for n in nodes:
+            close(n)
+    else:
+        threads = [(n, threading.Thread(target=close, args=(n,), name=f"close-{n.get_name()}", daemon=True))
+                   for n in nodes]
+        for _n, t in threads:
+            t.start()
+        t_end = time.monotonic() + timeout_s
+        for n, t in threads:
+            t.join(max(0.0, t_end - time.monotonic()))
+            if t.is_alive():
+                busy.append(n)
+                log.warning("%s: still closing after %.1f s; leaving it behind", n.get_name(), timeout_s)
+                leave_behind(f"{n.get_name()} (closing)")
     if before_destroy is not None:
         before_destroy(nodes)
     for n in nodes:
+        if n in busy:
+            continue
         try:
             n.destroy_node()
         except Exception as err:
             log.debug("%s: destroy failed: %s", n.get_name(), err)
+    return [n.get_name() for n in busy]
 
 
-def run_node(node_factory: Callable[[], Node], args: Sequence[str] | None = None, done_attr: str = "done") -> int:
+def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = None, done_attr: str = "done") -> int:
     """``main()`` for a node (``node_factory`` is usually the module's ``create_node``): init rclpy (SHM profile),
     build the node, spin until Ctrl-C/SIGTERM or the node says it is done
     (``node.done`` true, e.g. a bag player without loop), close the node, shut down. Returns an exit code.
 
     A VidynError while building or running the node (bad parameter, missing bag) is printed as ONE line on stderr and
-    the code is 2; no traceback.
+    the code is 2; no traceback. SIGINT/SIGTERM end the process within STOP_WITHIN_S (see ``Shutdown``).
     """
     argv = list(sys.argv if args is None else args)
     # The module's NODE_NAME (its __name__ is "__main__" under python -m), else the module's last component.
@@ -243,7 +310,10 @@ def run_node(node_factory: Callable[[], Node], args: Sequence[str] | None = None
     node = None
     code = 0
     try:
-        node = node_factory()
+        shutdown.interrupt = True  # a signal while the node is being built stops building
+        # every override becomes a parameter, so declare_params can name the ones the node does not have
+        node = node_factory(automatically_declare_parameters_from_overrides=True)
+        shutdown.interrupt = False
         spin_nodes([node], shutdown=shutdown, until=lambda: bool(getattr(node, done_attr, False)))
         if getattr(node, "fatal", None):
             code = fail(str(node.fatal))
@@ -252,10 +322,12 @@ def run_node(node_factory: Callable[[], Node], args: Sequence[str] | None = None
     except (KeyboardInterrupt, ExternalShutdownException):
         code = 0
     finally:
+        shutdown.interrupt = False
         if node is not None:
-            close_nodes([node])
-        shutdown.restore()
+            close_nodes([node], timeout_s=shutdown.left_s(CLOSE_S) if shutdown.event.is_set() else None)
         rclpy.try_shutdown()
+        exit_process(code)  # threads left behind (a worker inside torch): do not wait for them at exit
+        shutdown.restore()
     return code
 
 
@@ -275,6 +347,8 @@ class NodeOptions:
             "parameter_overrides": parameter_overrides(self.parameters),
             "cli_args": remap_args(self.remappings) or None,
             "context": self.context,
+            # every override becomes a parameter, so declare_params can name the ones the node does not have
+            "automatically_declare_parameters_from_overrides": True,
         }
         if self.namespace:
             kw["namespace"] = self.namespace

@@ -22,15 +22,17 @@ NODE_NAME = "bag_player"
 
 PARAMS = [
     _ros.Param("bag", "", "bag to play: a bag directory, or a .mcap / .db3 file"),
-    _ros.Param("rate", 1.0, "playback speed factor (2.0 = twice as fast); 0 = as fast as possible"),
+    _ros.Param("rate", 1.0, "playback speed factor (2.0 = twice as fast); 0 = as fast as possible", range="[0, 1000]"),
     _ros.Param("loop", False, "start again at the end of the bag"),
     _ros.Param("clock", False, "publish /clock from the bag's log time (for nodes with use_sim_time)"),
     _ros.Param("topics", [], "only these topics (empty = all); an unknown topic is an error", kind="string"),
     _ros.Param("remap", [], "topic remappings 'from:=to' applied to the published names", kind="string"),
-    _ros.Param("qos", "reliable", "publisher QoS: reliable, sensor (best effort) or latched"),
+    _ros.Param("qos", "reliable", "publisher QoS: reliable, sensor (best effort) or latched",
+               choices=("reliable", "sensor", "latched")),
     _ros.Param("start_delay_s", 0.0, "wait this long (from the first spin) before playing, so subscribers can "
-               "discover the publishers"),
-    _ros.Param("wait_for_subscribers_s", 0.0, "wait up to this long until every publisher has a subscriber"),
+               "discover the publishers", range="[0, 3600]"),
+    _ros.Param("wait_for_subscribers_s", 0.0, "wait up to this long until every publisher has a subscriber",
+               range="[0, 3600]"),
 ]
 
 
@@ -54,8 +56,6 @@ class BagPlayer(Node):
         self.p = _ros.declare_params(self, PARAMS)
         if not self.p.bag:
             raise ConfigError("bag_player: parameter 'bag' is required")
-        if self.p.rate < 0:
-            raise ConfigError(f"bag_player: rate must be >= 0, got {self.p.rate}")
         remaps = parse_remaps(self.p.remap)
 
         from vidyn_ros.bags import BagReader

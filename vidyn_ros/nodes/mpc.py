@@ -54,35 +54,41 @@ PARAMS = [
     _ros.Param("goal_file", "", "goal-poses YAML (goals: [{from: [x, y], to: [x, y], yaw_deg}]): the scene with "
                "those objects moved is the goal image; empty = goal_ply or /vidyn/goal/image/<cam>"),
     _ros.Param("goal_ply", "", "goal scene as a 3DGS PLY with object ids, rendered as the goal"),
-    _ros.Param("backend", "static", "dynamics backend: static, constant_velocity, physics, learned"),
+    _ros.Param("backend", "static", "dynamics backend",
+               choices=("static", "constant_velocity", "physics", "learned")),
     _ros.Param("checkpoint", "", "learned backend: checkpoint file (empty = the shipped model)"),
     _ros.Param("device", "cpu", "torch device for planning: cpu, cuda, ..."),
     _ros.Param("enabled", False, "start enabled (a real rig starts disabled: enable with the ~/enable service)"),
     _ros.Param("lockstep", False, "answer every scene message with one command stamped with its stamp (the "
                "simulated closed loop) instead of publishing on the control timer"),
-    _ros.Param("control_rate_hz", 10.0, "command rate of the control timer [Hz]"),
-    _ros.Param("replan_period_s", 0.1, "replan when a scene arrives this long after the last plan [s]"),
-    _ros.Param("horizon", 8, "control steps planned ahead"),
-    _ros.Param("dt", 0.1, "planner control period [s] (one action per period)"),
+    _ros.Param("control_rate_hz", 10.0, "command rate of the control timer [Hz]", range="(0, 1000]"),
+    _ros.Param("replan_period_s", 0.1, "replan when a scene arrives this long after the last plan [s]",
+               range="[0, 60]", dynamic=True),
+    _ros.Param("horizon", 8, "control steps planned ahead", range="[1, 1000]"),
+    _ros.Param("dt", 0.1, "planner control period [s] (one action per period)", range="(0, 10]"),
     _ros.Param("sub_steps", 0, "dynamics steps per planner period; 0 = the backend's own (learned: its 30 Hz "
-               "training rate, physics and baselines: 1)"),
-    _ros.Param("method", "mppi", "sampling initialisation: mppi, cem, none"),
-    _ros.Param("samples", 24, "sampled action sequences per round"),
-    _ros.Param("sample_iters", 2, "sampling rounds"),
-    _ros.Param("grad_iters", 3, "Adam steps through backend + renderer"),
-    _ros.Param("lr", 0.02, "Adam learning rate [m/s]"),
-    _ros.Param("width", 80, "cost render width [px]"),
-    _ros.Param("sample_width", 40, "sampling-stage render width [px]"),
-    _ros.Param("reach_weight", 0.3, "weight of the reach shaping term (goals from the scene only; 0 = off)"),
-    _ros.Param("max_speed", 0.2, "command speed limit [m/s]"),
-    _ros.Param("max_accel", 2.0, "command acceleration limit [m/s^2]"),
-    _ros.Param("workspace", [-0.35, -0.35, 0.35, 0.35], "pusher workspace box x0 y0 x1 y1 [m]"),
-    _ros.Param("scene_timeout_s", 0.5, "the scene is stale when its newest stamp is older than this [s]"),
-    _ros.Param("pose_timeout_s", 0.5, "the pusher pose is stale when older than this [s]; 0 = pose not required"),
+               "training rate, physics and baselines: 1)", range="[0, 100]"),
+    _ros.Param("method", "mppi", "sampling initialisation: mppi, cem, none", choices=("mppi", "cem", "none")),
+    _ros.Param("samples", 24, "sampled action sequences per round", range="[1, 100000]"),
+    _ros.Param("sample_iters", 2, "sampling rounds", range="[0, 1000]"),
+    _ros.Param("grad_iters", 3, "Adam steps through backend + renderer", range="[0, 1000]"),
+    _ros.Param("lr", 0.02, "Adam learning rate [m/s]", range="(0, 10]"),
+    _ros.Param("width", 80, "cost render width [px]", range="[8, 4096]"),
+    _ros.Param("sample_width", 40, "sampling-stage render width [px]", range="[8, 4096]"),
+    _ros.Param("reach_weight", 0.3, "weight of the reach shaping term (goals from the scene only; 0 = off)",
+               range="[0, 1000]"),
+    _ros.Param("max_speed", 0.2, "command speed limit [m/s]", range="(0, 10]"),
+    _ros.Param("max_accel", 2.0, "command acceleration limit [m/s^2]", range="(0, 1000]"),
+    _ros.Param("workspace", [-0.35, -0.35, 0.35, 0.35], "pusher workspace box x0 y0 x1 y1 [m]",
+               range="[-100, 100]", length=4),
+    _ros.Param("scene_timeout_s", 0.5, "the scene is stale when its newest stamp is older than this [s]",
+               range="(0, 3600]"),
+    _ros.Param("pose_timeout_s", 0.5, "the pusher pose is stale when older than this [s]; 0 = pose not required",
+               range="[0, 3600]"),
     _ros.Param("diverge_factor", 50.0, "stop when the plan cost exceeds this x the cost of doing nothing, or this x "
-               "the goal's first cost"),
-    _ros.Param("threads", 1, "CPU threads for torch in this process; 0 = torch's default"),
-    _ros.Param("seed", 0, "random seed of the sampling planner"),
+               "the goal's first cost", range="(0, inf)"),
+    _ros.Param("threads", 1, "CPU threads for torch in this process; 0 = torch's default", range="[0, 1024]"),
+    _ros.Param("seed", 0, "random seed of the sampling planner", range="[0, 4294967295]"),
 ]
 
 
@@ -94,10 +100,6 @@ class MpcNode(Node):
         super().__init__(**node_kwargs)
         self.p = _ros.declare_params(self, PARAMS)
         p = self.p
-        if p.control_rate_hz <= 0:
-            raise ConfigError(f"mpc: control_rate_hz must be > 0, got {p.control_rate_hz}")
-        if len(p.workspace) != 4:
-            raise ConfigError(f"mpc: workspace must be 4 numbers x0 y0 x1 y1, got {p.workspace}")
         if not p.views:
             raise ConfigError("mpc: parameter 'views' is empty")
         if not p.calibration and not p.scenario:

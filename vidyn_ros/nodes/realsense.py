@@ -32,18 +32,21 @@ PARAMS = [
     _ros.Param("recordings", [], "RealSense recordings (.db3/.bag) to play instead of hardware, one per camera",
                kind="string"),
     _ros.Param("calibration", "", "rig calibration YAML: camera names and serials when 'cameras' is empty"),
-    _ros.Param("width", [640], "color/depth width per camera [px]"),
-    _ros.Param("height", [480], "color/depth height per camera [px]"),
-    _ros.Param("fps", [30], "frame rate per camera [Hz]"),
-    _ros.Param("exposure_us", [0.0], "color exposure per camera [us]; 0 = auto exposure"),
-    _ros.Param("laser_power", [-1.0], "projector power per camera [mW]; < 0 = device default"),
-    _ros.Param("emitter_enabled", [-1], "projector per camera: 1 on, 0 off, -1 device default"),
-    _ros.Param("sync_mode", ["default"], "hardware sync per camera: default | master | slave (inter_cam_sync_mode)"),
+    _ros.Param("width", [640], "color/depth width per camera [px]", range="[1, 4096]"),
+    _ros.Param("height", [480], "color/depth height per camera [px]", range="[1, 4096]"),
+    _ros.Param("fps", [30], "frame rate per camera [Hz]", range="[1, 1000]"),
+    _ros.Param("exposure_us", [0.0], "color exposure per camera [us]; 0 = auto exposure", range="[0, 1000000]"),
+    _ros.Param("laser_power", [-1.0], "projector power per camera [mW]; < 0 = device default", range="[-1, 1000]"),
+    _ros.Param("emitter_enabled", [-1], "projector per camera: 1 on, 0 off, -1 device default", range="[-1, 1]"),
+    _ros.Param("sync_mode", ["default"], "hardware sync per camera: default | master | slave (inter_cam_sync_mode)",
+               choices=("default", "master", "slave")),
     _ros.Param("realtime", True, "play recordings at their recorded pace (false: as fast as possible)"),
     _ros.Param("repeat", False, "loop recordings"),
-    _ros.Param("timestamps", "sdk", "header stamps: 'sdk' (frame timestamps, host clock) or 'node' (node clock)"),
-    _ros.Param("start_delay_s", 0.0, "wait before opening the cameras (lets subscribers discover the topics) [s]"),
-    _ros.Param("reconnect_s", 1.0, "retry period for cameras that are missing or disconnected [s]"),
+    _ros.Param("timestamps", "sdk", "header stamps: 'sdk' (frame timestamps, host clock) or 'node' (node clock)",
+               choices=("sdk", "node")),
+    _ros.Param("start_delay_s", 0.0, "wait before opening the cameras (lets subscribers discover the topics) [s]",
+               range="[0, 3600]"),
+    _ros.Param("reconnect_s", 1.0, "retry period for cameras that are missing or disconnected [s]", range="(0, 3600]"),
 ]
 
 
@@ -111,8 +114,6 @@ class RealSenseNode(Node):
         node_kwargs.setdefault("node_name", NODE_NAME)
         super().__init__(**node_kwargs)
         self.p = _ros.declare_params(self, PARAMS)
-        if self.p.timestamps not in ("sdk", "node"):
-            raise ConfigError(f"realsense: timestamps must be 'sdk' or 'node', got {self.p.timestamps!r}")
         from vidyn_ros import msgs
         from vidyn_ros.rig.realsense import CameraSupervisor
 

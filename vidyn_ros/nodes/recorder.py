@@ -34,15 +34,19 @@ PARAMS = [
     _ros.Param("topics", [], "topics to record: '/topic' (type discovered) or '/topic:pkg/msg/Type'", kind="string"),
     _ros.Param("all", False, "record every topic that appears (except /rosout and /parameter_events)"),
     _ros.Param("output", "", "bag directory to create (must not exist unless overwrite)"),
-    _ros.Param("storage", "mcap", "bag storage: mcap or sqlite3"),
+    _ros.Param("storage", "mcap", "bag storage: mcap or sqlite3", choices=("mcap", "sqlite3")),
     _ros.Param("compression", "zstd", "bag compression: zstd (MCAP: zstd chunks; sqlite3: per message) or none; "
-               "zstd is several-fold smaller at no measurable cost in the sim graph"),
+               "zstd is several-fold smaller at no measurable cost in the sim graph", choices=("zstd", "none")),
     _ros.Param("overwrite", False, "replace an existing bag directory"),
     _ros.Param("calibration", "", "rig calibration YAML copied into the bag (rig_calibration.yaml), at start or close"),
-    _ros.Param("stamp_source", "header", "log time: 'header' (message header stamp when present) or 'receive'"),
-    _ros.Param("discovery_period_s", 0.2, "how often to look for publishers of topics not yet subscribed"),
-    _ros.Param("flush_period_s", 2.0, "push buffered messages to disk this often, so a SIGKILL loses little (0 = off)"),
-    _ros.Param("warn_missing_s", 5.0, "warn on /diagnostics when a topic still has no publisher after this long"),
+    _ros.Param("stamp_source", "header", "log time: 'header' (message header stamp when present) or 'receive'",
+               choices=("header", "receive")),
+    _ros.Param("discovery_period_s", 0.2, "how often to look for publishers of topics not yet subscribed",
+               range="(0, 60]"),
+    _ros.Param("flush_period_s", 2.0, "push buffered messages to disk this often, so a SIGKILL loses little (0 = off)",
+               range="[0, 3600]"),
+    _ros.Param("warn_missing_s", 5.0, "warn on /diagnostics when a topic still has no publisher after this long",
+               range="[0, inf)", dynamic=True),
 ]
 
 _SKIP_ALL = ("/rosout", "/parameter_events")
@@ -89,13 +93,9 @@ class Recorder(Node):
         self.p = _ros.declare_params(self, PARAMS)
         if not self.p.output:
             raise ConfigError("recorder: parameter 'output' (bag directory) is required")
-        if self.p.stamp_source not in ("header", "receive"):
-            raise ConfigError(f"recorder: stamp_source must be 'header' or 'receive', got {self.p.stamp_source!r}")
         self.wanted = parse_topic_specs(self.p.topics)
         if not self.wanted and not self.p.all:
             raise ConfigError("recorder: no topics to record (set 'topics' or 'all: true')")
-        if self.p.compression not in ("none", "zstd"):
-            raise ConfigError(f"recorder: compression must be 'none' or 'zstd', got {self.p.compression!r}")
         calib = Path(self.p.calibration) if self.p.calibration else None
         if calib is not None and calib.suffix not in (".yaml", ".yml"):
             raise ConfigError(f"recorder: calibration {calib}: expected a .yaml file")

@@ -36,21 +36,25 @@ PARAMS = [
     _ros.Param("calibration", "", "rig calibration YAML with each camera's pose (camera-to-world)"),
     _ros.Param("scenario", "", "simulated-rig scenario to take camera poses from when no calibration is given"),
     _ros.Param("use_masks", True, "wait for /<cam>/mask and use the instance masks (object ids)"),
-    _ros.Param("slop_ms", 15.0, "largest stamp spread inside one synchronised set [ms]"),
+    _ros.Param("slop_ms", 15.0, "largest stamp spread inside one synchronised set [ms]", range="[0, 1000]"),
     _ros.Param("device", "cpu", "torch device for the scene: cpu, cuda, cuda:1 ..."),
-    _ros.Param("backend", "auto", "renderer backend: auto (gsplat on CUDA), torch, gsplat"),
-    _ros.Param("budget", 5000, "number of Gaussians at initialisation"),
-    _ros.Param("object_share", 0.5, "fraction of the Gaussian budget given to objects"),
-    _ros.Param("image_downscale", 1, "integer downscale of the images for the rendering losses"),
-    _ros.Param("init_iters", 60, "optimisation iterations at initialisation"),
-    _ros.Param("iters_per_frame", 0, "per-Gaussian refinement iterations per tracked frame"),
+    _ros.Param("backend", "auto", "renderer backend: auto (gsplat on CUDA), torch, gsplat",
+               choices=("auto", "torch", "gsplat")),
+    _ros.Param("budget", 5000, "number of Gaussians at initialisation", range="[1, 10000000]"),
+    _ros.Param("object_share", 0.5, "fraction of the Gaussian budget given to objects", range="[0, 1]"),
+    _ros.Param("image_downscale", 1, "integer downscale of the images for the rendering losses", range="[1, 64]"),
+    _ros.Param("init_iters", 60, "optimisation iterations at initialisation", range="[0, 100000]"),
+    _ros.Param("iters_per_frame", 0, "per-Gaussian refinement iterations per tracked frame", range="[0, 10000]"),
     _ros.Param("publish_renders", True, "publish /vidyn/scene/render/<cam>"),
-    _ros.Param("render_every", 1, "publish renders every n-th update (rendering costs time on CPU)"),
-    _ros.Param("stale_s", 2.0, "warn on /diagnostics when no synchronised frame arrived for this long"),
+    _ros.Param("render_every", 1, "publish renders every n-th update (rendering costs time on CPU)",
+               range="[1, 100000]", dynamic=True),
+    _ros.Param("stale_s", 2.0, "warn on /diagnostics when no synchronised frame arrived for this long",
+               range="(0, 3600]", dynamic=True),
     _ros.Param("save_ply", "", "write the scene as a 3DGS PLY (with object_id) to this path on shutdown"),
     _ros.Param("threads", 1, "CPU threads for torch in this process (render + optimisation); 0 = torch's default "
-               "(all cores: faster alone, but OpenMP spin-waiting is 2-10x slower when other nodes share the cores)"),
-    _ros.Param("seed", 0, "random seed"),
+               "(all cores: faster alone, but OpenMP spin-waiting is 2-10x slower when other nodes share the cores)",
+               range="[0, 1024]"),
+    _ros.Param("seed", 0, "random seed", range="[0, 4294967295]"),
 ]
 
 
@@ -64,12 +68,8 @@ class SceneNode(Node):
         p = self.p
         if not p.cameras:
             raise ConfigError("scene: parameter 'cameras' is empty")
-        if p.image_downscale < 1:
-            raise ConfigError(f"scene: image_downscale must be >= 1, got {p.image_downscale}")
         if not p.calibration and not p.scenario:
             raise ConfigError("scene: set parameter 'calibration' (rig calibration YAML) or 'scenario' (camera poses)")
-        if p.threads < 0:
-            raise ConfigError(f"scene: threads must be >= 0, got {p.threads}")
         from vidyn_ros import msgs
         from vidyn_ros.render import set_cpu_threads
         from vidyn_ros.scene.pipeline import SceneEstimator, scene_config_from_params
@@ -138,6 +138,8 @@ class SceneNode(Node):
         msgs = self.msgs
         from vidyn_ros.scene.export import gaussian_fields, object_markers
 
+        if self.updates == 0:  # seconds on a CPU: say what the node is doing
+            self.get_logger().info(f"initialising the scene on the first frame ({self.p.init_iters} iterations)")
         up = self.estimator.update(frame)
         self.updates += 1
         self.last_update = up

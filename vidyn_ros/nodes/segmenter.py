@@ -32,15 +32,19 @@ PARAMS = [
     _ros.Param("scenario", "", "simulated-rig scenario to take camera poses from when no calibration is given"),
     _ros.Param("output", "mask", "output topic suffix: /<cam>/<output>"),
     _ros.Param("external_masks", "", "topic suffix of an external mask source (e.g. 'sam/mask'); '' = own clustering"),
-    _ros.Param("slop_ms", 15.0, "largest stamp spread inside one synchronised set [ms]"),
-    _ros.Param("stride", 1, "use every n-th pixel (2 at 640x480: ~4x faster, masks upsampled)"),
-    _ros.Param("min_height", 0.003, "points this far above the table plane are object candidates [m]"),
-    _ros.Param("voxel", 0.01, "voxel size for Euclidean clustering [m]"),
-    _ros.Param("min_points", 20, "smallest object (fused points over all views)"),
-    _ros.Param("workspace", [-0.5, -0.5, 0.5, 0.5], "x_min, y_min, x_max, y_max of the table area [m]"),
-    _ros.Param("match_distance", 0.1, "largest distance of an object from its predicted position between frames [m]"),
-    _ros.Param("queue", 1, "frames waiting for segmentation: 1 = the newest only (lowest latency); more = every frame"),
-    _ros.Param("stale_s", 2.0, "warn on /diagnostics when no synchronised frame arrived for this long"),
+    _ros.Param("slop_ms", 15.0, "largest stamp spread inside one synchronised set [ms]", range="[0, 1000]"),
+    _ros.Param("stride", 1, "use every n-th pixel (2 at 640x480: ~4x faster, masks upsampled)", range="[1, 16]"),
+    _ros.Param("min_height", 0.003, "points this far above the table plane are object candidates [m]", range="[0, 1]"),
+    _ros.Param("voxel", 0.01, "voxel size for Euclidean clustering [m]", range="(0, 1]"),
+    _ros.Param("min_points", 20, "smallest object (fused points over all views)", range="[1, 100000000]"),
+    _ros.Param("workspace", [-0.5, -0.5, 0.5, 0.5], "x_min, y_min, x_max, y_max of the table area [m]",
+               range="[-100, 100]", length=4),
+    _ros.Param("match_distance", 0.1, "largest distance of an object from its predicted position between frames [m]",
+               range="(0, 10]"),
+    _ros.Param("queue", 1, "frames waiting for segmentation: 1 = the newest only (lowest latency); more = every frame",
+               range="[1, 1000]"),
+    _ros.Param("stale_s", 2.0, "warn on /diagnostics when no synchronised frame arrived for this long",
+               range="(0, 3600]", dynamic=True),
 ]
 
 
@@ -53,8 +57,6 @@ class SegmenterNode(Node):
         self.p = p = _ros.declare_params(self, PARAMS)
         if not p.calibration and not p.scenario:
             raise ConfigError("segmenter: set parameter 'calibration' (rig calibration YAML) or 'scenario'")
-        if len(p.workspace) != 4:
-            raise ConfigError(f"segmenter: workspace needs 4 numbers (x_min, y_min, x_max, y_max), got {p.workspace}")
         if p.external_masks.strip("/") == p.output.strip("/"):
             raise ConfigError("segmenter: external_masks and output must be different topics")
         from vidyn_ros import msgs

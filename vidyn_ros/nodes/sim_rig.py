@@ -41,30 +41,35 @@ LOCKSTEP_GIVE_UP = 3  # consecutive unacknowledged frames after which the rig ru
 
 PARAMS = [
     _ros.Param("scenario", "push", "scenario name in config/scenarios/ or a path to a scenario YAML"),
-    _ros.Param("seed", 0, "seed for the scenario's randomised initial conditions"),
-    _ros.Param("render_scale", 1.0, "image size factor (0.25: 640x480 -> 160x120)"),
+    _ros.Param("seed", 0, "seed for the scenario's randomised initial conditions", range="[0, 4294967295]"),
+    _ros.Param("render_scale", 1.0, "image size factor (0.25: 640x480 -> 160x120)", range="(0, 4]"),
     _ros.Param("realtime", True, "pace frames to wall time (false: as fast as rendering allows)"),
-    _ros.Param("rate", 1.0, "sim-time speed factor when realtime (0.5 = half speed)"),
-    _ros.Param("max_frames", 0, "frames to publish, then finish: 0 = the scenario's duration, -1 = until stopped"),
+    _ros.Param("rate", 1.0, "sim-time speed factor when realtime (0.5 = half speed)", range="(0, 100]", dynamic=True),
+    _ros.Param("max_frames", 0, "frames to publish, then finish: 0 = the scenario's duration, -1 = until stopped",
+               range="[-1, inf)"),
     _ros.Param("masks", True, "publish the true instance masks on /vidyn/sim/<cam>/mask (ground truth, evaluation "
                "only; perception's /<cam>/mask comes from the segmenter)"),
     _ros.Param("ground_truth", True, "publish ground-truth object poses on /vidyn/sim/object_poses"),
     _ros.Param("pusher_pose", True, "publish the pusher's pose on /vidyn/pusher/pose (the robot's own end-effector "
                "pose, as a real robot reports it; not object ground truth)"),
     _ros.Param("clock", True, "publish sim time on /clock"),
-    _ros.Param("qos", "reliable", "camera publisher QoS: reliable or sensor (best effort)"),
-    _ros.Param("cmd_timeout_s", 0.5, "a /vidyn/cmd older than this (sim time) is stale: the pusher stops"),
+    _ros.Param("qos", "reliable", "camera publisher QoS: reliable or sensor (best effort)",
+               choices=("reliable", "sensor")),
+    _ros.Param("cmd_timeout_s", 0.5, "a /vidyn/cmd older than this (sim time) is stale: the pusher stops",
+               range="(0, 3600]", dynamic=True),
     _ros.Param("calibration_out", "", "write the rig calibration YAML (camera-to-world poses) here at start"),
     _ros.Param("start_delay_s", 0.0, "wait this long (wall time, from the first spin) before the first frame, for "
-               "subscribers to connect"),
+               "subscribers to connect", range="[0, 3600]"),
     _ros.Param("lockstep_topic", "", "synchronous mode: publish frame k+1 only after a message stamped >= frame k "
                "arrives on this topic (e.g. /vidyn/scene/gaussians); empty = off"),
     _ros.Param("lockstep_mode", "pipelined", "pipelined: render frame k+1 while the consumer works on frame k (its "
                "commands act one frame later); sequential: step the physics to k+1 only after frame k's "
-               "acknowledgement (a controller acknowledging with its command: closed loop, deterministic)"),
-    _ros.Param("lockstep_timeout_s", 10.0, "lockstep: go on (with a warning) after waiting this long [s, wall]"),
+               "acknowledgement (a controller acknowledging with its command: closed loop, deterministic)",
+               choices=("pipelined", "sequential")),
+    _ros.Param("lockstep_timeout_s", 10.0, "lockstep: go on (with a warning) after waiting this long [s, wall]",
+               range="(0, 3600]", dynamic=True),
     _ros.Param("lockstep_first_timeout_s", 180.0, "lockstep: wait this long [s, wall] for the consumer's publisher "
-               "and its first acknowledgement (it initialises on the first frame)"),
+               "and its first acknowledgement (it initialises on the first frame)", range="(0, 86400]"),
 ]
 
 
@@ -75,14 +80,6 @@ class SimRigNode(Node):
         node_kwargs.setdefault("node_name", NODE_NAME)
         super().__init__(**node_kwargs)
         self.p = _ros.declare_params(self, PARAMS)
-        if self.p.render_scale <= 0:
-            raise ConfigError(f"sim_rig: render_scale must be > 0, got {self.p.render_scale}")
-        if self.p.realtime and self.p.rate <= 0:
-            raise ConfigError(f"sim_rig: rate must be > 0, got {self.p.rate}")
-        if self.p.lockstep_mode not in ("pipelined", "sequential"):
-            raise ConfigError(f"sim_rig: lockstep_mode must be pipelined or sequential, got {self.p.lockstep_mode!r}")
-        if self.p.lockstep_topic and min(self.p.lockstep_timeout_s, self.p.lockstep_first_timeout_s) <= 0:
-            raise ConfigError("sim_rig: lockstep_timeout_s and lockstep_first_timeout_s must be > 0")
         from vidyn_ros import msgs
         from vidyn_ros.rig.scenario import load_scenario
 
@@ -127,6 +124,7 @@ class SimRigNode(Node):
         self._cmd: tuple[np.ndarray, float] | None = None  # (velocity xyz, sim time when received)
         self._sim_time_s = 0.0
         self.frames = 0
+        self._pace_anchor = (0.0, 0, 1.0)  # (wall time, frame, rate) the realtime pacing counts from
         self.cmds_received = 0
         self.stale_events = 0
         # Render times of the last 1000 frames (bounded: a rig with max_frames -1 runs for days).
@@ -265,6 +263,7 @@ class SimRigNode(Node):
             self._lockstep_on = bool(self.p.lockstep_topic) and self._subscribe_lockstep(stop)
             last_stamp: int | None = None  # the newest frame published (lockstep waits for its acknowledgement)
             t_wall0 = time.monotonic()
+            self._pace_anchor = (t_wall0, 0, self.p.rate)
             fps = float(rig.fps)
             sequential = self.p.lockstep_mode == "sequential"
             while not stop.is_set() and (n_max < 0 or self.frames < n_max):
@@ -301,11 +300,8 @@ class SimRigNode(Node):
                                    **values)
                 else:
                     self.diag.ok("publishing", **values)
-                if self.p.realtime:
-                    due = t_wall0 + self.frames / fps / self.p.rate
-                    lag = due - time.monotonic()
-                    if lag > 0 and stop.wait(lag):
-                        break
+                if self.p.realtime and self._pace(fps, stop):
+                    break
             if self._lockstep_on and last_stamp is not None and not stop.is_set():  # the last frame's update too
                 self._wait_ack(last_stamp, self.p.lockstep_first_timeout_s if self.frames == 1
                                else self.p.lockstep_timeout_s, stop)
@@ -313,6 +309,19 @@ class SimRigNode(Node):
             self.get_logger().info(f"published {self.frames} frames; finished")
         self.done = True
         return False
+
+    def _pace(self, fps: float, stop: threading.Event) -> bool:
+        """Wait until the next frame is due at ``rate`` x real time; True if the node is stopping. ``rate`` can be set
+        at run time (``ros2 param set /sim_rig rate 0.5``): the new speed counts from the frame just published."""
+        while True:
+            t0, frame0, rate = self._pace_anchor
+            if self.p.rate != rate:
+                t0, frame0, rate = self._pace_anchor = (time.monotonic(), self.frames - 1, self.p.rate)
+            lag = t0 + (self.frames - frame0) / fps / rate - time.monotonic()
+            if lag <= 0:
+                return False
+            if stop.wait(min(lag, 0.1)):  # short waits: a new rate takes effect within 0.1 s
+                return True
 
     def _publish(self, rf: Any) -> None:
         stamp = int(rf.frame.stamp_ns)

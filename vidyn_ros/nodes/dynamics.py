@@ -37,23 +37,29 @@ TRAJECTORIES_TOPIC = "/vidyn/prediction/trajectories"
 RENDER_TOPIC = "/vidyn/prediction/render/{cam}"
 
 PARAMS = [
-    _ros.Param("backend", "learned", "dynamics backend: learned, constant_velocity, static, physics"),
+    _ros.Param("backend", "learned", "dynamics backend: learned, constant_velocity, static, physics",
+               choices=("learned", "constant_velocity", "static", "physics")),
     _ros.Param("checkpoint", "", "learned backend: checkpoint file (empty = the shipped model in models/)"),
-    _ros.Param("horizon", 10, "predicted steps"),
-    _ros.Param("dt", 0.0, "step length [s]; 0 = the scene's frame interval"),
-    _ros.Param("sub_steps", 1, "model steps per predicted step (residual sub-steps of dt / n)"),
-    _ros.Param("rate_hz", 0.0, "predict at most this often [Hz]; 0 = on every scene update"),
+    _ros.Param("horizon", 10, "predicted steps", range="[1, 1000]"),
+    _ros.Param("dt", 0.0, "step length [s]; 0 = the scene's frame interval", range="[0, 10]"),
+    _ros.Param("sub_steps", 1, "model steps per predicted step (residual sub-steps of dt / n)", range="[1, 100]"),
+    _ros.Param("rate_hz", 0.0, "predict at most this often [Hz]; 0 = on every scene update",
+               range="[0, 1000]", dynamic=True),
     _ros.Param("device", "cpu", "torch device: cpu, cuda, cuda:1 ..."),
     _ros.Param("cameras", ["cam0", "cam1", "cam2", "cam3"], "cameras to render predicted frames for"),
     _ros.Param("calibration", "", "rig calibration YAML with each camera's pose (camera-to-world)"),
     _ros.Param("scenario", "", "simulated-rig scenario to take camera poses (and the background colour) from"),
     _ros.Param("publish_renders", True, "publish /vidyn/prediction/render/<cam>"),
-    _ros.Param("render_width", 160, "width of the predicted frames [px] (height keeps the aspect)"),
-    _ros.Param("render_every", 1, "render every n-th prediction (rendering costs time on CPU)"),
-    _ros.Param("background", [0.0, 0.0, 0.0], "RGB in [0, 1] behind the Gaussians (a scenario sets its sky colour)"),
-    _ros.Param("cmd_timeout_s", 0.5, "a /vidyn/cmd older than this is not in effect (pusher held still) [s]"),
-    _ros.Param("stale_s", 2.0, "warn on /diagnostics when no scene arrived for this long [s]"),
-    _ros.Param("threads", 1, "CPU threads for torch in this process; 0 = torch's default"),
+    _ros.Param("render_width", 160, "width of the predicted frames [px] (height keeps the aspect)", range="[8, 4096]"),
+    _ros.Param("render_every", 1, "render every n-th prediction (rendering costs time on CPU)",
+               range="[1, 100000]", dynamic=True),
+    _ros.Param("background", [0.0, 0.0, 0.0], "RGB in [0, 1] behind the Gaussians (a scenario sets its sky colour)",
+               range="[0, 1]", length=3),
+    _ros.Param("cmd_timeout_s", 0.5, "a /vidyn/cmd older than this is not in effect (pusher held still) [s]",
+               range="(0, 3600]"),
+    _ros.Param("stale_s", 2.0, "warn on /diagnostics when no scene arrived for this long [s]",
+               range="(0, 3600]", dynamic=True),
+    _ros.Param("threads", 1, "CPU threads for torch in this process; 0 = torch's default", range="[0, 1024]"),
 ]
 
 
@@ -71,13 +77,6 @@ class DynamicsNode(Node):
 
         if p.backend not in BACKENDS:
             raise ConfigError(f"dynamics: unknown backend {p.backend!r} (choose from {', '.join(BACKENDS)})")
-        for name in ("horizon", "sub_steps", "render_every", "render_width"):
-            if getattr(p, name) < 1:
-                raise ConfigError(f"dynamics: {name} must be >= 1, got {getattr(p, name)}")
-        if p.threads < 0:
-            raise ConfigError(f"dynamics: threads must be >= 0, got {p.threads}")
-        if len(p.background) != 3:
-            raise ConfigError(f"dynamics: background must be 3 numbers (RGB), got {p.background}")
         set_cpu_threads(p.threads)
         self.msgs = msgs
         self.pub_cloud = self.create_publisher(_ros.msg_class(msgs.POINTCLOUD2), PREDICTION_TOPIC,

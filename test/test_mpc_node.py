@@ -76,13 +76,14 @@ def _mpc(ctx, tmp_path, **params) -> Iterator[tuple]:
 
 
 def _feed(ex, node, pub_scene, pub_pose, fields, seconds: float, scene_every: float = 0.1,
-          send_scene: bool = True) -> int:
-    """Spin for ``seconds`` publishing the pusher pose (and the scene) stamped with the node's clock now;
-    returns the stamp [ns] of the last scene sent."""
+          send_scene: bool = True, until=None) -> int:
+    """Spin for ``seconds`` (or until ``until()``) publishing the pusher pose (and the scene) stamped with the node's
+    clock now; returns the stamp [ns] of the last scene sent. (Waiting on a condition, not a fixed time, keeps the
+    test valid on a loaded machine where the first plan takes seconds.)"""
     t_end = time.monotonic() + seconds
     next_t = 0.0
     last = -1
-    while time.monotonic() < t_end:
+    while time.monotonic() < t_end and not (until is not None and until()):
         if time.monotonic() >= next_t:
             now = _ros.now_ns(node)
             pub_pose.publish(msgs.serialize(msgs.pose_stamped_msg(PUSHER, (1, 0, 0, 0), now), msgs.POSE_STAMPED))
@@ -109,16 +110,18 @@ def _enable(ex, peer, value: bool) -> None:
 def test_disabled_node_publishes_only_zero_and_limits_clamp_every_command(ros_context, tmp_path, scene_bytes):
     fields, _ = scene_bytes
     with _mpc(ros_context, tmp_path) as (node, peer, ex, got, pub_scene, pub_pose):
-        _feed(ex, node, pub_scene, pub_pose, fields, 2.0)
+        _feed(ex, node, pub_scene, pub_pose, fields, 60.0, until=lambda: node.plans >= 3)
         disabled = list(got)
-        assert len(disabled) >= 0.5 * 2.0 * RATE_HZ, f"only {len(disabled)} commands in 2 s"
-        assert node.plans >= 1  # it plans while disabled, but never commands
+        assert node.plans >= 3  # it plans while disabled, but never commands
+        assert len(disabled) >= 10, f"only {len(disabled)} commands"
         assert all(not np.any(v) for _, _, v in disabled), "a disabled mpc node published a non-zero command"
         _enable(ex, peer, True)
-        _feed(ex, node, pub_scene, pub_pose, fields, 2.0)
+        n0 = len(got)
+        _feed(ex, node, pub_scene, pub_pose, fields, 60.0,
+              until=lambda: sum(bool(np.any(v)) for _, _, v in got[n0:]) >= 10)
     enabled = got[len(disabled):]
     moving = [v for _, _, v in enabled if np.any(v)]
-    assert len(moving) >= 5, "the enabled node never moved the pusher towards the block"
+    assert len(moving) >= 10, "the enabled node never moved the pusher towards the block"
     assert np.mean([v[0] for v in moving]) > 0  # the reach term: behind the red block means +x from the pusher
     speeds = [float(np.linalg.norm(v)) for _, _, v in got]
     assert max(speeds) <= 0.05 + 1e-9, f"speed limit violated: {max(speeds)}"
@@ -133,7 +136,8 @@ def test_disabled_node_publishes_only_zero_and_limits_clamp_every_command(ros_co
 def test_safety_stop_within_two_control_periods(ros_context, tmp_path, scene_bytes, cause):
     fields, bad = scene_bytes
     with _mpc(ros_context, tmp_path, enabled=True) as (node, _peer, ex, got, pub_scene, pub_pose):
-        last = _feed(ex, node, pub_scene, pub_pose, fields, 2.5)
+        last = _feed(ex, node, pub_scene, pub_pose, fields, 60.0,
+                     until=lambda: sum(bool(np.any(v)) for _, _, v in got) >= 5)
         assert any(np.any(v) for _, _, v in got), "no moving command before the fault: the test would prove nothing"
         n_before = len(got)
         if cause == "stale":

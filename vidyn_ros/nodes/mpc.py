@@ -49,8 +49,9 @@ GOAL_TOPIC = "/vidyn/goal/image/{cam}"
 
 PARAMS = [
     _ros.Param("views", ["cam0", "cam1"], "cameras the cost renders (goal images are per camera)"),
-    _ros.Param("calibration", "", "rig calibration YAML with each camera's pose (intrinsics from camera_info)"),
-    _ros.Param("scenario", "", "simulated-rig scenario to take the cameras from when no calibration is given"),
+    _ros.Param("calibration", "", "rig calibration YAML with each camera's pose (intrinsics from "
+               "/<cam>/color/camera_info)"),
+    _ros.Param("scenario", "", "simulated-rig scenario to take the cameras (poses and intrinsics) from instead"),
     _ros.Param("goal_file", "", "goal-poses YAML (goals: [{from: [x, y], to: [x, y], yaw_deg}]): the scene with "
                "those objects moved is the goal image; empty = goal_ply or /vidyn/goal/image/<cam>"),
     _ros.Param("goal_ply", "", "goal scene as a 3DGS PLY with object ids, rendered as the goal"),
@@ -155,6 +156,12 @@ class MpcNode(Node):
             raise VidynError("mpc: std_srvs is not installed (pip install ros-std-srvs, see requirements-ros.txt)"
                              ) from err
         self.create_service(SetBool, "~/enable", self._on_enable)
+        self._infos: dict[str, Any] = {}  # camera name -> CameraInfo (intrinsics, when cameras come from a calibration)
+        if not p.scenario:
+            for cam in p.views:
+                self.create_subscription(_ros.msg_class(msgs.CAMERA_INFO), msgs.info_topic(cam),
+                                         lambda raw, cam=cam: self._on_info(cam, raw), _ros.reliable_qos(2),
+                                         raw=True)
 
         self._lock = threading.Lock()  # guards plan, pusher pose, filter and publishing of commands
         self._history: collections.deque = collections.deque(maxlen=3)  # (stamp_ns, GaussianSet)
@@ -169,6 +176,7 @@ class MpcNode(Node):
         self.zero_commands = 0
         self.last_reason = ""
         self.cost_history: list[tuple[float, float]] = []  # (stamp s, cost of the plan)
+        self._t0_ns: int | None = None
         self.worker = _ros.Worker(self._process, maxsize=1, name="mpc-worker", on_error=self._on_error)
         if not p.lockstep:
             self.create_timer(self.period_s, self._on_timer)
@@ -219,6 +227,14 @@ class MpcNode(Node):
             if self.planner is not None and set(self._goal_images) >= set(self.p.views):
                 self._set_goal_from_images()
 
+    def _on_info(self, cam: str, raw: bytes) -> None:
+        if cam in self._infos:
+            return
+        try:
+            self._infos[cam] = self.msgs.deserialize(raw, self.msgs.CAMERA_INFO)
+        except VidynError as err:
+            self.diag.warn(f"bad camera_info for {cam} ignored: {err}")
+
     def _on_enable(self, request: Any, response: Any) -> Any:
         with self._lock:
             was = self.enabled
@@ -246,7 +262,8 @@ class MpcNode(Node):
                 self._history.append((stamp_ns, g))
                 self._ensure_planner(g)
                 due = self.plan is None or now_s - self.plan.stamp_s >= self.p.replan_period_s - 1e-6
-                if due and self.planner.goal is not None and self._pusher is not None:
+                ready = self.planner is not None and self.planner.goal is not None
+                if due and ready and self._pusher is not None:
                     self._replan(stamp_ns)
         finally:
             if self.p.lockstep:  # every scene message gets exactly one command (zero if anything failed)
@@ -259,6 +276,8 @@ class MpcNode(Node):
 
         if self.cameras is None:
             self.cameras = self._load_cameras()
+            if self.cameras is None:
+                return
         state = self._state()
         objects = tuple(state.object_labels())
         if self.planner is None:
@@ -284,7 +303,9 @@ class MpcNode(Node):
             return ParticleState.from_snapshots(snaps, stamps, pusher_id=pusher)
         return ParticleState.at_rest(last, stamps[-1], self.cfg.dt, pusher_id=pusher)
 
-    def _load_cameras(self) -> list[Any]:
+    def _load_cameras(self) -> list[Any] | None:
+        """The cost cameras: a scenario's, or the rig calibration's poses with the intrinsics of camera_info (None,
+        retried with the next scene, while the calibration file or a camera_info is missing)."""
         p = self.p
         if p.scenario:
             from vidyn_ros.rig.scenario import load_scenario
@@ -294,7 +315,13 @@ class MpcNode(Node):
             if missing:
                 raise ConfigError(f"mpc: views {missing} not in scenario {p.scenario} ({sorted(by_name)})")
             return [by_name[v] for v in p.views]
-        raise ConfigError("mpc: cameras from a calibration need camera_info (not implemented: set 'scenario')")
+        poses = _ros.rig_camera_poses(self.diag, "mpc", p.views, p.calibration, "")
+        missing = [v for v in p.views if v not in self._infos]
+        if poses is None or missing:
+            if missing:
+                self.diag.warn(f"waiting for camera_info of {missing}")
+            return None
+        return [self.msgs.camera_from_info(self._infos[v], v, poses[v]) for v in p.views]
 
     def _background(self, g: Any) -> tuple[float, float, float]:
         # the scene composites over its estimated background colour; the cloud does not carry it: the sim sky's
@@ -389,10 +416,15 @@ class MpcNode(Node):
                     reason = "plan expired (no replan within its horizon)"
                 else:
                     v = plan.actions[max(k, 0)]
+            # the filter's time axis starts at the first command: epoch seconds as float64 lose ~0.2 us, which
+            # shows in the acceleration limit
+            if self._t0_ns is None:
+                self._t0_ns = stamp_ns
+            t_rel = (stamp_ns - self._t0_ns) * 1e-9
             if reason:
-                cmd = self.filter.stop(now_s)
+                cmd = self.filter.stop(t_rel)
             else:
-                cmd = self.filter(v, now_s, self._pusher)
+                cmd = self.filter(v, t_rel, self._pusher)
             if self.planner is not None:
                 self.planner.commit(cmd)
             _ros.publish_cdr(self.pub_cmd, self.msgs.twist_stamped_msg(cmd, (0.0, 0.0, 0.0), stamp_ns),

@@ -202,3 +202,87 @@ def test_topic_helpers():
     assert topic_part("/cam0/color/camera_info") == ("cam0", "info")
     assert topic_part("/vidyn/cmd") is None
     assert camera_topics("cam1", with_mask=True)["mask"] == "/cam1/mask"
+
+
+def _offset_stream(n_frames, offsets_ns, jitter_ns=1_500_000, seed=3):
+    """realsense-ros with enable_sync off: each camera's depth runs at the color rate but on its own clock, offset
+    from the color stamps by up to a frame. Depth content encodes its own depth frame index; (cam, part, stamp, data)
+    in stamp order, plus each camera's depth stamps."""
+    rng = np.random.default_rng(seed)
+    out, depth_stamps = [], {c: [] for c in CAMS}
+    for k in range(n_frames):
+        for ci, cam in enumerate(CAMS):
+            parts = _parts(ci, k)
+            c_stamp = k * PERIOD + 10 * PERIOD
+            d_stamp = c_stamp + offsets_ns[ci] + int(rng.integers(-jitter_ns, jitter_ns + 1))
+            depth_stamps[cam].append(d_stamp)
+            out.append((cam, "color", c_stamp, parts["color"]))
+            out.append((cam, "depth", d_stamp, np.full((24, 32), float(k), np.float32)))
+    out.sort(key=lambda m: m[2])
+    return out, depth_stamps
+
+
+@pytest.mark.parametrize("offsets_ms", [(14, -14, 0), (25, -30, 5)])
+def test_depth_stamped_apart_from_color_pairs_the_nearest_depth(offsets_ms):
+    offsets = [int(o * 1e6) for o in offsets_ms]
+    stream, depth_stamps = _offset_stream(12, offsets)
+    exact = _sync(slop_ns=2_000_000)  # identical stamps only (enable_sync on): nothing pairs
+    assert sum(len(exact.add(*m)) for m in stream) == 0
+    s = _sync(slop_ns=2_000_000, depth_slop_ns=PERIOD + 3_000_000)
+    frames = []
+    for m in stream:
+        frames += s.add(*m)
+    frames += s.flush()
+    # every color frame goes out (the first one may lack a depth image before it when depth lags by most of a frame)
+    assert len(frames) >= 11 and s.stats.emitted == len(frames)
+    for mv in frames:
+        k = round(mv.stamp_ns / PERIOD) - 10
+        for ci, v in enumerate(mv.views):
+            assert v.color[0, 0, 0] == ci and v.color[1, 1, 0] == k % 250  # colors of one frame, not mixed
+            d_stamp = depth_stamps[CAMS[ci]][int(v.depth[0, 0])]
+            nearest = min(depth_stamps[CAMS[ci]], key=lambda d: abs(d - v.stamp_ns))
+            assert d_stamp == nearest and abs(d_stamp - v.stamp_ns) <= PERIOD + 3_000_000
+    assert 0 < s.stats.last_depth_offset_ns <= max(abs(o) for o in offsets) + 1_500_000 + PERIOD
+
+
+def test_exact_depth_stamp_wins_over_a_nearer_slop_match():
+    s = _sync(slop_ns=1_000_000, depth_slop_ns=PERIOD)
+    out = []
+    for m in _messages(5):  # identical color/depth stamps, with a generous depth slop: pairs exactly as before
+        out += s.add(*m[:4])
+    assert len(out) == 5
+    for k, mv in enumerate(out):
+        _check_frame(mv, k)
+    assert s.stats.last_depth_offset_ns == 0 and s.stats.dropped_incomplete == 0
+
+
+@pytest.mark.parametrize("layout", ["flat", "namespaced"])
+def test_topic_synchronizer_realsense_ros_layouts(layout):
+    """/cam0/color/image_raw (vidyn, older realsense-ros) and /camera/camera/color/image_raw (realsense-ros >= 4.51:
+    namespace + camera name); colour and depth stamped up to a frame apart (enable_sync off)."""
+    from vidyn_ros import msgs
+    from vidyn_ros.rig.sync import TopicSynchronizer
+
+    cams = ["cam0", "cam1"] if layout == "flat" else ["camera/camera", "rig2/cam1"]
+    sync = TopicSynchronizer(cams, slop_ns=2_000_000, depth_slop_ns=PERIOD)
+    assert set(sync.topics()) == {f"/{c}/{s}" for c in cams for s in
+                                  ("color/image_raw", "aligned_depth_to_color/image_raw", "color/camera_info")}
+    out = []
+    for k in range(4):
+        for ci, cam in enumerate(cams):
+            t = (k + 1) * PERIOD
+            frame_id = msgs.camera_frame_id(cam)
+            model = CameraModel(name=cam, width=32, height=24, K=K)
+            items = [(f"/{cam}/color/camera_info", msgs.CAMERA_INFO, msgs.camera_info_msg(model, t)),
+                     (f"/{cam}/color/image_raw", msgs.IMAGE, msgs.image_msg(_parts(ci, k)["color"], t, frame_id)),
+                     (f"/{cam}/aligned_depth_to_color/image_raw", msgs.IMAGE,
+                      msgs.depth_msg(_parts(ci, k)["depth"], t + (11_000_000, -13_000_000)[ci], frame_id))]
+            for topic, mt, m in items:
+                out += sync.add_message(topic, mt, msgs.serialize(m, mt))
+    out += sync.sync.flush()
+    assert len(out) == 4
+    for k, mv in enumerate(out):
+        assert [v.camera.name for v in mv.views] == cams
+        for ci, v in enumerate(mv.views):
+            assert v.color[1, 1, 0] == k and v.depth[0, 0] == pytest.approx(1.0 + 0.01 * k + 0.1 * ci, abs=1e-3)
+    assert sync.add_message("/camera/color/image_raw", msgs.IMAGE, b"") == []  # not one of its topics: ignored

@@ -42,6 +42,7 @@ __all__ = [
     "camera_frame_id",
     "camera_from_info",
     "camera_info_msg",
+    "camera_link_frame",
     "camera_names_from_topics",
     "clock_msg",
     "color_topic",
@@ -182,7 +183,14 @@ def sim_mask_topic(cam: str) -> str:
 
 
 def camera_frame_id(cam: str) -> str:
-    return f"{cam}_color_optical_frame"
+    """``cam0`` -> ``cam0_color_optical_frame``; a camera named by its topic prefix (realsense-ros
+    ``camera/camera``: namespace + camera name) takes the camera name, as realsense-ros does."""
+    return f"{camera_link_frame(cam)[: -len('_link')]}_color_optical_frame"
+
+
+def camera_link_frame(cam: str) -> str:
+    """The camera body frame (x forward, y left, z up) of realsense-ros: ``cam0`` -> ``cam0_link``."""
+    return f"{cam.strip('/').rsplit('/', 1)[-1]}_link"
 
 
 def camera_names_from_topics(topics: Iterable[str]) -> list[str]:

@@ -242,3 +242,26 @@ def test_restitution_and_direct_solref(tmp_path: Path) -> None:
     doc["objects"][0]["solref"] = [0.02, 1]
     assert "give at most one of 'solref' and 'restitution'" in bad(tmp_path, doc)
     assert "objects[0].restitution: must be <= 0.99" in bad(tmp_path, with_(objects__0__restitution=1.5))
+
+
+def test_camera_below_the_table_is_an_error_naming_it(tmp_path: Path) -> None:
+    doc = dict(MINIMAL, cameras={"poses": [
+        {"name": "top", "position": [0.0, 0.5, 0.6], "look_at": [0, 0, 0]},
+        {"name": "under", "position": [0.3, 0.0, -0.2], "look_at": [0, 0, 0.05]},
+    ]})
+    with pytest.raises(ConfigError, match=r"user\.yaml: cameras\.poses\[1\]\.position: camera 'under' is at "
+                                          r"z = -0\.2 m, not above the table") as info:
+        load_scenario(write(tmp_path, doc))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"cameras\.ring\.height: camera 'cam0' is at z = -0\.1 m"):
+        load_scenario(write(tmp_path, dict(MINIMAL, cameras={"ring": {"count": 2, "height": -0.1}})))
+
+
+def test_calibration_with_a_camera_below_the_table_warns(tmp_path: Path, caplog) -> None:
+    from vidyn_ros.geometry import look_at
+    from vidyn_ros.rig.calibration_io import load_rig_calibration, save_rig_calibration
+
+    f = save_rig_calibration(tmp_path / "calib.yaml", {"cam0": look_at(np.array([0.5, 0, 0.5]), np.zeros(3)),
+                                                       "cam7": look_at(np.array([0.5, 0, -0.3]), np.zeros(3))})
+    assert set(load_rig_calibration(f)) == {"cam0", "cam7"}
+    assert "cam7 is at z = -0.300 m, not above the table" in caplog.text and "cam0" not in caplog.text

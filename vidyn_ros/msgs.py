@@ -38,12 +38,16 @@ __all__ = [
     "PATH",
     "POINTCLOUD2",
     "POSE_ARRAY",
+    "TF_MESSAGE",
+    "TF_STATIC_TOPIC",
     "TWIST_STAMPED",
+    "WORLD_FRAME",
     "camera_frame_id",
     "camera_from_info",
     "camera_info_msg",
     "camera_link_frame",
     "camera_names_from_topics",
+    "camera_transforms",
     "clock_msg",
     "color_topic",
     "depth_from_msg",
@@ -70,9 +74,12 @@ __all__ = [
     "pose_from_msg",
     "pose_stamped_msg",
     "rig_frame_messages",
+    "rig_tf_static_msg",
     "serialize",
     "sim_mask_topic",
     "stamp_to_ns",
+    "tf_message",
+    "transforms_from_tf_msg",
     "twist_from_msg",
     "twist_stamped_msg",
 ]
@@ -90,12 +97,19 @@ DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
 MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
 PATH = "nav_msgs/msg/Path"
 POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 
 OBJECT_POSES_TOPIC = "/vidyn/sim/object_poses"
 PUSHER_POSE_TOPIC = "/vidyn/pusher/pose"  # the robot's own end-effector pose (proprioception), world frame
 CMD_TOPIC = "/vidyn/cmd"
 CLOCK_TOPIC = "/clock"
 DIAGNOSTICS_TOPIC = "/diagnostics"
+TF_STATIC_TOPIC = "/tf_static"
+WORLD_FRAME = "world"
+
+# realsense-ros's <cam>_link (x forward, y left, z up) -> <cam>_color_optical_frame (x right, y down, z forward):
+# the columns are the optical axes in link coordinates; quaternion (x, y, z, w) = (-0.5, 0.5, -0.5, 0.5).
+R_LINK_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 @cache
@@ -451,6 +465,55 @@ def object_poses_from_msg(msg: Any) -> list[ObjectPose]:
             continue
         q = p.orientation
         out.append(ObjectPose(object_id=k + 1, position=pos, quat_wxyz=np.array([q.w, q.x, q.y, q.z])))
+    return out
+
+
+def camera_transforms(name: str, T_world_cam: np.ndarray | None) -> list[tuple[str, str, np.ndarray]]:
+    """The static transforms of one camera as realsense-ros names them: ``world -> <cam>_link`` (when the pose is
+    known) and ``<cam>_link -> <cam>_color_optical_frame`` (the optical frame sits at the link's origin). Each as
+    (parent frame, child frame, 4x4 child-to-parent pose). ``T_world_cam`` is the optical frame's camera-to-world."""
+    T_link_optical = np.eye(4)
+    T_link_optical[:3, :3] = R_LINK_OPTICAL
+    link = camera_link_frame(name)
+    out = []
+    if T_world_cam is not None:
+        T_world_link = np.asarray(T_world_cam, dtype=np.float64) @ np.linalg.inv(T_link_optical)
+        out.append((WORLD_FRAME, link, T_world_link))
+    out.append((link, camera_frame_id(name), T_link_optical))
+    return out
+
+
+def tf_message(transforms: Sequence[tuple[str, str, np.ndarray]], stamp_ns: int) -> Any:
+    """tf2_msgs/TFMessage from (parent, child, 4x4 child-to-parent) triples (e.g. :func:`camera_transforms`)."""
+    from vidyn_ros.geometry import matrix_to_quat_wxyz
+
+    out = []
+    for parent, child, T in transforms:
+        T = np.asarray(T, dtype=np.float64)
+        w, x, y, z = matrix_to_quat_wxyz(T[:3, :3])
+        out.append(_t("geometry_msgs/msg/TransformStamped")(
+            header=header(stamp_ns, parent), child_frame_id=child,
+            transform=_t("geometry_msgs/msg/Transform")(
+                translation=_vec3(T[:3, 3]),
+                rotation=_t("geometry_msgs/msg/Quaternion")(x=float(x), y=float(y), z=float(z), w=float(w)))))
+    return _t(TF_MESSAGE)(transforms=out)
+
+
+def rig_tf_static_msg(poses: Mapping[str, np.ndarray | None], stamp_ns: int) -> Any:
+    """/tf_static for a rig: per camera (name -> camera-to-world 4x4, or None when unknown) the frames of
+    :func:`camera_transforms`, all in one message (a latched /tf_static publisher keeps only its last message)."""
+    return tf_message([t for name, T in poses.items() for t in camera_transforms(name, T)], stamp_ns)
+
+
+def transforms_from_tf_msg(msg: Any) -> list[tuple[str, str, np.ndarray]]:
+    """TFMessage -> (parent, child, 4x4 child-to-parent) triples (inverse of :func:`tf_message`)."""
+    from vidyn_ros.geometry import make_se3, quat_wxyz_to_matrix
+
+    out = []
+    for ts in msg.transforms:
+        q, t = ts.transform.rotation, ts.transform.translation
+        R = quat_wxyz_to_matrix(np.array([q.w, q.x, q.y, q.z]))
+        out.append((ts.header.frame_id, ts.child_frame_id, make_se3(R, np.array([t.x, t.y, t.z]))))
     return out
 
 

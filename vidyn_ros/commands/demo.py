@@ -146,13 +146,11 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
         from vidyn_ros.scene.deployed import segmenter_config
 
         width = max(1, round(scn.cameras[0].width * args.scale))  # the images the rig publishes
-        cameras = f"[{', '.join(c.name for c in scn.cameras)}]"
+        # (segmenter and scene take the rig's cameras from the calibration file the rig writes: no camera list here)
         overrides += [
             # synchronous mode: the scene sees every frame (with the MPC: the rig waits for the command of each frame)
             f"sim_rig.lockstep_topic={msgs.CMD_TOPIC if mpc else GAUSSIANS_TOPIC}",
-            f"segmenter.cameras={cameras}",
             f"segmenter.stride={segmenter_config(width).stride}",  # the graph's stride is for 640 px wide images
-            f"scene.cameras={cameras}",
             f"scene.image_downscale={max(1, round(width / args.scene_width))}",
             f"scene.seed={args.seed}",
         ]

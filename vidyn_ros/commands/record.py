@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", default="", help="rig calibration YAML to store in the bag")
     p.add_argument("--stamp-source", choices=["header", "receive"], default="header",
                    help="bag log time: message header stamp (default) or arrival time")
+    p.add_argument("--time-base", choices=["auto", "sim", "wall"], default="auto",
+                   help="bag time base (default auto: sim time when a /clock publisher drives the graph, else wall)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID")
 
 
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         "topics": list(args.topics), "all": args.all, "output": args.out, "storage": args.storage,
         "compression": args.compress,
         "overwrite": args.overwrite, "calibration": args.calibration, "stamp_source": args.stamp_source,
+        "time_base": args.time_base,
     }, name="record")
     result = graph.run_graph(spec, duration_s=args.duration, domain_id=args.domain_id)
     s = result.summaries.get("recorder", {})

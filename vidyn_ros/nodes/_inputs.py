@@ -14,7 +14,7 @@ from rclpy.node import Node
 from vidyn_ros.errors import ConfigError
 from vidyn_ros.nodes._diagnostics import DiagnosticsPublisher
 from vidyn_ros.nodes._qos import sensor_qos
-from vidyn_ros.nodes._topics import msg_class
+from vidyn_ros.nodes._topics import msg_class, node_topic
 
 
 def rig_camera_poses(
@@ -22,6 +22,9 @@ def rig_camera_poses(
 ) -> dict[str, Any] | None:
     """Camera-to-world 4x4 pose of each of ``cameras`` for a node that needs the rig geometry: from the rig
     calibration YAML, else from a simulated-rig scenario's cameras (no MuJoCo: the scenario's poses are the rig's).
+    Empty ``cameras`` means every camera of the rig, in the file's order: a scenario whose cameras are not
+    cam0..cam3 needs no camera list. A camera given as a topic prefix (realsense-ros ``camera/camera``) takes the pose
+    of its camera name (the last component) when the prefix itself is not in the file.
 
     Returns None, with a warning on ``diag``, while the calibration file does not exist yet (the sim rig writes it when
     it starts: retry later). ConfigError when neither source is set or a camera has no pose.
@@ -39,10 +42,20 @@ def rig_camera_poses(
         poses = {c.name: c.T_world_cam for c in load_scenario(scenario).cameras}
     else:
         raise ConfigError(f"{who}: set parameter 'calibration' (rig calibration YAML) or 'scenario' (camera poses)")
-    missing = [c for c in cameras if c not in poses]
+    if not cameras:
+        if not poses:
+            raise ConfigError(f"{who}: the rig ({calibration or scenario}) has no cameras")
+        return dict(poses)
+    out, missing = {}, []
+    for c in cameras:
+        key = c if c in poses else c.strip("/").rsplit("/", 1)[-1]
+        if key in poses:
+            out[c] = poses[key]
+        else:
+            missing.append(c)
     if missing:
         raise ConfigError(f"{who}: no pose for camera(s) {missing} (have {sorted(poses)})")
-    return {c: poses[c] for c in cameras}
+    return out
 
 
 class SyncedInput:
@@ -64,8 +77,10 @@ class SyncedInput:
         self.last_msg_t: dict[str, float] = {}
         self.last_frame_t = since
         qos = sensor_qos(depth)  # best effort matches reliable and best-effort camera drivers alike
+        # relative names: a node in a namespace listens to its own rig's cameras
         self.subscriptions = [
-            node.create_subscription(msg_class(m), t, lambda raw, t=t, m=m: self._on_message(t, m, raw), qos, raw=True)
+            node.create_subscription(msg_class(m), node_topic(t), lambda raw, t=t, m=m: self._on_message(t, m, raw),
+                                     qos, raw=True)
             for t, m in sync.topics().items()
         ]
 

@@ -5,8 +5,10 @@ Where each part lives:
 
 - ``Param`` (vidyn_ros/params.py, ROS-free) + ``declare_params`` (nodes/_params.py): each node declares its
   parameters in ONE table with descriptions; the same table generates docs/nodes.md and checks graph files.
-- ``msg_class``, ``publish_cdr``, ``now_ns`` (nodes/_topics.py): rclpy message classes by type name; publishing the
-  CDR bytes of vidyn_ros.msgs, so bags and DDS carry identical bytes.
+- ``msg_class``, ``publish_cdr``, ``now_ns``, ``node_topic`` (nodes/_topics.py): rclpy message classes by type name;
+  publishing the CDR bytes of vidyn_ros.msgs, so bags and DDS carry identical bytes; topic names relative to the
+  node's namespace (two rigs side by side).
+- ``StaticTransforms`` (nodes/_tf.py): /tf_static of the rig's cameras (world -> <cam>_link -> optical frame).
 - QoS presets (nodes/_qos.py): ``sensor_qos``, ``reliable_qos``, ``latched_qos``, ``qos_by_name``.
 - ``DiagnosticsPublisher`` (nodes/_diagnostics.py): rate-limited /diagnostics status per node.
 - ``SyncedInput``, ``rig_camera_poses`` (nodes/_inputs.py): the camera-set inputs of the scene and segmenter nodes.
@@ -43,15 +45,17 @@ from vidyn_ros.nodes._runtime import (
     spin_nodes,
     spinning_event,
 )
-from vidyn_ros.nodes._topics import msg_class, now_ns, publish_cdr
+from vidyn_ros.nodes._tf import StaticTransforms
+from vidyn_ros.nodes._topics import GLOBAL_TOPICS, msg_class, node_topic, now_ns, publish_cdr
 from vidyn_ros.params import Param, param_table_markdown
 from vidyn_ros.workers import DropOldestQueue, LoopThread, RateMeter, Worker, wait_for
 
 __all__ = [
-    "CLOSE_S", "DIAG_ERROR", "DIAG_OK", "DIAG_STALE", "DIAG_WARN", "DRAIN_S", "FASTDDS_ENV", "NODES_DOC_COMMAND",
-    "STOP_WITHIN_S", "DiagnosticsPublisher", "DropOldestQueue", "LoopThread", "NodeExecutor", "NodeOptions", "Param",
-    "RateMeter", "Shutdown", "SyncedInput", "Worker", "close_nodes", "declare_params", "fastdds_profile_path",
-    "init_rclpy", "latched_qos", "msg_class", "node_modules", "nodes_reference_markdown", "now_ns",
+    "CLOSE_S", "DIAG_ERROR", "DIAG_OK", "DIAG_STALE", "DIAG_WARN", "DRAIN_S", "FASTDDS_ENV", "GLOBAL_TOPICS",
+    "NODES_DOC_COMMAND", "STOP_WITHIN_S", "DiagnosticsPublisher", "DropOldestQueue", "LoopThread", "NodeExecutor",
+    "NodeOptions", "Param", "RateMeter", "Shutdown", "StaticTransforms", "SyncedInput", "Worker", "close_nodes",
+    "declare_params", "fastdds_profile_path", "init_rclpy", "latched_qos", "msg_class", "node_modules", "node_topic",
+    "nodes_reference_markdown", "now_ns",
     "param_table_markdown", "parameter_overrides", "publish_cdr", "qos_by_name", "reliable_qos", "remap_args",
     "rig_camera_poses", "run_node", "sensor_qos", "setup_fastdds_env", "spin_nodes", "spinning_event", "wait_for",
 ]

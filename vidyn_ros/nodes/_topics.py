@@ -48,3 +48,16 @@ def now_ns(node: Node) -> int:
     """The node's clock (sim time when use_sim_time is true) in nanoseconds."""
     return node.get_clock().now().nanoseconds
 
+
+
+# --------------------------------------------------------------------------------------------------------- namespaces
+# Graph-wide topics: one clock, one diagnostics aggregator, rcl's own. Every other topic of the contract is per rig.
+GLOBAL_TOPICS = ("/clock", "/diagnostics", "/rosout", "/parameter_events")
+
+
+def node_topic(topic: str) -> str:
+    """The name a node creates its publisher / subscription with for a topic-contract name (``/cam0/color/...``):
+    relative (``cam0/color/...``), so that it resolves inside the node's namespace and two rigs run side by side in
+    two namespaces (in the root namespace it is the same topic). Graph-wide topics (/clock, /diagnostics) stay
+    absolute. Names are kept absolute everywhere else (bags, the library, logs)."""
+    return topic if topic in GLOBAL_TOPICS or not topic.startswith("/") else topic[1:]

@@ -2,7 +2,10 @@
 
 The CDR bytes from the bag are published unchanged (no decode), so a replayed stream is byte-identical to the
 recorded one. Options: rate factor, loop, /clock from the bag's log time (for ``use_sim_time`` consumers), topic
-filter, remapping (``from:=to``). Playback runs on its own thread; the executor only serves callbacks.
+filter, remapping (``from:=to``). Playback runs on its own thread; the executor only serves callbacks. Topics are
+published relative to the node's namespace (``/clock`` stays global). The rig's camera poses go out once, latched, on
+``/tf_static`` (the bag's recorded /tf_static, else its rig_calibration.yaml). A jump in log time over ``max_gap_s``
+(a bag mixing sim and wall time) is skipped with a warning instead of waited for.
 When a non-looping bag ends, the node sets ``done`` (``vidyn launch`` then ends the graph; ``bag_player`` exits 0).
 """
 
@@ -33,6 +36,8 @@ PARAMS = [
                "discover the publishers", range="[0, 3600]"),
     _ros.Param("wait_for_subscribers_s", 0.0, "wait up to this long until every publisher has a subscriber",
                range="[0, 3600]"),
+    _ros.Param("max_gap_s", 30.0, "a jump in log time larger than this is skipped with a warning, not waited for (a "
+               "bag mixing sim and wall time); 0 = never skip", range="[0, inf)"),
 ]
 
 
@@ -77,15 +82,20 @@ class BagPlayer(Node):
             # The player generates /clock from the log time; the recorded /clock would duplicate every tick.
             self.topics.remove("/clock")
             self.get_logger().info("not replaying the recorded /clock: clock is generated from the bag's log time")
+        self.tf = _ros.StaticTransforms(self)
+        self._publish_tf(remaps)
         qos = _ros.qos_by_name(self.p.qos)
         self._pubs: dict[str, Any] = {}
         for topic in self.topics:
             msgtype = self.reader.topics[topic].msgtype
-            self._pubs[topic] = self.create_publisher(_ros.msg_class(msgtype), remaps.get(topic, topic), qos)
+            # relative names: a player in a namespace replays the rig into that namespace (/clock stays global)
+            name = _ros.node_topic(remaps.get(topic, topic))
+            self._pubs[topic] = self.create_publisher(_ros.msg_class(msgtype), name, qos)
         self._clock_pub = self.create_publisher(_ros.msg_class("rosgraph_msgs/msg/Clock"), "/clock", 10) \
             if self.p.clock else None
         self.diag = _ros.DiagnosticsPublisher(self)
         self.counts: dict[str, int] = {}
+        self.gaps_skipped = 0
         self.loops = 0
         self.done = False
         self.fatal: str | None = None
@@ -96,6 +106,26 @@ class BagPlayer(Node):
             f"playing {self.p.bag}: {len(self.topics)} topics, {self.reader.message_count} messages, "
             f"{self.reader.duration_s:.2f} s at rate {self.p.rate}" + (" (loop)" if self.p.loop else "")
         )
+
+    def _publish_tf(self, remaps: dict[str, str]) -> None:
+        """/tf_static once, latched, for the whole replay: the transforms recorded in the bag (merged per child frame,
+        as tf2 keeps them), else the cameras of the bag's rig_calibration.yaml. A recorded /tf_static is not replayed
+        at its log time (a volatile replay would miss every subscriber that joins later)."""
+        from vidyn_ros import msgs
+
+        tf_topic = msgs.TF_STATIC_TOPIC
+        if tf_topic in self.reader.topics and remaps.get(tf_topic, tf_topic) == tf_topic:
+            merged: dict[str, tuple[str, str, Any]] = {}
+            for _t, _mt, _s, msg in self.reader.decoded([tf_topic]):
+                for parent, child, T in msgs.transforms_from_tf_msg(msg):
+                    merged[child] = (parent, child, T)
+            if tf_topic in self.topics:
+                self.topics.remove(tf_topic)
+            self.tf.publish(list(merged.values()))
+            return
+        calib = self.reader.calibration()
+        if calib:
+            self.tf.publish_rig({cam: calib.get(cam) for cam in dict.fromkeys([*calib, *self.reader.camera_names()])})
 
     def _on_error(self, err: BaseException) -> None:
         self.fatal = str(err) if isinstance(err, BagError) else f"{type(err).__name__}: {err}"
@@ -128,14 +158,23 @@ class BagPlayer(Node):
         t_wall0 = time.monotonic()
         t_bag0: int | None = None
         last_clock = -1
+        prev = 0
+        skipped_ns = 0  # log time not waited for: gaps larger than max_gap_s
         clock_cls = "rosgraph_msgs/msg/Clock"
         for topic, _msgtype, stamp, raw in self.reader.messages(self.topics):
             if self._thread.stop_event.is_set():
                 return False
             if t_bag0 is None:
-                t_bag0 = stamp
+                t_bag0 = prev = stamp
+            if self.p.max_gap_s > 0 and stamp - prev > self.p.max_gap_s * 1e9:
+                self.gaps_skipped += 1
+                self.diag.warn(f"skipped a gap of {(stamp - prev) / 1e9:.3g} s in the bag's log time before {topic} "
+                               f"(more than max_gap_s {self.p.max_gap_s:g}; sim and wall time mixed?)",
+                               gaps_skipped=self.gaps_skipped)
+                skipped_ns += stamp - prev
+            prev = stamp
             if self.p.rate > 0:
-                due = t_wall0 + (stamp - t_bag0) / 1e9 / self.p.rate
+                due = t_wall0 + (stamp - t_bag0 - skipped_ns) / 1e9 / self.p.rate
                 if not self._sleep(due - time.monotonic()):
                     return False
             if self._clock_pub is not None and stamp != last_clock:
@@ -154,7 +193,8 @@ class BagPlayer(Node):
         return False
 
     def summary(self) -> dict[str, Any]:
-        return {"bag": self.p.bag, "loops": self.loops, "counts": dict(sorted(self.counts.items()))}
+        return {"bag": self.p.bag, "loops": self.loops, "counts": dict(sorted(self.counts.items())),
+                **({"gaps_skipped": self.gaps_skipped} if self.gaps_skipped else {})}
 
     def close(self) -> None:
         self._thread.stop()

@@ -2,10 +2,11 @@
 
 Per camera ``<cam>``: ``/<cam>/color/image_raw`` (rgb8), ``/<cam>/aligned_depth_to_color/image_raw`` (16UC1 mm,
 aligned to color by ``rs.align``), ``/<cam>/color/camera_info`` (SDK color intrinsics, distortion model mapped to
-its ROS name) — the same names as realsense-ros and the simulated rig. All the camera work is in
-``vidyn_ros.rig.realsense.CameraSupervisor`` (one thread per camera); this node maps parameters to camera configs
-and frames to messages. A camera that is missing, unknown, or disconnects is reported on /diagnostics (one status
-per camera, WARN) and retried; the other cameras keep publishing.
+its ROS name) — the same names as realsense-ros and the simulated rig, relative to the node's namespace; the
+calibrated camera poses on ``/tf_static`` (``world -> <cam>_link -> <cam>_color_optical_frame``, latched). All the
+camera work is in ``vidyn_ros.rig.realsense.CameraSupervisor`` (one thread per camera); this node maps parameters
+to camera configs and frames to messages. A camera that is missing, unknown, or disconnects is reported on
+/diagnostics (one status per camera, WARN) and retried; the other cameras keep publishing.
 
 Per-camera parameters are lists: one entry per camera, or a single entry used for all of them.
 """
@@ -122,14 +123,24 @@ class RealSenseNode(Node):
         image_cls = _ros.msg_class(msgs.IMAGE)
         info_cls = _ros.msg_class(msgs.CAMERA_INFO)
         qos = _ros.sensor_qos()
+        T = _ros.node_topic  # relative to the node's namespace: two rigs run side by side
         self._pubs = {
             c.name: {
-                "color": self.create_publisher(image_cls, msgs.color_topic(c.name), qos),
-                "depth": self.create_publisher(image_cls, msgs.depth_topic(c.name), qos),
-                "info": self.create_publisher(info_cls, msgs.info_topic(c.name), qos),
+                "color": self.create_publisher(image_cls, T(msgs.color_topic(c.name)), qos),
+                "depth": self.create_publisher(image_cls, T(msgs.depth_topic(c.name)), qos),
+                "info": self.create_publisher(info_cls, T(msgs.info_topic(c.name)), qos),
             }
             for c in self.configs
         }
+        # /tf_static (latched): world -> <cam>_link for the cameras the calibration places, and every camera's
+        # <cam>_link -> <cam>_color_optical_frame
+        self.tf = _ros.StaticTransforms(self)
+        poses: dict = {}
+        if self.p.calibration:
+            from vidyn_ros.rig.calibration_io import load_rig_calibration
+
+            poses = dict(load_rig_calibration(self.p.calibration))
+        self.tf.publish_rig({c.name: poses.get(c.name) for c in self.configs})
         self.diag = {c.name: _ros.DiagnosticsPublisher(self, name=f"{self.get_name()}: {c.name}",
                                                        hardware_id=c.serial or c.recording) for c in self.configs}
         self.rates = {c.name: _ros.RateMeter() for c in self.configs}

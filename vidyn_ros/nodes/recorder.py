@@ -8,7 +8,10 @@ The bag is closed in ``close()``: ``vidyn launch``/``run_node`` call it on Ctrl-
 readable. On SIGKILL nothing can run: the MCAP file then lacks its summary section (see vidyn_ros/bags.py).
 
 Log time of each message = its header stamp when it has one (``stamp_source: header``: bags of the simulated rig then
-replay with sim timing), else the recorder clock at arrival.
+replay with sim timing), else the recorder clock at arrival. One bag, one time base: with ``time_base: auto`` the
+recorder looks for a /clock publisher before recording (``clock_wait_s``) and, when a simulated rig or a bag player
+drives the graph, records in sim time (its own /diagnostics included); a wall-clock header stamp in a sim-time bag is
+replaced by the message's sim arrival time (warned once per topic).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import shutil
 import struct
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
+from vidyn_ros.bags import SIM_TIME_LIMIT_NS
 from vidyn_ros.errors import ConfigError, OutputError
 from vidyn_ros.nodes import _ros
 
@@ -47,6 +52,10 @@ PARAMS = [
                range="[0, 3600]"),
     _ros.Param("warn_missing_s", 5.0, "warn on /diagnostics when a topic still has no publisher after this long",
                range="[0, inf)", dynamic=True),
+    _ros.Param("time_base", "auto", "bag time base: auto (sim time when a /clock publisher exists, else wall time), "
+               "sim or wall", choices=("auto", "sim", "wall")),
+    _ros.Param("clock_wait_s", 1.0, "time_base auto: look this long for a /clock publisher before recording starts",
+               range="[0, 60]"),
 ]
 
 _SKIP_ALL = ("/rosout", "/parameter_events")
@@ -125,7 +134,12 @@ class Recorder(Node):
         self._subs: dict[str, Any] = {}
         self._types: dict[str, str] = {}
         self._stamped: dict[str, bool] = {}
-        self._t_start = _ros.now_ns(self)
+        self._t_start = time.monotonic()
+        self._restamped: set[str] = set()  # topics whose wall-time header stamps were replaced (warned once each)
+        self._clock_late_warned = False
+        if self.p.time_base != "auto":
+            self._set_sim_time(self.p.time_base == "sim")
+        self.sim_time = bool(self.get_parameter("use_sim_time").value)
         self.diag = _ros.DiagnosticsPublisher(self)
         self.done = False
         self._discover()
@@ -139,8 +153,35 @@ class Recorder(Node):
         self.get_logger().info(f"recording to {self.output} ({self.p.storage}, compression {self.p.compression})")
 
     # --------------------------------------------------------------------------------------------------- discovery
+    def _set_sim_time(self, on: bool) -> None:
+        from rclpy.parameter import Parameter
+
+        self.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, on)])
+        self.sim_time = on
+
+    def _settle_time_base(self) -> bool:
+        """time_base auto: one time base for the whole bag. A graph driven by /clock (a simulated rig, a bag player
+        with clock) stamps its messages with sim time, so the recorder follows /clock too: its own /diagnostics and
+        the log time of unstamped messages are then sim time, not wall time beside sim time. Returns False while it
+        is still looking for a /clock publisher (nothing is recorded until the time base is known)."""
+        if self.p.time_base != "auto" or self.sim_time:
+            return True
+        if self.count_publishers(self.resolve_topic_name("/clock")) > 0:
+            if not self.counts:
+                self._set_sim_time(True)
+                self.get_logger().info("a /clock publisher drives this graph: recording in sim time")
+            elif not self._clock_late_warned:
+                self._clock_late_warned = True
+                self.diag.warn("a /clock publisher appeared after recording started in wall time: this bag mixes "
+                               "time bases (set time_base: sim, or start the recorder with the graph)")
+            return True
+        return time.monotonic() - self._t_start >= self.p.clock_wait_s
+
     def _discover(self) -> None:
         """Subscribe to every wanted topic whose type is known (given, or seen in the graph)."""
+        if not self._settle_time_base():
+            self.diag.ok("looking for /clock before recording")
+            return
         graph = {name: types for name, types in self.get_topic_names_and_types()}
         targets = dict(self.wanted)
         if self.p.all:
@@ -157,7 +198,7 @@ class Recorder(Node):
                 continue
             self._subscribe(resolved, given or graph[resolved][0])
         missing = [t for t in self.wanted if self.resolve_topic_name(t) not in self._subs]
-        waited_s = (_ros.now_ns(self) - self._t_start) / 1e9
+        waited_s = time.monotonic() - self._t_start
         if missing and waited_s > self.p.warn_missing_s:
             self.diag.warn(f"no publisher yet for {', '.join(missing)}", recorded=sum(self.counts.values()))
         else:
@@ -184,6 +225,13 @@ class Recorder(Node):
     # ------------------------------------------------------------------------------------------------------- write
     def _on_message(self, topic: str, raw: bytes) -> None:
         stamp = header_stamp_ns(raw) if self._stamped[topic] else None
+        if stamp is not None and self.sim_time and stamp >= SIM_TIME_LIMIT_NS:
+            # a wall-clock stamp (a node without use_sim_time) in a sim-time bag: log it at its sim arrival time
+            if topic not in self._restamped:
+                self._restamped.add(topic)
+                self.get_logger().warning(f"{topic}: header stamps are wall time in a sim-time graph; logged at "
+                                          "their arrival in sim time")
+            stamp = None
         if stamp is None or stamp <= 0:
             stamp = _ros.now_ns(self)
         with self._lock:

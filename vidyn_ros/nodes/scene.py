@@ -32,11 +32,14 @@ OBJECTS_TOPIC = "/vidyn/scene/objects"
 RENDER_TOPIC = "/vidyn/scene/render/{cam}"
 
 PARAMS = [
-    _ros.Param("cameras", ["cam0", "cam1", "cam2", "cam3"], "camera names (topic prefixes)"),
+    _ros.Param("cameras", [], "camera topic prefixes (cam0, or camera/camera for realsense-ros); empty = every camera "
+               "of the rig (calibration, else scenario)", kind="string"),
     _ros.Param("calibration", "", "rig calibration YAML with each camera's pose (camera-to-world)"),
     _ros.Param("scenario", "", "simulated-rig scenario to take camera poses from when no calibration is given"),
     _ros.Param("use_masks", True, "wait for /<cam>/mask and use the instance masks (object ids)"),
     _ros.Param("slop_ms", 15.0, "largest stamp spread inside one synchronised set [ms]", range="[0, 1000]"),
+    _ros.Param("depth_slop_ms", 35.0, "largest colour-depth stamp difference of one camera [ms] (realsense-ros with "
+               "enable_sync off: up to a frame; identical stamps always pair first)", range="[0, 1000]"),
     _ros.Param("device", "cpu", "torch device for the scene: cpu, cuda, cuda:1 ..."),
     _ros.Param("backend", "auto", "renderer backend: auto (gsplat on CUDA), torch, gsplat",
                choices=("auto", "torch", "gsplat")),
@@ -66,8 +69,6 @@ class SceneNode(Node):
         super().__init__(**node_kwargs)
         self.p = _ros.declare_params(self, PARAMS)
         p = self.p
-        if not p.cameras:
-            raise ConfigError("scene: parameter 'cameras' is empty")
         if not p.calibration and not p.scenario:
             raise ConfigError("scene: set parameter 'calibration' (rig calibration YAML) or 'scenario' (camera poses)")
         from vidyn_ros import msgs
@@ -77,12 +78,12 @@ class SceneNode(Node):
         set_cpu_threads(p.threads)  # process-wide: the node runs in its own process in the graphs
         self.msgs = msgs
         self.estimator = SceneEstimator(scene_config_from_params(vars(p)))
-        self.pub_cloud = self.create_publisher(_ros.msg_class(msgs.POINTCLOUD2), GAUSSIANS_TOPIC, _ros.reliable_qos(2))
-        self.pub_objects = self.create_publisher(_ros.msg_class(msgs.MARKER_ARRAY), OBJECTS_TOPIC, _ros.reliable_qos(2))
-        self.pub_render = {
-            c: self.create_publisher(_ros.msg_class(msgs.IMAGE), RENDER_TOPIC.format(cam=c), _ros.sensor_qos(2))
-            for c in p.cameras
-        } if p.publish_renders else {}  # fmt: skip
+        self.pub_cloud = self.create_publisher(_ros.msg_class(msgs.POINTCLOUD2), _ros.node_topic(GAUSSIANS_TOPIC),
+                                               _ros.reliable_qos(2))
+        self.pub_objects = self.create_publisher(_ros.msg_class(msgs.MARKER_ARRAY), _ros.node_topic(OBJECTS_TOPIC),
+                                                 _ros.reliable_qos(2))
+        self.pub_render: dict[str, Any] = {}  # per camera, once the camera set is known (_try_setup)
+        self.cameras: list[str] = list(p.cameras)
         self.diag = _ros.DiagnosticsPublisher(self)
         self.rate = _ros.RateMeter()
         self.updates = 0
@@ -93,7 +94,7 @@ class SceneNode(Node):
         self.inputs: _ros.SyncedInput | None = None
         self._try_setup()  # the simulated rig writes its calibration file when it starts: maybe not yet
         self._timer = self.create_timer(1.0, self._check_stale)
-        self.get_logger().info(f"scene: {len(p.cameras)} cameras, budget {p.budget}, device {p.device}")
+        self.get_logger().info(f"scene: {len(self.cameras) or 'all'} cameras, budget {p.budget}, device {p.device}")
 
     # ------------------------------------------------------------------------------------------------------- input
     def _try_setup(self) -> bool:
@@ -106,11 +107,16 @@ class SceneNode(Node):
             return False
         from vidyn_ros.rig.sync import TopicSynchronizer
 
-        self.sync = TopicSynchronizer(list(p.cameras), with_mask=p.use_masks, slop_ns=int(p.slop_ms * 1e6),
-                                      poses=poses)
+        self.cameras = list(poses)  # the rig's cameras unless the parameter named some
+        if p.publish_renders:
+            self.pub_render = {c: self.create_publisher(_ros.msg_class(self.msgs.IMAGE),
+                                                        _ros.node_topic(RENDER_TOPIC.format(cam=c)),
+                                                        _ros.sensor_qos(2)) for c in self.cameras}
+        self.sync = TopicSynchronizer(self.cameras, with_mask=p.use_masks, slop_ns=int(p.slop_ms * 1e6),
+                                      depth_slop_ns=int(p.depth_slop_ms * 1e6), poses=poses)
         self.inputs = _ros.SyncedInput(self, self.sync, self.worker.submit, self.diag, since=self._started_t)
         n_topics = len(self.inputs.subscriptions)
-        self.get_logger().info(f"scene: subscribed to {n_topics} topics of {len(p.cameras)} cameras")
+        self.get_logger().info(f"scene: subscribed to {n_topics} topics of cameras {', '.join(self.cameras)}")
         return True
 
     def _check_stale(self) -> None:

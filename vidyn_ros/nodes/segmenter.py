@@ -27,12 +27,15 @@ from vidyn_ros.nodes import _ros
 NODE_NAME = "segmenter"
 
 PARAMS = [
-    _ros.Param("cameras", ["cam0", "cam1", "cam2", "cam3"], "camera names (topic prefixes)"),
+    _ros.Param("cameras", [], "camera topic prefixes (cam0, or camera/camera for realsense-ros); empty = every camera "
+               "of the rig (calibration, else scenario)", kind="string"),
     _ros.Param("calibration", "", "rig calibration YAML with each camera's pose (camera-to-world)"),
     _ros.Param("scenario", "", "simulated-rig scenario to take camera poses from when no calibration is given"),
     _ros.Param("output", "mask", "output topic suffix: /<cam>/<output>"),
     _ros.Param("external_masks", "", "topic suffix of an external mask source (e.g. 'sam/mask'); '' = own clustering"),
     _ros.Param("slop_ms", 15.0, "largest stamp spread inside one synchronised set [ms]", range="[0, 1000]"),
+    _ros.Param("depth_slop_ms", 35.0, "largest colour-depth stamp difference of one camera [ms] (realsense-ros with "
+               "enable_sync off: up to a frame; identical stamps always pair first)", range="[0, 1000]"),
     _ros.Param("stride", 1, "use every n-th pixel (2 at 640x480: ~4x faster, masks upsampled)", range="[1, 16]"),
     _ros.Param("min_height", 0.003, "points this far above the table plane are object candidates [m]", range="[0, 1]"),
     _ros.Param("voxel", 0.01, "voxel size for Euclidean clustering [m]", range="(0, 1]"),
@@ -66,9 +69,7 @@ class SegmenterNode(Node):
         self.segmenter = InstanceSegmenter(SegmenterConfig(
             stride=max(1, p.stride), min_height=p.min_height, voxel=p.voxel, min_points=p.min_points,
             workspace=tuple(p.workspace), match_distance=p.match_distance))
-        image_cls = _ros.msg_class(msgs.IMAGE)
-        self.pubs = {c: self.create_publisher(image_cls, f"/{c}/{p.output.strip('/')}", _ros.sensor_qos())
-                     for c in p.cameras}
+        self.pubs: dict[str, Any] = {}  # per camera, once the camera set is known (_try_setup)
         self.diag = _ros.DiagnosticsPublisher(self)
         self.rate = _ros.RateMeter()
         self.frames = 0
@@ -95,11 +96,16 @@ class SegmenterNode(Node):
             return False
         from vidyn_ros.rig.sync import TopicSynchronizer
 
+        cameras = list(poses)  # the rig's cameras unless the parameter named some
+        image_cls = _ros.msg_class(self.msgs.IMAGE)
+        self.pubs = {c: self.create_publisher(image_cls, _ros.node_topic(f"/{c.strip('/')}/{p.output.strip('/')}"),
+                                              _ros.sensor_qos()) for c in cameras}
         external = bool(p.external_masks.strip("/"))
-        self.sync = TopicSynchronizer(list(p.cameras), with_mask=external, mask_suffix=p.external_masks or "mask",
-                                      slop_ns=int(p.slop_ms * 1e6), poses=poses)
+        self.sync = TopicSynchronizer(cameras, with_mask=external, mask_suffix=p.external_masks or "mask",
+                                      slop_ns=int(p.slop_ms * 1e6), depth_slop_ns=int(p.depth_slop_ms * 1e6),
+                                      poses=poses)
         self.inputs = _ros.SyncedInput(self, self.sync, self.worker.submit, self.diag, since=self._started_t)
-        self.get_logger().info(f"segmenter: {len(p.cameras)} cameras, "
+        self.get_logger().info(f"segmenter: cameras {', '.join(cameras)}, "
                                f"{'external masks /<cam>/' + p.external_masks if external else 'own clustering'}")
         return True
 

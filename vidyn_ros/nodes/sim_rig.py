@@ -5,7 +5,9 @@ Per frame, at the scenario frame rate: per camera ``/<cam>/color/image_raw`` (rg
 only) on ``/vidyn/sim/object_poses`` and ``/vidyn/sim/<cam>/mask`` (true instance ids, 16UC1: the scene gets its masks
 on ``/<cam>/mask`` from the segmenter, as on a real rig); sim time on ``/clock``. All stamps are sim time.
 Subscribes ``/vidyn/cmd`` (geometry_msgs/TwistStamped, world frame) to drive the pusher; a command older than
-``cmd_timeout_s`` of sim time is stale and the pusher stops (zero velocity).
+``cmd_timeout_s`` of sim time is stale and the pusher stops (zero velocity). The cameras' poses go out once, latched,
+on ``/tf_static`` (``world -> <cam>_link -> <cam>_color_optical_frame``). Topic names are relative to the node's
+namespace (``/clock`` and ``/diagnostics`` stay global), so two rigs run side by side in two namespaces.
 
 Rendering runs on its own thread, which also owns the MuJoCo/OSMesa context (GL contexts are per thread), so the
 executor stays free for the command subscription. ``realtime: true`` paces frames to wall time; ``false`` runs as
@@ -90,25 +92,30 @@ class SimRigNode(Node):
         self.cameras = [c.name for c in self.scenario.cameras]
         qos = _ros.qos_by_name(self.p.qos)
         image_cls = _ros.msg_class(msgs.IMAGE)
+        T = _ros.node_topic  # rig topics resolve in the node's namespace: two rigs run side by side
         self._pubs: dict[str, Any] = {}
         for cam in self.cameras:
-            self._pubs[msgs.color_topic(cam)] = self.create_publisher(image_cls, msgs.color_topic(cam), qos)
-            self._pubs[msgs.depth_topic(cam)] = self.create_publisher(image_cls, msgs.depth_topic(cam), qos)
+            self._pubs[msgs.color_topic(cam)] = self.create_publisher(image_cls, T(msgs.color_topic(cam)), qos)
+            self._pubs[msgs.depth_topic(cam)] = self.create_publisher(image_cls, T(msgs.depth_topic(cam)), qos)
             self._pubs[msgs.info_topic(cam)] = self.create_publisher(
-                _ros.msg_class(msgs.CAMERA_INFO), msgs.info_topic(cam), qos)
+                _ros.msg_class(msgs.CAMERA_INFO), T(msgs.info_topic(cam)), qos)
             if self.p.masks:
-                self._pubs[msgs.sim_mask_topic(cam)] = self.create_publisher(image_cls, msgs.sim_mask_topic(cam), qos)
+                self._pubs[msgs.sim_mask_topic(cam)] = self.create_publisher(image_cls, T(msgs.sim_mask_topic(cam)),
+                                                                             qos)
         if self.p.ground_truth:
             self._pubs[msgs.OBJECT_POSES_TOPIC] = self.create_publisher(
-                _ros.msg_class(msgs.POSE_ARRAY), msgs.OBJECT_POSES_TOPIC, _ros.reliable_qos())
+                _ros.msg_class(msgs.POSE_ARRAY), T(msgs.OBJECT_POSES_TOPIC), _ros.reliable_qos())
         if self.p.pusher_pose:
             self._pubs[msgs.PUSHER_POSE_TOPIC] = self.create_publisher(
-                _ros.msg_class(msgs.POSE_STAMPED), msgs.PUSHER_POSE_TOPIC, _ros.reliable_qos())
+                _ros.msg_class(msgs.POSE_STAMPED), T(msgs.PUSHER_POSE_TOPIC), _ros.reliable_qos())
         self._clock_pub = self.create_publisher(_ros.msg_class(msgs.CLOCK), msgs.CLOCK_TOPIC, 10) \
             if self.p.clock else None
-        self.create_subscription(_ros.msg_class(msgs.TWIST_STAMPED), msgs.CMD_TOPIC, self._on_cmd,
+        self.create_subscription(_ros.msg_class(msgs.TWIST_STAMPED), T(msgs.CMD_TOPIC), self._on_cmd,
                                  _ros.reliable_qos(), raw=True)
         self.diag = _ros.DiagnosticsPublisher(self)
+        # /tf_static: world -> <cam>_link -> <cam>_color_optical_frame of the scenario's cameras (latched)
+        self.tf = _ros.StaticTransforms(self)
+        self.tf.publish_rig({c.name: c.T_world_cam for c in self.scenario.cameras})
 
         # lockstep: the newest stamp the consumer acknowledged (ns), guarded by a condition the render thread waits on
         self._ack = threading.Condition()

@@ -14,6 +14,7 @@ The same file is written next to every recorded bag by the simulated rig and ``v
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ import yaml
 
 from vidyn_ros.errors import ConfigError, OutputError
 from vidyn_ros.geometry import make_se3, matrix_to_quat_wxyz, quat_wxyz_to_matrix
+
+log = logging.getLogger(__name__)
 
 
 def load_rig_calibration(path: str | Path) -> dict[str, np.ndarray]:
@@ -44,6 +47,9 @@ def load_rig_calibration(path: str | Path) -> dict[str, np.ndarray]:
         if np.linalg.norm(q) < 1e-6:
             raise ConfigError(f"{where}.rotation_wxyz: zero quaternion")
         out[str(name)] = make_se3(quat_wxyz_to_matrix(q), t)
+        if t[2] <= 0.0:  # the world frame is the table's, z up: a real camera below it means a flipped board frame
+            log.warning("%s: camera %s is at z = %.3f m, not above the table (z = 0): check the calibration "
+                        "(board frame upside down?)", where, name, t[2])
     return out
 
 

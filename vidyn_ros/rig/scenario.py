@@ -477,6 +477,12 @@ def _parse_cameras(r: _Reader, doc: Any) -> tuple[list[CameraModel], float, floa
             if not n.replace("_", "").isalnum() or not n[0].isalpha():
                 raise ConfigError(f"{r.file}: cameras.poses[{k}].name: {n!r} is not a valid topic name "
                                   "(letters, digits, _)")
+    for k, (n, T) in enumerate(poses):
+        # The table is the z = 0 plane and renders from one side only: a camera under it sees the objects through it.
+        if T[2, 3] <= 0.0:
+            where = "cameras.ring.height" if ring is not None else f"cameras.poses[{k}].position"
+            raise ConfigError(f"{r.file}: {where}: camera {n!r} is at z = {T[2, 3]:g} m, not above the table "
+                              "(the z = 0 plane): it would see the objects through the table")
     cams = [CameraModel(name=n, width=width, height=height, K=K.copy(), T_world_cam=T) for n, T in poses]
     return cams, near, far, min_depth, noise, ring
 

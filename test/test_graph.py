@@ -263,8 +263,9 @@ def test_rviz_config_shows_the_topic_contract() -> None:
     vm = doc["Visualization Manager"]
     assert vm["Global Options"]["Fixed Frame"] == "world"
     topics = {d["Topic"]["Value"]: d["Class"] for d in vm["Displays"] if "Topic" in d}
-    for cam in ("cam0", "cam1", "cam2", "cam3"):
-        assert topics[msgs.color_topic(cam)] == "rviz_default_plugins/Image"
+    for cam in ("cam0", "cam1", "cam2", "cam3"):  # placed by /tf_static (the sim rig, realsense and player publish it)
+        assert topics[msgs.color_topic(cam)] == "rviz_default_plugins/Camera"
+    assert any(d["Class"] == "rviz_default_plugins/TF" and d["Enabled"] for d in vm["Displays"])
     assert topics["/vidyn/scene/gaussians"] == "rviz_default_plugins/PointCloud2"
     assert topics["/vidyn/scene/objects"] == "rviz_default_plugins/MarkerArray"
     rgb = [d for d in vm["Displays"] if d.get("Topic", {}).get("Value") == "/vidyn/scene/gaussians"]

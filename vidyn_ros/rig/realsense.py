@@ -21,6 +21,7 @@ the tests simulate a camera coming back.
 from __future__ import annotations
 
 import collections
+import datetime
 import logging
 import os
 import threading
@@ -75,7 +76,8 @@ class RealSenseConfig:
         laser_power: projector power [mW]; < 0 = device default.
         emitter_enabled: projector on/off; None = device default.
         sync_mode: hardware sync, "default" | "master" | "slave" (``inter_cam_sync_mode`` 0/1/2).
-        realtime: play recordings at their recorded pace (False: as fast as they can be read).
+        realtime: play recordings at their recorded pace (False: every frame, as fast as the consumer reads them;
+            deterministic, for tests and offline processing: real-time playback skips frames on a starved CPU).
         repeat: loop recordings (otherwise the end of a recording is a disconnection).
         timeout_ms: longest wait for a frame before checking whether the camera is still there.
     """
@@ -173,6 +175,8 @@ class RealSenseCamera:
         self._cv = threading.Condition()
         self.dropped = 0  # framesets evicted because the consumer fell behind
         self._file_sig: tuple[int, int] | None = None
+        self._poller: threading.Thread | None = None  # non-real-time playback: the thread that reads framesets
+        self._poll_stop = threading.Event()
 
     # ------------------------------------------------------------------------------------------------- open/close
     def open(self) -> None:
@@ -203,10 +207,14 @@ class RealSenseCamera:
             rs_cfg.enable_stream(rs.stream.color, cfg.width, cfg.height, rs.format.rgb8, cfg.fps)
             rs_cfg.enable_stream(rs.stream.depth, cfg.width, cfg.height, rs.format.z16, cfg.fps)
         pipe = rs.pipeline()
+        # Non-real-time playback holds each frame until it is released: the callback below keeps frames until their
+        # partner arrives and would stall it (two frames, then nothing). It is read by polling instead, and nothing
+        # is dropped: the playback waits for the reader (the queue below gives the back-pressure).
+        poll = bool(cfg.recording) and not cfg.realtime
         try:
             # A callback, not wait_for_frames: the pipeline's own queue drops framesets whenever the consumer is a
             # little late (seen with recordings on a busy CPU); this callback only queues them (bounded, drop-oldest).
-            profile = pipe.start(rs_cfg, self._on_frameset)
+            profile = pipe.start(rs_cfg) if poll else pipe.start(rs_cfg, self._on_frameset)
         except RuntimeError as err:
             what = f"recording {cfg.recording} is not a playable RealSense recording" if cfg.recording \
                 else f"cannot start {cfg.source()} at {cfg.width}x{cfg.height}@{cfg.fps}"
@@ -218,7 +226,16 @@ class RealSenseCamera:
             self.device_name = dev.get_info(info.name) if dev.supports(info.name) else ""
             if cfg.recording:
                 self._playback = dev.as_playback()
-                self._playback.set_real_time(bool(cfg.realtime))
+                if poll:
+                    # The playback started in real time with the pipeline: stop it, rewind, drop what it already
+                    # delivered, and let the poller resume it (every frame from the first one, none twice).
+                    self._playback.pause()
+                    self._playback.set_real_time(False)
+                    self._playback.seek(datetime.timedelta(0))
+                    while pipe.poll_for_frames():
+                        pass
+                else:
+                    self._playback.set_real_time(True)
             else:
                 self._apply_options(dev)
             streams = {s.stream_type(): s for s in profile.get_streams()}
@@ -238,6 +255,12 @@ class RealSenseCamera:
         self._composer.start(self._composed)
         with self._cv:
             self._queue.clear()
+        if poll:
+            self._playback.resume()
+            self._poll_stop.clear()
+            self._poller = threading.Thread(target=self._poll_frames, args=(pipe,), name=f"rs-poll-{cfg.name}",
+                                            daemon=True)
+            self._poller.start()
         log.info("%s: opened %s (serial %s, %s)", cfg.name, cfg.source(), self.serial, self.device_name)
 
     def _apply_options(self, dev) -> None:
@@ -268,7 +291,28 @@ class RealSenseCamera:
             # Timestamps in the host clock domain, so stamps of several cameras are comparable.
             setopt(rs.option.global_time_enabled, 1)
 
+    def _poll_frames(self, pipe) -> None:
+        """Non-real-time playback: read framesets one by one, waiting while the consumer's queue is full (so the
+        recording plays at the consumer's pace and no frame is dropped)."""
+        while not self._poll_stop.is_set():
+            with self._cv:
+                if not self._cv.wait_for(lambda: len(self._queue) < self._queue.maxlen or self._poll_stop.is_set(),
+                                         timeout=0.2):
+                    continue
+            try:
+                ok, frames = pipe.try_wait_for_frames(200)
+            except RuntimeError:  # the pipeline was stopped
+                return
+            if ok:
+                self._on_frameset(frames)
+
     def close(self) -> None:
+        self._poll_stop.set()
+        if self._poller is not None:
+            with self._cv:
+                self._cv.notify_all()
+            self._poller.join(timeout=2.0)
+            self._poller = None
         if self._pipe is not None:
             try:
                 self._pipe.stop()
@@ -306,6 +350,7 @@ class RealSenseCamera:
         with self._cv:
             self._cv.wait_for(lambda: bool(self._queue), timeout=timeout / 1000.0)
             frames = self._queue.popleft() if self._queue else None
+            self._cv.notify_all()  # room in the queue: a non-real-time playback reads the next frameset
         if frames is None:
             if self._gone():
                 what = "recording ended" if self.config.recording else "camera disconnected"

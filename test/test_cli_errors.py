@@ -147,3 +147,31 @@ def test_launch_refuses_unknown_or_out_of_range_parameters_before_starting(overr
     t0 = time.monotonic()
     _assert_one_line_error(_run("launch", "sim", "--set", override), *needles)
     assert time.monotonic() - t0 < 30  # refused before any node was built
+
+
+def test_every_number_flag_has_a_range() -> None:
+    """`vidyn track BAG --downscale 0` ended in "internal error: ValueError", `--budget -5` ran: every int/float flag
+    of every command is checked by argparse against a range (vidyn_ros.params.ranged) before any work."""
+    import argparse
+
+    from vidyn_ros.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [f"vidyn {name} {'/'.join(a.option_strings) or a.dest}" for name, p in sub.choices.items()
+            for a in p._actions if a.type in (int, float)]
+    assert not bare, f"number flags without a range (use type=vidyn_ros.params.ranged(int, '[1, inf)')): {bare}"
+    ranged = [a for p in sub.choices.values() for a in p._actions if getattr(a.type, "range", None) is not None]
+    assert len(ranged) >= 30
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["track", "BAG", "--out", "x", "--downscale", "0"], "argument --downscale: must be in [1, 64], got 0"),
+    (["track", "BAG", "--out", "x", "--budget", "-5"], "argument --budget: must be in [1, 10000000], got -5"),
+    (["eval-scene", "push", "--frames", "-3"], "argument --frames: must be >= 0, got -3"),
+    (["replay", "BAG", "--rate", "fast"], "argument --rate: expected a number, got 'fast'"),
+    (["launch", "sim", "--domain-id", "300"], "argument --domain-id: must be in [0, 232], got 300"),
+    (["record"], "the following arguments are required: -o/--out"),
+])
+def test_number_flags_out_of_range_are_one_line_errors_before_any_work(argv: list[str], needle: str) -> None:
+    line = _assert_one_line_error(_run(*argv), needle)
+    assert line.startswith(f"vidyn {argv[0]}: error: ") and line.endswith(f"(see vidyn {argv[0]} --help)")

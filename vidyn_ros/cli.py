@@ -9,6 +9,7 @@ import os
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from vidyn_ros.errors import VidynError
 
@@ -20,8 +21,15 @@ def _command_modules() -> list:
     return sorted((m for m in mods if hasattr(m, "NAME")), key=lambda m: getattr(m, "ORDER", 50))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors (a flag out of range, a missing argument) in one line, exit code 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vidyn",
         description="vidyn_ros: multi-camera Gaussian scenes, particle dynamics and visual MPC.",
     )

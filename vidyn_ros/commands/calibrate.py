@@ -18,6 +18,8 @@ ORDER = 30
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--scenario", help="simulated rig scenario with the board (e.g. 'calibration')")
     src.add_argument("--bag", help="rosbag2 bag with the rig's camera topics")
@@ -26,9 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", nargs="+", help="camera names for --recordings/--serials (default cam0, cam1, ...)")
     p.add_argument("--target", help="target YAML (default: the shipped board, config/scenarios/calibration.yaml)")
     p.add_argument("--out", default="rig_calibration.yaml", help="calibration YAML to write (default: %(default)s)")
-    p.add_argument("--min-corners", type=int, default=6, help="fewest ChArUco corners per camera (default 6)")
+    p.add_argument("--min-corners", type=ranged(int, "[4, 10000]"), default=6,
+                   help="fewest ChArUco corners per camera (default 6)")
     p.add_argument("--skip-failed", action="store_true", help="leave out cameras that do not see the board")
-    p.add_argument("--seed", type=int, default=0, help="seed of the simulated rig (--scenario)")
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0,
+                   help="seed of the simulated rig (--scenario)")
 
 
 def _capture_sim(args):

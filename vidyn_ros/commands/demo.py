@@ -34,12 +34,14 @@ MPC_GRAPH_OUT = "out/sim_mpc/"  # ... and config/graphs/sim-mpc.yaml
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     p.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
     p.add_argument("--scenario", default="push", help="scenario name or YAML path (default push)")
-    p.add_argument("--seconds", type=float, default=None,
+    p.add_argument("--seconds", type=ranged(float, "(0, 3600]"), default=None,
                    help="sim time to run [s] (default 6 with the MPC, 3 with --no-mpc)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=float, default=None,
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0)
+    p.add_argument("--scale", type=ranged(float, "(0, 4]"), default=None,
                    help="render scale (0.25 -> 160x120; default: 160x120 with the MPC, 640x480 with --no-mpc)")
     p.add_argument("--no-mpc", action="store_true",
                    help="no closed loop: the sim graph with a scripted pusher (--push-speed along +x)")
@@ -47,12 +49,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the MPC's dynamics backend: physics, learned, constant_velocity, static; auto (default) = "
                         "physics where vidyn_ros.physics is installed, else static")
     p.add_argument("--goal", default="", help="goal-poses YAML for the MPC (default config/goals/push_demo.yaml)")
-    p.add_argument("--push-speed", type=float, default=0.1, help="pusher speed along +x [m/s] (default 0.1)")
+    p.add_argument("--push-speed", type=ranged(float, "[-1, 1]"), default=0.1,
+                   help="pusher speed along +x [m/s] (default 0.1)")
     p.add_argument("--realtime", action="store_true", help="pace the rig to wall time (default: as fast as possible)")
-    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
+    p.add_argument("--domain-id", type=ranged(int, "[0, 232]"), default=None, help="ROS_DOMAIN_ID for the graph")
     p.add_argument("--no-scene", action="store_true",
                    help="leave the segmenter and scene nodes out (rig and recorder only)")
-    p.add_argument("--scene-width", type=int, default=160,
+    p.add_argument("--scene-width", type=ranged(int, "[8, 4096]"), default=160,
                    help="the scene's working image width: the node downscales the rig's images to about this "
                         "(default 160, i.e. 160x120 from 640x480)")
 
@@ -67,8 +70,6 @@ def check_inputs(args: argparse.Namespace) -> tuple[Any, Path]:
         args.seconds = 3.0 if args.no_mpc else 6.0
     if args.scale is None:
         args.scale = 1.0 if args.no_mpc else 0.25
-    if args.seconds <= 0:
-        raise ConfigError(f"--seconds must be > 0, got {args.seconds}")
     if not args.no_mpc:
         if args.no_scene:
             raise ConfigError("--no-scene needs --no-mpc (the MPC plans on the scene)")

@@ -19,15 +19,19 @@ ORDER = 44
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     p.add_argument("--test", nargs="+", required=True, help="prepared held-out episodes (training-set dirs)")
     p.add_argument("--row", action="append", default=[], metavar="NAME=SPEC[,SPEC...]",
                    help="a table row (repeatable); default: constant velocity and the shipped model")
-    p.add_argument("--horizon", type=int, default=10, help="predicted steps H")
-    p.add_argument("--stride", type=int, default=8, help="frames between evaluation windows")
-    p.add_argument("--sub-steps", type=int, default=1, help="model steps per frame interval (residual sub-steps)")
-    p.add_argument("--episodes", type=int, default=0, help="at most this many test episodes (0 = all)")
+    p.add_argument("--horizon", type=ranged(int, "[1, 1000]"), default=10, help="predicted steps H")
+    p.add_argument("--stride", type=ranged(int, "[1, 100000]"), default=8, help="frames between evaluation windows")
+    p.add_argument("--sub-steps", type=ranged(int, "[1, 100]"), default=1,
+                   help="model steps per frame interval (residual sub-steps)")
+    p.add_argument("--episodes", type=ranged(int, "[0, inf)"), default=0,
+                   help="at most this many test episodes (0 = all)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and the render")
+    p.add_argument("--threads", type=ranged(int, "[0, 1024]"), default=1, help="CPU threads for torch and the render")
     p.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
                    help="write paths.png and frames.png")
     p.add_argument("--out", required=True, help="output directory")
@@ -82,13 +86,11 @@ def run(args: argparse.Namespace) -> int:
         paths_figure,
         results_table,
     )
-    from vidyn_ros.errors import ConfigError, OutputError
+    from vidyn_ros.errors import OutputError
     from vidyn_ros.provenance import software_versions
     from vidyn_ros.render import set_cpu_threads
     from vidyn_ros.viz import line_plot
 
-    if args.horizon < 1 or args.stride < 1 or args.sub_steps < 1:
-        raise ConfigError("--horizon, --stride and --sub-steps must be >= 1")
     set_cpu_threads(args.threads)
     rows = _rows(args.row)
     episodes = load_eval_set(args.test)

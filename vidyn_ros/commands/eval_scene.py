@@ -20,28 +20,35 @@ ORDER = 40
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     p.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario name(s) or YAML path(s)")
     p.add_argument("--masks", nargs="+", choices=["segmenter", "oracle"], default=["segmenter", "oracle"],
                    help="mask sources to evaluate: segmenter = the deployed path (headline), oracle = the simulator's "
                         "true masks (an upper bound); default both")
-    p.add_argument("--episodes", type=int, default=1, help="episodes per scenario (seeds SEED, SEED+1, ...)")
-    p.add_argument("--frames", type=int, default=0, help="frames per episode (0 = the scenario's duration)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--scale", type=float, default=1.0,
+    p.add_argument("--episodes", type=ranged(int, "[1, 10000]"), default=1,
+                   help="episodes per scenario (seeds SEED, SEED+1, ...)")
+    p.add_argument("--frames", type=ranged(int, "[0, inf)"), default=0,
+                   help="frames per episode (0 = the scenario's duration)")
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0, help="first seed")
+    p.add_argument("--scale", type=ranged(float, "(0, 4]"), default=1.0,
                    help="render scale of the simulated cameras (default 1.0: 640x480 as deployed; the segmenter "
                         "stride and the scene's downscale follow the width unless given)")
     p.add_argument("--out", default="out/eval_scene", help="output directory")
-    p.add_argument("--budget", type=int, default=None, help="number of Gaussians (default: the graph's)")
-    p.add_argument("--init-iters", type=int, default=None, help="optimisation iterations at initialisation "
+    p.add_argument("--budget", type=ranged(int, "[1, 10000000]"), default=None,
+                   help="number of Gaussians (default: the graph's)")
+    p.add_argument("--init-iters", type=ranged(int, "[0, 100000]"), default=None,
+                   help="optimisation iterations at initialisation "
                    "(default: the graph's)")
-    p.add_argument("--iters-per-frame", type=int, default=None,
+    p.add_argument("--iters-per-frame", type=ranged(int, "[0, 10000]"), default=None,
                    help="per-Gaussian refinement iterations per frame (default: the graph's, 0 = rigid tracking)")
-    p.add_argument("--downscale", type=int, default=None,
+    p.add_argument("--downscale", type=ranged(int, "[1, 64]"), default=None,
                    help="integer image downscale for fusion and rendering (default: the graph's 4 at 640 px, scaled "
                         "with the width)")
-    p.add_argument("--eval-every", type=int, default=10, help="evaluate Chamfer, ids and PSNR every N frames")
+    p.add_argument("--eval-every", type=ranged(int, "[1, 100000]"), default=10,
+                   help="evaluate Chamfer, ids and PSNR every N frames")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=ranged(int, "[0, 1024]"), default=1,
                    help="CPU threads for torch and the render (0 = torch's default; 1 is robust on shared cores)")
 
 
@@ -49,20 +56,12 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from vidyn_ros.errors import ConfigError, OutputError
+    from vidyn_ros.errors import OutputError
     from vidyn_ros.render import set_cpu_threads
     from vidyn_ros.rig.scenario import load_scenario
     from vidyn_ros.scene.deployed import deployed_parameters, scene_config
     from vidyn_ros.scene.evaluate import MASK_LABELS, results_table, run_episode, write_results
 
-    if args.episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-    if args.scale <= 0:
-        raise ConfigError(f"--scale must be > 0, got {args.scale}")
-    if args.threads < 0:
-        raise ConfigError(f"--threads must be >= 0, got {args.threads}")
-    if args.downscale is not None and args.downscale < 1:
-        raise ConfigError(f"--downscale must be >= 1, got {args.downscale}")
     widths = set()
     for name in args.scenarios:  # fail fast on a bad name / YAML before any long run
         scn = load_scenario(name)

@@ -16,11 +16,14 @@ ORDER = 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     p.add_argument("graph", help="graph name (config/graphs/NAME.yaml) or path to a graph YAML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a node parameter (YAML value), repeatable")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of wall time")
-    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for this graph")
+    p.add_argument("--duration", type=ranged(float, "(0, inf)"), default=None, metavar="S",
+                   help="stop after S seconds of wall time")
+    p.add_argument("--domain-id", type=ranged(int, "[0, 232]"), default=None, help="ROS_DOMAIN_ID for this graph")
     p.add_argument("--json", action="store_true", help="print the nodes' summaries as JSON at the end")
 
 

@@ -34,14 +34,18 @@ ORDER = 40
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     p.add_argument("scenario", help="a shipped scenario name (push, bowling, cube_stack) or a scenario YAML path")
-    p.add_argument("--episodes", type=int, default=1, metavar="N", help="number of episodes (default 1)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of episode 0; episode e uses S+e")
+    p.add_argument("--episodes", type=ranged(int, "[1, 100000]"), default=1, metavar="N",
+                   help="number of episodes (default 1)")
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0, metavar="S",
+                   help="seed of episode 0; episode e uses S+e")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="dataset directory to create")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="bag storage (default mcap)")
-    p.add_argument("--frames", type=int, default=None, metavar="F",
+    p.add_argument("--frames", type=ranged(int, "[1, inf)"), default=None, metavar="F",
                    help="frames per episode (default: the scenario's duration x fps)")
-    p.add_argument("--scale", type=float, default=1.0,
+    p.add_argument("--scale", type=ranged(float, "(0, 4]"), default=1.0,
                    help="render scale: 0.25 renders 640x480 cameras at 160x120 (default 1.0)")
     p.add_argument("--pusher-policy", choices=["random", "none"], default="random",
                    help="pusher commands: seeded smooth random pushes towards the objects, or none (default random; "
@@ -161,15 +165,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from vidyn_ros.errors import ConfigError, OutputError
+    from vidyn_ros.errors import OutputError
     from vidyn_ros.rig.scenario import load_scenario
 
-    if args.episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-    if args.frames is not None and args.frames < 1:
-        raise ConfigError(f"--frames must be >= 1, got {args.frames}")
-    if not 0 < args.scale <= 4:
-        raise ConfigError(f"--scale must be in (0, 4], got {args.scale}")
     scn = load_scenario(args.scenario)  # ConfigError (one line) for an unknown name or a bad file
     n_frames = args.frames or scn.n_frames
     out = Path(args.out)

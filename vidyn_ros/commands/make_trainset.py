@@ -19,18 +19,21 @@ ORDER = 42
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     p.add_argument("datasets", nargs="+", metavar="DATASET",
                    help="make-dataset directories (with dataset.yaml) or single bag directories")
     p.add_argument("--out", required=True, help="training-set directory")
-    p.add_argument("--budget", type=int, default=2000, help="Gaussians per scene")
-    p.add_argument("--episodes", type=int, default=0, help="at most this many episodes per dataset (0 = all)")
-    p.add_argument("--pusher-xyz", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+    p.add_argument("--budget", type=ranged(int, "[10, 10000000]"), default=2000, help="Gaussians per scene")
+    p.add_argument("--episodes", type=ranged(int, "[0, inf)"), default=0,
+                   help="at most this many episodes per dataset (0 = all)")
+    p.add_argument("--pusher-xyz", type=ranged(float, "[-100, 100]"), nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="the pusher's end-effector position at the first frame (default: the dataset scenario's "
                         "pusher start; none: no pusher)")
-    p.add_argument("--init-iters", type=int, default=None,
+    p.add_argument("--init-iters", type=ranged(int, "[0, 100000]"), default=None,
                    help="scene optimisation iterations at initialisation (default: vidyn track's)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and the render")
-    p.add_argument("--seed", type=int, default=0, help="scene seed")
+    p.add_argument("--threads", type=ranged(int, "[0, 1024]"), default=1, help="CPU threads for torch and the render")
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0, help="scene seed")
     p.add_argument("--overwrite", action="store_true", help="redo episodes that are already prepared")
 
 
@@ -76,12 +79,10 @@ def run(args: argparse.Namespace) -> int:
 
     from vidyn_ros.dynamics.data import EPISODE_FILE, INDEX_FILE
     from vidyn_ros.dynamics.prepare import prepare_episode
-    from vidyn_ros.errors import ConfigError, OutputError
+    from vidyn_ros.errors import OutputError
     from vidyn_ros.provenance import software_versions
     from vidyn_ros.render import set_cpu_threads
 
-    if args.budget < 10:
-        raise ConfigError(f"--budget must be >= 10, got {args.budget}")
     set_cpu_threads(args.threads)
     jobs = []
     for ds in args.datasets:

@@ -19,23 +19,28 @@ ORDER = 45
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     p.add_argument("--policies", default="random,oracle,visual-physics,visual-learned",
                    help="comma-separated rows: random, oracle, visual-<backend> (default: all four rows)")
-    p.add_argument("--goals", type=int, default=10, help="number of goals / episodes per policy (seeds SEED..)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--seconds", type=float, default=8.0, help="sim time budget per episode [s]")
+    p.add_argument("--goals", type=ranged(int, "[1, 10000]"), default=10,
+                   help="number of goals / episodes per policy (seeds SEED..)")
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0, help="first seed")
+    p.add_argument("--seconds", type=ranged(float, "(0, 3600]"), default=8.0, help="sim time budget per episode [s]")
     p.add_argument("--masks", choices=("segmenter", "true"), default="segmenter",
                    help="visual rows: deployed segmenter masks (default) or the simulator's (an oracle row)")
-    p.add_argument("--samples", type=int, default=24, help="sampled sequences per round")
-    p.add_argument("--sample-iters", type=int, default=2, help="sampling rounds per replan")
-    p.add_argument("--grad-iters", type=int, default=3, help="Adam steps per replan")
-    p.add_argument("--horizon", type=int, default=8, help="control steps planned ahead")
-    p.add_argument("--views", type=int, default=2, help="cameras the cost renders")
-    p.add_argument("--width", type=int, default=80, help="cost render width [px]")
-    p.add_argument("--reach", type=float, default=0.3, help="weight of the reach shaping term (0 = off)")
+    p.add_argument("--samples", type=ranged(int, "[1, 100000]"), default=24, help="sampled sequences per round")
+    p.add_argument("--sample-iters", type=ranged(int, "[0, 1000]"), default=2, help="sampling rounds per replan")
+    p.add_argument("--grad-iters", type=ranged(int, "[0, 1000]"), default=3, help="Adam steps per replan")
+    p.add_argument("--horizon", type=ranged(int, "[1, 1000]"), default=8, help="control steps planned ahead")
+    p.add_argument("--views", type=ranged(int, "[1, 64]"), default=2, help="cameras the cost renders")
+    p.add_argument("--width", type=ranged(int, "[8, 4096]"), default=80, help="cost render width [px]")
+    p.add_argument("--reach", type=ranged(float, "[0, 1000]"), default=0.3,
+                   help="weight of the reach shaping term (0 = off)")
     p.add_argument("--checkpoint", default="", help="learned backend checkpoint (default: the shipped one)")
     p.add_argument("--out", default="out/mpc_eval", help="output directory")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0 = torch's default)")
+    p.add_argument("--threads", type=ranged(int, "[0, 1024]"), default=1,
+                   help="CPU threads for torch (0 = torch's default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,15 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from vidyn_ros.control.cost import CostWeights
     from vidyn_ros.control.episode import EpisodeConfig, make_policy, run_episode
     from vidyn_ros.control.planner import PlannerConfig
-    from vidyn_ros.errors import ConfigError, OutputError
+    from vidyn_ros.errors import OutputError
     from vidyn_ros.provenance import software_versions
     from vidyn_ros.render import set_cpu_threads
 
     policies = [s.strip() for s in args.policies.split(",") if s.strip()]
-    if args.goals < 1:
-        raise ConfigError(f"--goals must be >= 1, got {args.goals}")
-    if args.seconds <= 0:
-        raise ConfigError(f"--seconds must be > 0, got {args.seconds}")
     ecfg = EpisodeConfig(max_seconds=args.seconds, masks=args.masks)
     pcfg = PlannerConfig(horizon=args.horizon, samples=args.samples, sample_iters=args.sample_iters,
                          grad_iters=args.grad_iters, views=args.views, width=args.width,

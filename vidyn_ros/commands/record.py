@@ -14,6 +14,8 @@ ORDER = 30
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     p.add_argument("topics", nargs="*", help="topics to record ('/topic' or '/topic:pkg/msg/Type')")
     p.add_argument("-a", "--all", action="store_true", help="record every topic that appears")
     p.add_argument("-o", "--out", required=True, help="bag directory to create")
@@ -21,13 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compress", choices=["none", "zstd"], default="zstd",
                    help="bag compression (default zstd: MCAP chunks, several-fold smaller depth and masks)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--duration", type=ranged(float, "(0, inf)"), default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--calibration", default="", help="rig calibration YAML to store in the bag")
     p.add_argument("--stamp-source", choices=["header", "receive"], default="header",
                    help="bag log time: message header stamp (default) or arrival time")
     p.add_argument("--time-base", choices=["auto", "sim", "wall"], default="auto",
                    help="bag time base (default auto: sim time when a /clock publisher drives the graph, else wall)")
-    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID")
+    p.add_argument("--domain-id", type=ranged(int, "[0, 232]"), default=None, help="ROS_DOMAIN_ID")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,17 +14,20 @@ ORDER = 31
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     p.add_argument("bag", help="bag directory, .mcap or .db3 file")
-    p.add_argument("--rate", type=float, default=1.0, help="speed factor (0 = as fast as possible)")
+    p.add_argument("--rate", type=ranged(float, "[0, 1000]"), default=1.0,
+                   help="speed factor (0 = as fast as possible)")
     p.add_argument("--loop", action="store_true", help="start again at the end")
     p.add_argument("--clock", action="store_true", help="publish /clock from the bag's log time")
     p.add_argument("--topics", nargs="+", default=[], metavar="TOPIC", help="only these topics")
     p.add_argument("--remap", action="append", default=[], metavar="FROM:=TO", help="rename a topic, repeatable")
     p.add_argument("--qos", choices=["reliable", "sensor", "latched"], default="reliable")
-    p.add_argument("--delay", type=float, default=0.5, metavar="S",
+    p.add_argument("--delay", type=ranged(float, "[0, 3600]"), default=0.5, metavar="S",
                    help="wait S seconds before playing, so subscribers can connect")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
-    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID")
+    p.add_argument("--duration", type=ranged(float, "(0, inf)"), default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--domain-id", type=ranged(int, "[0, 232]"), default=None, help="ROS_DOMAIN_ID")
 
 
 def run(args: argparse.Namespace) -> int:

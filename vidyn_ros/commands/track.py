@@ -19,25 +19,29 @@ ORDER = 41
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vidyn_ros.params import ranged
+
     p.add_argument("bag", help="bag directory, or .mcap / .db3 file (with rig_calibration.yaml next to it)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0 = all)")
+    p.add_argument("--frames", type=ranged(int, "[0, inf)"), default=0, help="stop after this many frames (0 = all)")
     p.add_argument("--cameras", nargs="+", default=None, help="camera names (default: every camera in the bag)")
-    p.add_argument("--budget", type=int, default=5000, help="number of Gaussians")
-    p.add_argument("--init-iters", type=int, default=60, help="optimisation iterations at initialisation")
-    p.add_argument("--iters-per-frame", type=int, default=0, help="per-Gaussian refinement iterations per frame")
+    p.add_argument("--budget", type=ranged(int, "[1, 10000000]"), default=5000, help="number of Gaussians")
+    p.add_argument("--init-iters", type=ranged(int, "[0, 100000]"), default=60,
+                   help="optimisation iterations at initialisation")
+    p.add_argument("--iters-per-frame", type=ranged(int, "[0, 10000]"), default=0,
+                   help="per-Gaussian refinement iterations per frame")
     p.add_argument("--masks", choices=["segmenter", "bag"], default="segmenter",
                    help="instance masks: segmenter (default) = the deployed weight-free segmenter run on the bag's "
                         "frames, with the shipped graph's settings; bag = the bag's /<cam>/mask topics (e.g. a "
                         "recording of the segmenter node or of an external mask source). A simulated bag's true masks "
                         "(/vidyn/sim/<cam>/mask) are ground truth and never used")
-    p.add_argument("--downscale", type=int, default=None,
+    p.add_argument("--downscale", type=ranged(int, "[1, 64]"), default=None,
                    help="integer image downscale for fusion and rendering (default: the shipped graph's, 4 at 640x480 "
                         "and scaled with the image width: 1 at 160x120)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=ranged(int, "[0, 1024]"), default=1,
                    help="CPU threads for torch and the render (0 = torch's default; 1 is robust on shared cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,17 +55,13 @@ def run(args: argparse.Namespace) -> int:
 
     from vidyn_ros import msgs
     from vidyn_ros.bags import BagReader
-    from vidyn_ros.errors import BagError, ConfigError, OutputError
+    from vidyn_ros.errors import BagError, OutputError
     from vidyn_ros.render import set_cpu_threads
     from vidyn_ros.scene.deployed import DeployedSegmenter, scene_config
     from vidyn_ros.scene.evaluate import render_psnr, side_by_side, versions
     from vidyn_ros.scene.pipeline import SceneEstimator
     from vidyn_ros.scene.ply import save_ply
 
-    if args.threads < 0:
-        raise ConfigError(f"--threads must be >= 0, got {args.threads}")
-    if args.downscale is not None and args.downscale < 1:
-        raise ConfigError(f"--downscale must be >= 1, got {args.downscale}")
     set_cpu_threads(args.threads)
     out = Path(args.out)
     est: SceneEstimator | None = None  # made on the first frame: the deployed settings depend on the image size

@@ -254,3 +254,76 @@ def test_sim_graph_with_a_scenario_whose_cameras_are_not_cam0_to_cam3(tmp_path: 
             assert r.topics[f"/{cam}/mask"].count == 2  # the segmenter on every camera of the rig
             assert r.topics[f"/vidyn/scene/render/{cam}"].count >= 1  # the scene too
         assert r.topics["/vidyn/scene/gaussians"].count == 2
+
+
+# ------------------------------------------------------------------------------------------ realsense-ros layouts
+class FramePublisher(Node):
+    """Publishes simulated frames as a realsense-ros driver would: under ``prefix(cam)`` topic prefixes, depth stamped
+    ``depth_offset_ns`` apart from colour (enable_sync off), masks (a segmenter's) with the colour stamp."""
+
+    def __init__(self, ctx: Context, frames: list, prefix, depth_offset_ns: int) -> None:
+        super().__init__("fake_realsense_ros", context=ctx)
+        self.items = []
+        for rf in frames:
+            out = []
+            for v in rf.frame.views:
+                p, t = prefix(v.camera.name), v.stamp_ns
+                fid = msgs.camera_frame_id(p)
+                out += [(f"/{p}/color/camera_info", msgs.CAMERA_INFO, msgs.camera_info_msg(v.camera, t)),
+                        (f"/{p}/color/image_raw", msgs.IMAGE, msgs.image_msg(v.color, t, fid, "rgb8")),
+                        (f"/{p}/aligned_depth_to_color/image_raw", msgs.IMAGE,
+                         msgs.depth_msg(v.depth, t + depth_offset_ns, fid)),
+                        (f"/{p}/mask", msgs.IMAGE, msgs.mask_msg(v.mask, t, fid))]
+            self.items.append(out)
+        self.pubs = {topic: self.create_publisher(_ros.msg_class(mt), topic, _ros.reliable_qos(10))
+                     for topic, mt, _m in self.items[0]}
+        self.sent = 0
+        self.t0 = time.monotonic()
+        from rclpy.clock import Clock, ClockType
+
+        self.create_timer(0.1, self.tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def tick(self) -> None:
+        # one frame a second after 1.5 s of discovery (the scene initialises on the first one)
+        if self.sent < len(self.items) and time.monotonic() - self.t0 > 1.5 + self.sent:
+            for topic, mt, m in self.items[self.sent]:
+                self.pubs[topic].publish(msgs.serialize(m, mt))
+            self.sent += 1
+
+
+def _scene_on_layout(tmp_path: Path, prefix, cameras: list[str], depth_offset_ns: int) -> tuple[list, dict]:
+    from vidyn_ros.rig.calibration_io import save_rig_calibration
+    from vidyn_ros.rig.sim import SimRig
+
+    with SimRig("push", seed=0, render_scale=0.25) as rig:
+        frames = [rig.step() for _ in range(3)]
+        poses = {c.name: c.T_world_cam for c in rig.cameras}
+    calib = save_rig_calibration(tmp_path / "calib.yaml", poses)
+    spec = graph.parse_graph({"nodes": [{"node": "scene", "parameters": {
+        "calibration": str(calib), "cameras": cameras, "budget": 800, "init_iters": 3}}]})
+    render = f"/vidyn/scene/render/{prefix('cam1')}"
+    topics = {"/vidyn/scene/gaussians": msgs.POINTCLOUD2, render: msgs.IMAGE}
+    run, box = _run(spec, extra=lambda ctx: [FramePublisher(ctx, frames, prefix, depth_offset_ns),
+                                             Collector(ctx, topics)],
+                    until=lambda nodes: len(nodes[-1].got["/vidyn/scene/gaussians"]) >= 2, duration_s=120.0)
+    assert run.reason == "done", run.reason
+    return box[1].got["/vidyn/scene/gaussians"], box[1].got[render]
+
+
+def test_scene_on_the_flat_layout_with_depth_stamped_apart(tmp_path: Path) -> None:
+    """/cam0/color/image_raw ... with aligned depth stamped 12 ms after colour (realsense-ros, enable_sync off)."""
+    clouds, renders = _scene_on_layout(tmp_path, lambda cam: cam, [], 12_000_000)
+    arr = msgs.pointcloud2_to_arrays(msgs.deserialize(clouds[-1], msgs.POINTCLOUD2))
+    assert 600 <= len(arr["x"]) <= 800 and len(set(np.unique(arr["object_id"]).tolist()) - {0}) >= 3
+    assert renders
+
+
+def test_scene_on_the_realsense_ros_namespaced_layout(tmp_path: Path) -> None:
+    """/camera/cam0/color/image_raw ... (realsense-ros >= 4.51: camera_namespace + camera_name), depth stamped 13 ms
+    before colour; the calibration names the cameras cam0..cam3."""
+    clouds, renders = _scene_on_layout(tmp_path, lambda cam: f"camera/{cam}", [f"camera/cam{k}" for k in range(4)],
+                                       -13_000_000)
+    cloud = msgs.deserialize(clouds[-1], msgs.POINTCLOUD2)
+    arr = msgs.pointcloud2_to_arrays(cloud)
+    assert 600 <= len(arr["x"]) <= 800 and len(set(np.unique(arr["object_id"]).tolist()) - {0}) >= 3
+    assert renders and msgs.deserialize(renders[-1], msgs.IMAGE).header.frame_id == "cam1_color_optical_frame"

@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-iters", type=ranged(int, "[0, 1000]"), default=2, help="sampling rounds per replan")
     p.add_argument("--grad-iters", type=ranged(int, "[0, 1000]"), default=3, help="Adam steps per replan")
     p.add_argument("--horizon", type=ranged(int, "[1, 1000]"), default=8, help="control steps planned ahead")
+    p.add_argument("--replan-every", type=ranged(int, "[1, 1000]"), default=1,
+                   help="visual rows: replan every n control periods (0.1 s each; in between the plan's next action)")
     p.add_argument("--views", type=ranged(int, "[1, 64]"), default=2, help="cameras the cost renders")
     p.add_argument("--width", type=ranged(int, "[8, 4096]"), default=80, help="cost render width [px]")
     p.add_argument("--reach", type=ranged(float, "[0, 1000]"), default=0.3,
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from vidyn_ros.render import set_cpu_threads
 
     policies = [s.strip() for s in args.policies.split(",") if s.strip()]
-    ecfg = EpisodeConfig(max_seconds=args.seconds, masks=args.masks)
+    ecfg = EpisodeConfig(max_seconds=args.seconds, masks=args.masks, replan_every=args.replan_every)
     pcfg = PlannerConfig(horizon=args.horizon, samples=args.samples, sample_iters=args.sample_iters,
                          grad_iters=args.grad_iters, views=args.views, width=args.width,
                          weights=CostWeights(reach=args.reach)).check()

@@ -46,6 +46,7 @@ class EpisodeConfig:
     masks: str = "segmenter"  # segmenter (deployed) | true (oracle masks, a labelled extra row)
     scene_budget: int = 3000  # Gaussians (the sim graph's 5000 halves the eval's speed; docs/mpc.md)
     scene_init_iters: int = 40
+    replan_every: int = 1  # visual policy: replan every n control periods (in between: the plan's next action)
     goal_min: float = 0.04  # goal displacement of the moved block [m]
     goal_max: float = 0.08
 
@@ -262,8 +263,10 @@ class VisualPolicy:
     needs_frames = True
 
     def __init__(self, cfg: PlannerConfig, backend: str, seed: int, done_tolerance: float, checkpoint: str = "",
-                 background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
+                 background: tuple[float, float, float] = (0.0, 0.0, 0.0), replan_every: int = 1) -> None:
         self.cfg = cfg
+        self.replan_every = max(1, replan_every)
+        self.calls = 0
         self.backend = backend
         self.name = f"visual-{backend}"
         self.seed = seed
@@ -320,6 +323,10 @@ class VisualPolicy:
                  for k, c in self.planner.goal.centroids.items() if bool((state.object_ids == k).any())]
         if dists and max(dists) < self.done_tolerance:
             return True, np.zeros(3)
+        k = self.calls % self.replan_every
+        self.calls += 1
+        if k and self.last_plan is not None and k < len(self.last_plan.actions):
+            return False, self.last_plan.actions[k]  # between replans: the plan's action for this period
         res = self.planner.plan(state, pusher_xyz, stamp_s=t_s)
         self.last_plan = res
         self.plan_seconds.append(res.seconds)
@@ -339,7 +346,8 @@ def make_policy(name: str, cfg: PlannerConfig, seed: int, ecfg: EpisodeConfig, c
     if name == "oracle":
         return OraclePolicy(cfg, seed, ecfg.done_tolerance)
     if name.startswith("visual-"):
-        return VisualPolicy(cfg, name.removeprefix("visual-"), seed, ecfg.done_tolerance, checkpoint, background)
+        return VisualPolicy(cfg, name.removeprefix("visual-"), seed, ecfg.done_tolerance, checkpoint, background,
+                            ecfg.replan_every)
     from vidyn_ros.errors import ConfigError
 
     raise ConfigError(f"unknown policy {name!r} (random, oracle, visual-<backend>)")

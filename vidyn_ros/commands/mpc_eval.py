@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{out}: cannot create output directory ({err.strerror})") from None
     set_cpu_threads(args.threads)
     results: dict[str, list] = {}
+    versions = software_versions("torch", "mujoco", "newton", "warp-lang")
     t0 = time.monotonic()
     for name in policies:
         rows = results.setdefault(name, [])
@@ -83,13 +84,13 @@ def run(args: argparse.Namespace) -> int:
             r = run_episode(pol, seed, ecfg, pcfg,
                             progress=lambda t, b=bar: b.set_postfix_str(f"t={t:.1f}s", refresh=False))
             rows.append(r)
+            _write(out, results, args, ecfg, pcfg, versions, t0)  # after every episode: a long run is never lost
             bar.update(1)
             ok = sum(x.success for x in rows)
             bar.set_postfix_str(f"success {ok}/{len(rows)}")
             if r.error:
                 tqdm.write(f"{name} seed {seed}: {r.error}", file=sys.stderr)
         bar.close()
-        _write(out, results, args, ecfg, pcfg, software_versions("torch", "mujoco", "newton", "warp-lang"), t0)
     print(table(results), end="")
     print(f"wrote {out / 'mpc_eval.md'}, {out / 'mpc_eval.json'}, {out / 'mpc_eval_paths.png'}, "
           f"{out / 'mpc_eval_cost.png'}")

@@ -127,6 +127,7 @@ class ParticleNet(nn.Module):
         h = self.weight_net(rel).view(B, N, k, cfg.layers, self.n_conv, cfg.weight_dim)
         hm = (h * a.view(B, N, k, 1, self.n_conv, 1)).flatten(-2)  # [B, N, k, layers, n_conv * M]
         x = self.encode(features)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, idx, hm[..., layer, :])
+        # unbind, not hm[..., layer, :]: the backward of an indexed slice allocates and zero-fills all of hm per layer
+        for block, hm_layer in zip(self.blocks, hm.unbind(dim=-2), strict=True):
+            x = block(x, idx, hm_layer)
         return self.decode(x)

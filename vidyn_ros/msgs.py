@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from vidyn_ros.errors import VidynError
-from vidyn_ros.types import CameraFrame, CameraModel, MultiViewFrame, ObjectPose, RigFrame
+from vidyn_ros.types import AppliedWrench, CameraFrame, CameraModel, MultiViewFrame, ObjectPose, RigFrame
 
 __all__ = [
+    "APPLIED_WRENCH_TOPIC",
     "CAMERA_INFO",
     "CLOCK",
     "CLOCK_TOPIC",
@@ -42,6 +43,8 @@ __all__ = [
     "TF_STATIC_TOPIC",
     "TWIST_STAMPED",
     "WORLD_FRAME",
+    "WRENCH_STAMPED",
+    "applied_wrench_from_msg",
     "camera_frame_id",
     "camera_from_info",
     "camera_info_msg",
@@ -82,6 +85,7 @@ __all__ = [
     "transforms_from_tf_msg",
     "twist_from_msg",
     "twist_stamped_msg",
+    "wrench_stamped_msg",
 ]
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -92,6 +96,7 @@ CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
 POSE_ARRAY = "geometry_msgs/msg/PoseArray"
 TWIST_STAMPED = "geometry_msgs/msg/TwistStamped"
+WRENCH_STAMPED = "geometry_msgs/msg/WrenchStamped"
 CLOCK = "rosgraph_msgs/msg/Clock"
 DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
 MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
@@ -102,6 +107,10 @@ TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 OBJECT_POSES_TOPIC = "/vidyn/sim/object_poses"
 PUSHER_POSE_TOPIC = "/vidyn/pusher/pose"  # the robot's own end-effector pose (proprioception), world frame
 CMD_TOPIC = "/vidyn/cmd"
+# A known external wrench of one actuator (actuation: a scenario's impulse events, a force-controlled poker): one
+# WrenchStamped per change, held until the next one; frame "world", about the world origin (torque = p x force for a
+# force applied at p, so the line of action is known). Makes mass identifiable (docs/physics.md).
+APPLIED_WRENCH_TOPIC = "/vidyn/sim/applied_wrench"
 CLOCK_TOPIC = "/clock"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 TF_STATIC_TOPIC = "/tf_static"
@@ -529,6 +538,21 @@ def twist_stamped_msg(
     return _t(TWIST_STAMPED)(header=header(stamp_ns, frame_id), twist=twist)
 
 
+def wrench_stamped_msg(wrench: AppliedWrench, frame_id: str = "world") -> Any:
+    """AppliedWrench (force [N], torque about the origin [N m], world axes) -> geometry_msgs/WrenchStamped."""
+    w = _t("geometry_msgs/msg/Wrench")(force=_vec3(wrench.force), torque=_vec3(wrench.torque))
+    return _t(WRENCH_STAMPED)(header=header(wrench.stamp_ns, frame_id), wrench=w)
+
+
+def applied_wrench_from_msg(msg: Any) -> AppliedWrench:
+    """geometry_msgs/WrenchStamped in the world frame -> AppliedWrench (VidynError for another frame)."""
+    if str(msg.header.frame_id) not in ("world", ""):
+        raise VidynError(f"applied wrench: frame_id {msg.header.frame_id!r} is not 'world'")
+    f, t = msg.wrench.force, msg.wrench.torque
+    return AppliedWrench(stamp_ns=stamp_to_ns(msg.header.stamp), force=(float(f.x), float(f.y), float(f.z)),
+                         torque=(float(t.x), float(t.y), float(t.z)))
+
+
 def twist_from_msg(msg: Any) -> tuple[np.ndarray, np.ndarray]:
     """geometry_msgs/TwistStamped (or Twist) -> (linear [3], angular [3])."""
     t = getattr(msg, "twist", msg)
@@ -788,7 +812,7 @@ def rig_frame_messages(rig_frame: RigFrame | MultiViewFrame, include_ground_trut
         tuple[str, str, Any, int]]:
     """One rig frame -> [(topic, msgtype, msg, stamp_ns)]: per camera color (rgb8), depth (16UC1 mm), camera_info,
     mask (16UC1, when present); plus the ground-truth PoseArray on OBJECT_POSES_TOPIC (RigFrame only, if
-    ``include_ground_truth``).
+    ``include_ground_truth``) and the applied wrenches on APPLIED_WRENCH_TOPIC (RigFrame only; actuation).
 
     A RigFrame is the simulator's output: its masks are the true instance ids, ground truth like the poses, and go to
     :func:`sim_mask_topic` (perception's /<cam>/mask comes from the segmenter). A plain MultiViewFrame's masks are
@@ -808,6 +832,9 @@ def rig_frame_messages(rig_frame: RigFrame | MultiViewFrame, include_ground_trut
     if include_ground_truth and isinstance(rig_frame, RigFrame):
         stamp = int(frame.stamp_ns)
         out.append((OBJECT_POSES_TOPIC, POSE_ARRAY, pose_array_msg(rig_frame.object_poses, stamp), stamp))
+    if isinstance(rig_frame, RigFrame):  # actuation, not ground truth: always
+        for w in rig_frame.wrenches:
+            out.append((APPLIED_WRENCH_TOPIC, WRENCH_STAMPED, wrench_stamped_msg(w), int(w.stamp_ns)))
     return out
 
 

@@ -134,12 +134,36 @@ class ObjectPose:
     angular_velocity: np.ndarray | None = None  # [3] rad/s
 
 
+@dataclass(frozen=True)
+class AppliedWrench:
+    """A known external wrench of one actuator (e.g. a force-controlled poker), held from ``stamp_ns`` until the next
+    one (the /vidyn/cmd semantics): actuation, not ground truth. World frame, about the world origin: ``force`` [N]
+    and ``torque`` = p x force [N m] for a force applied at point p, so the force's line of action (through the
+    object it pushes) is known without knowing which object that is."""
+
+    stamp_ns: int
+    force: tuple[float, float, float]
+    torque: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def line_point(self) -> tuple[float, float, float] | None:
+        """The point of the line of action closest to the world origin (None for a zero force)."""
+        f = self.force
+        n2 = f[0] ** 2 + f[1] ** 2 + f[2] ** 2
+        if n2 <= 0.0:
+            return None
+        t = self.torque
+        c = (f[1] * t[2] - f[2] * t[1], f[2] * t[0] - f[0] * t[2], f[0] * t[1] - f[1] * t[0])  # f x tau
+        return (c[0] / n2, c[1] / n2, c[2] / n2)
+
+
 @dataclass
 class RigFrame:
-    """What a simulated rig yields per frame: the multi-view images plus ground truth (evaluation only)."""
+    """What a simulated rig yields per frame: the multi-view images plus ground truth (evaluation only), and the
+    changes of applied external forces since the previous frame (actuation, e.g. a scenario's impulse events)."""
 
     frame: MultiViewFrame
     object_poses: list[ObjectPose]
+    wrenches: list[AppliedWrench] = field(default_factory=list)
 
 
 @dataclass

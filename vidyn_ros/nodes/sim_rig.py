@@ -108,6 +108,9 @@ class SimRigNode(Node):
         if self.p.pusher_pose:
             self._pubs[msgs.PUSHER_POSE_TOPIC] = self.create_publisher(
                 _ros.msg_class(msgs.POSE_STAMPED), T(msgs.PUSHER_POSE_TOPIC), _ros.reliable_qos())
+        if self.scenario.events:  # known external forces (actuation): published whatever ground_truth says
+            self._pubs[msgs.APPLIED_WRENCH_TOPIC] = self.create_publisher(
+                _ros.msg_class(msgs.WRENCH_STAMPED), T(msgs.APPLIED_WRENCH_TOPIC), _ros.reliable_qos())
         self._clock_pub = self.create_publisher(_ros.msg_class(msgs.CLOCK), msgs.CLOCK_TOPIC, 10) \
             if self.p.clock else None
         self.create_subscription(_ros.msg_class(msgs.TWIST_STAMPED), T(msgs.CMD_TOPIC), self._on_cmd,

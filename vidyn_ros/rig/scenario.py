@@ -27,6 +27,7 @@ from vidyn_ros.types import CameraModel
 __all__ = [
     "SHAPE_SIZE_LEN",
     "CameraRing",
+    "EventSpec",
     "ObjectSpec",
     "PusherSpec",
     "Randomize",
@@ -114,6 +115,25 @@ class PusherSpec:
 
 
 @dataclass(frozen=True)
+class EventSpec:
+    """A known external force on an object's centre of mass over an interval (an impulse: one physics step), applied
+    by one actuator (events do not overlap in time).
+
+    Known actuation makes mass identifiable (a pusher at fixed speed moves any mass the same way; a known force
+    does not): see docs/physics.md. Times are snapped to physics steps when the rig runs.
+    """
+
+    object_index: int  # 0-based index into Scenario.objects (object id = index + 1)
+    time_s: float  # start [s] of simulated time
+    force: tuple[float, float, float]  # world frame [N]
+    duration_s: float  # [s]
+
+    @property
+    def impulse(self) -> tuple[float, float, float]:
+        return tuple(f * self.duration_s for f in self.force)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """The table: the world z = 0 plane, textured so photometric methods and calibration have features."""
 
@@ -167,6 +187,7 @@ class Scenario:
     depth_noise_at_1m: float = 0.0  # depth noise std at 1 m [m], growing with z^2 (stereo-like); 0 = exact depth
     ring: CameraRing | None = None
     source: Path | None = None  # the YAML file it came from
+    events: tuple[EventSpec, ...] = ()  # known forces / impulses on objects (actuation, published by the rig)
 
     @property
     def n_frames(self) -> int:
@@ -228,7 +249,8 @@ def parse_scenario(doc: Any, source: Path | str | None = None, default_name: str
     src = Path(source) if source is not None else None
     r = _Reader(str(src) if src is not None else "<scenario>", src.parent if src is not None else None)
     top = r.mapping(doc, "", required=("objects", "cameras"),
-                    optional=("name", "description", "duration_s", "fps", "physics", "table", "pusher", "render"))
+                    optional=("name", "description", "duration_s", "fps", "physics", "table", "pusher", "render",
+                              "events"))
     name = r.string(top, "name", "", default=default_name)
     description = r.string(top, "description", "", default="")
     duration_s = r.number(top, "duration_s", "", default=5.0, low=0.0, low_open=True)
@@ -262,10 +284,11 @@ def parse_scenario(doc: Any, source: Path | str | None = None, default_name: str
         pusher = _parse_pusher(r, top["pusher"])
 
     cameras, near, far, min_depth, noise, ring = _parse_cameras(r, top["cameras"])
+    events = _parse_events(r, top.get("events", []), objects, duration_s, physics_dt)
     return Scenario(
         name=name, description=description, duration_s=duration_s, fps=fps, physics_dt=physics_dt,
         gravity=gravity, table=table, objects=objects, pusher=pusher, cameras=tuple(cameras), render=render,
-        near=near, far=far, min_depth=min_depth, depth_noise_at_1m=noise, ring=ring, source=src,
+        near=near, far=far, min_depth=min_depth, depth_noise_at_1m=noise, ring=ring, source=src, events=events,
     )
 
 
@@ -397,6 +420,49 @@ def _parse_pusher(r: _Reader, doc: Any) -> PusherSpec:
         friction=r.friction(d, "friction", where, default=dflt.friction),
         workspace=ws,
     )
+
+
+def _parse_events(r: _Reader, doc: Any, objects: tuple[ObjectSpec, ...], duration_s: float,
+                  physics_dt: float) -> tuple[EventSpec, ...]:
+    """``events``: a list of {object, time_s, force [N] + duration_s | impulse [N s]}."""
+    if doc is None:
+        return ()
+    if not isinstance(doc, list):
+        raise ConfigError(f"{r.file}: events: expected a list of events, got {_describe(doc)}")
+    names = [o.name for o in objects]
+    out = []
+    for i, e in enumerate(doc):
+        where = f"events[{i}]"
+        d = r.mapping(e, where, required=("object", "time_s"), optional=("force", "impulse", "duration_s"))
+        name = r.string(d, "object", where)
+        if name not in names:
+            raise ConfigError(f"{r.file}: {where}.object: no object named {name!r} (objects: {', '.join(names)})")
+        k = names.index(name)
+        if objects[k].fixed:
+            raise ConfigError(f"{r.file}: {where}.object: {name!r} is fixed (welded to the world), a force cannot "
+                              "move it")
+        t = r.number(d, "time_s", where, low=0.0)
+        if t >= duration_s:
+            raise ConfigError(f"{r.file}: {where}.time_s: {t} s is not before the end of the scenario "
+                              f"(duration_s {duration_s})")
+        if ("force" in d) == ("impulse" in d):
+            raise ConfigError(f"{r.file}: {where}: give exactly one of 'force' (with 'duration_s') or 'impulse'")
+        if "impulse" in d:
+            if "duration_s" in d:
+                raise ConfigError(f"{r.file}: {where}.duration_s: an impulse acts for one physics step; give "
+                                  "'force' and 'duration_s' for a longer push")
+            j = r.vector(d, "impulse", where, 3)
+            force = tuple(v / physics_dt for v in j)
+            duration = physics_dt
+        else:
+            force = r.vector(d, "force", where, 3)
+            duration = r.number(d, "duration_s", where, default=physics_dt, low=0.0, low_open=True)
+        ev = EventSpec(object_index=k, time_s=t, force=force, duration_s=duration)  # type: ignore[arg-type]
+        for j, other in enumerate(out):
+            if ev.time_s < other.time_s + other.duration_s and other.time_s < ev.time_s + ev.duration_s:
+                raise ConfigError(f"{r.file}: {where}: overlaps events[{j}] in time (one actuator applies them)")
+        out.append(ev)
+    return tuple(out)
 
 
 def _parse_cameras(r: _Reader, doc: Any) -> tuple[list[CameraModel], float, float, float, float, CameraRing | None]:

@@ -32,7 +32,7 @@ import numpy as np
 from vidyn_ros.errors import ConfigError
 from vidyn_ros.geometry import quat_wxyz_to_matrix
 from vidyn_ros.rig.scenario import ObjectSpec, Scenario, load_scenario
-from vidyn_ros.types import CameraFrame, CameraModel, MultiViewFrame, ObjectPose, RigFrame
+from vidyn_ros.types import AppliedWrench, CameraFrame, CameraModel, MultiViewFrame, ObjectPose, RigFrame
 
 __all__ = ["SimRig", "build_mjcf", "mujoco_principal_pixel"]
 
@@ -228,6 +228,11 @@ class SimRig:
         self._aux_cam = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, _AUX_CAMERA)
         self._renderers: dict[tuple[int, int], _GLRenderer] = {}
         self._closed = False
+        # known external forces (scenario events), in physics steps: (object index, first step, steps, force)
+        self._events = [(e.object_index, round(e.time_s / scn.physics_dt), max(1, round(e.duration_s / scn.physics_dt)),
+                         np.asarray(e.force, dtype=np.float64)) for e in scn.events]
+        self._applied: tuple | None = None  # (object index, force) of the event acting now
+        self._wrench_log: list[AppliedWrench] = []
         self.reset(seed)
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -291,6 +296,9 @@ class SimRig:
             d.mocap_quat[self._pusher_mocap] = (1.0, 0.0, 0.0, 0.0)
         self._pusher_vel = np.zeros(3)
         self.frame_index = 0
+        self._applied = None
+        self._wrench_log = []
+        d.xfrc_applied[:] = 0.0
         mj.mj_forward(m, d)
         self._warn_initial_overlaps()
 
@@ -352,14 +360,41 @@ class SimRig:
         """Advance physics by one frame period (1/fps) and render all cameras (or return None if ``render=False``)."""
         mj = self._mj
         m, d = self.model, self.data
-        for _ in range(self.scenario.substeps):
+        n = self.scenario.substeps
+        for i in range(n):
             if self._pusher_mocap >= 0:
                 self._move_pusher(m.opt.timestep)
+            if self._events:
+                self._apply_events(self.frame_index * n + i)
             mj.mj_step(m, d)
         # mj_step leaves positions (xpos, geom_xpos) one step behind qpos: recompute so renders and poses agree.
         mj.mj_forward(m, d)
         self.frame_index += 1
-        return self.observe() if render else None
+        if not render:
+            return None
+        rf = self.observe()
+        rf.wrenches, self._wrench_log = self._wrench_log, []
+        return rf
+
+    def _apply_events(self, step: int) -> None:
+        """Set MuJoCo's external force for physics step ``step`` from the scenario's events (one actuator: events do
+        not overlap); log changes as wrenches about the world origin (the line of action through the object's centre
+        of mass at the event's start)."""
+        active = [(k, f) for k, first, steps, f in self._events if first <= step < first + steps]
+        key = (active[0][0], tuple(active[0][1])) if active else None
+        if key == self._applied:
+            return
+        self.data.xfrc_applied[:, :3] = 0.0
+        force, torque = (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)
+        if active:
+            k, f = active[0]
+            bid = self._body_ids[k]
+            self.data.xfrc_applied[bid, :3] = f  # applied at the body's centre of mass
+            com = self.data.xipos[bid]
+            force, torque = tuple(float(v) for v in f), tuple(float(v) for v in np.cross(com, f))
+        self._wrench_log.append(AppliedWrench(stamp_ns=round(step * self.scenario.physics_dt * 1e9), force=force,
+                                              torque=torque))
+        self._applied = key
 
     def frames(self) -> Iterator[RigFrame]:
         """The whole scenario: the initial frame, then one per step until ``n_frames`` frames have been yielded."""
@@ -401,6 +436,10 @@ class SimRig:
         mj.mj_setState(self.model, self.data, st[:-4], spec)
         self._pusher_vel = st[-4:-1].copy()
         self.frame_index = int(st[-1])
+        if self._events:  # the external force follows the schedule: recompute the one active at this time
+            self._applied = ()
+            self._apply_events(self.frame_index * self.scenario.substeps)
+            self._wrench_log = []
         mj.mj_forward(self.model, self.data)
 
     # ---------------------------------------------------------------------------------------------------------------

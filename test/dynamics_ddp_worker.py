@@ -21,7 +21,7 @@ def main() -> None:
     from vidyn_ros.dynamics.data import make_batch
 
     batch = make_batch(ep, np.array(WINDOWS[rank::world]), 3)
-    ddp = torch.nn.parallel.DistributedDataParallel(RolloutLoss(model, loss_cfg, "torch"), broadcast_buffers=False)
+    ddp = torch.nn.parallel.DistributedDataParallel(RolloutLoss(model, loss_cfg, "torch"))
     loss, _, _ = ddp(batch)
     loss.backward()
     if rank == 0:

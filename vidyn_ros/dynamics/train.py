@@ -309,8 +309,8 @@ class Trainer:
         self.loss_fn = RolloutLoss(self.model, cfg.loss, cfg.render_backend)
         self.ddp: nn.Module = self.loss_fn
         if self.world > 1:
-            # the normaliser buffers are identical on every rank (same data, same seed); DDP broadcasts rank 0's
-            self.ddp = nn.parallel.DistributedDataParallel(self.loss_fn, broadcast_buffers=False)
+            # the normaliser buffers are identical on every rank (same data, same seed); DDP keeps rank 0's in sync
+            self.ddp = nn.parallel.DistributedDataParallel(self.loss_fn)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         milestones = sorted({max(1, round(f * cfg.steps)) for f in cfg.lr_decay_at})
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=milestones, gamma=0.1)

@@ -355,7 +355,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"vidyn demo: closed loop: {err}", file=sys.stderr, flush=True)
             loop = {"error": str(err)}
     if not args.no_scene:
-        print("[3/5] comparing the scene with the cameras and the ground truth", flush=True)
+        print(f"[3/5] {'' if args.no_mpc else 'scene: '}comparing the scene with the cameras and the ground truth",
+              flush=True)
         try:
             scene = scene_report(out, run_info)
         except VidynError as err:  # e.g. the scene never initialised: still write the summary and contact sheet

@@ -101,7 +101,7 @@ def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames, ro
     cloud = msgs.deserialize(got["cloud"][-1], msgs.POINTCLOUD2)
     assert cloud.header.frame_id == "world"
     assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb", "opacity", "scale_x", "scale_y", "scale_z",
-                                              "rot_w", "rot_x", "rot_y", "rot_z", "object_id"]
+                                              "rot_w", "rot_x", "rot_y", "rot_z", "object_id", "particle_id"]
     arr = msgs.pointcloud2_to_arrays(cloud)
     assert 1200 <= len(arr["x"]) <= 1500
     assert set(np.unique(arr["object_id"]).tolist()) == {0, 1, 2, 3, 4}
@@ -121,6 +121,14 @@ def test_scene_node_publishes_gaussians_objects_renders(tmp_path, sim_frames, ro
     gt = {s: next(p.position for p in by_stamp[s].object_poses if p.object_id == 4) for s in (stamp_first, stamp_last)}
     dx = float(np.mean(arr["x"][arr["object_id"] == 4]) - np.mean(first["x"][first["object_id"] == 4]))
     assert abs(dx - (gt[stamp_last][0] - gt[stamp_first][0])) < 0.005
+    # particle ids are stable across messages: the same particle, followed by its id, moved with the pusher
+    assert arr["particle_id"].dtype == np.uint32 and len(np.unique(arr["particle_id"])) == len(arr["x"])
+    common, i0, i1 = np.intersect1d(first["particle_id"], arr["particle_id"], return_indices=True)
+    assert len(common) > 1000
+    on_pusher = first["object_id"][i0] == 4
+    np.testing.assert_array_equal(first["object_id"][i0], arr["object_id"][i1])
+    moved = arr["x"][i1][on_pusher] - first["x"][i0][on_pusher]
+    assert abs(float(np.median(moved)) - (gt[stamp_last][0] - gt[stamp_first][0])) < 0.005
 
     markers = msgs.deserialize(got["objects"][-1], msgs.MARKER_ARRAY).markers
     kinds = {(m.id, m.type) for m in markers}

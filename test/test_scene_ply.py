@@ -30,6 +30,19 @@ def test_round_trip(tmp_path):
     for f in ("means", "quats", "log_scales", "colors", "opacity_logits"):
         torch.testing.assert_close(getattr(back, f), getattr(g, f), atol=1e-6, rtol=1e-5)
     assert torch.equal(back.object_ids, g.object_ids)
+    assert torch.equal(back.particle_ids, g.particle_ids)
+
+
+def test_particle_ids_survive_exactly_also_beyond_float_precision(tmp_path):
+    """Stable particle ids travel in the PLY: as a float property while exact (< 2^24), as uint32 beyond (a scene
+    that densified for hours), and the reader gives back the same ids either way."""
+    g = _random_set(20)
+    g.particle_ids = torch.arange(20, dtype=torch.int64) * 1000 + 7
+    assert torch.equal(load_ply(save_ply(g, tmp_path / "a.ply")).particle_ids, g.particle_ids)
+    g.particle_ids = torch.arange(20, dtype=torch.int64) + 2**24 - 3  # 2^24 + 1 is not a float32
+    path = save_ply(g, tmp_path / "b.ply")
+    assert b"property uint particle_id" in path.read_bytes()[:2000]
+    assert torch.equal(load_ply(path).particle_ids, g.particle_ids)
 
 
 def test_plain_numpy_reader_sees_3dgs_layout(tmp_path):

@@ -18,6 +18,11 @@ if TYPE_CHECKING:  # torch is heavy; only the types are needed here
     import torch
 
 
+# Object (instance) ids have one width end to end: they arrive as 16UC1 masks (/<cam>/mask), and the segmenter, the
+# scene, PointCloud2 (object_id), PLY (float, exact) and marker ids (3k..3k+2 in int32) all hold 0..OBJECT_ID_MAX.
+OBJECT_ID_MAX = 65535
+
+
 @dataclass(frozen=True)
 class CameraModel:
     """A pinhole camera: intrinsics, image size, pose in the world frame.

@@ -4,7 +4,8 @@ Wiring:
   in   /<cam>/color/image_raw, /<cam>/aligned_depth_to_color/image_raw, /<cam>/color/camera_info, /<cam>/mask
        (synchronised into MultiViewFrames by vidyn_ros.rig.sync.TopicSynchronizer; camera poses from the rig
        calibration YAML, or from a simulated-rig scenario)
-  out  /vidyn/scene/gaussians (PointCloud2: x y z rgb opacity scale_x/y/z rot_w/x/y/z object_id, frame world)
+  out  /vidyn/scene/gaussians (PointCloud2: x y z rgb opacity scale_x/y/z rot_w/x/y/z object_id particle_id, frame
+       world; particle_id is stable across messages)
        /vidyn/scene/objects (MarkerArray: per-object centroid, oriented box, id text)
        /vidyn/scene/render/<cam> (rgb8: the scene rendered from that camera)
        /diagnostics (update rate, loss, #Gaussians, ICP fitness)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from rclpy.node import Node
@@ -48,6 +50,12 @@ PARAMS = [
     _ros.Param("image_downscale", 1, "integer downscale of the images for the rendering losses", range="[1, 64]"),
     _ros.Param("init_iters", 60, "optimisation iterations at initialisation", range="[0, 100000]"),
     _ros.Param("iters_per_frame", 0, "per-Gaussian refinement iterations per tracked frame", range="[0, 10000]"),
+    _ros.Param("max_gaussians", 0, "cap on the number of Gaussians (pruning keeps it; 0 = 1.5 x budget)",
+               range="[0, 10000000]"),
+    _ros.Param("remove_after_s", 5.0, "an object not seen for this long [s, sensor time] is removed with its "
+               "Gaussians (0 = never)", range="[0, 1000000]"),
+    _ros.Param("prune_unseen_s", 10.0, "Gaussians not seen for this long [s] while their object is seen are pruned",
+               range="[0, 1000000]"),
     _ros.Param("publish_renders", True, "publish /vidyn/scene/render/<cam>"),
     _ros.Param("render_every", 1, "publish renders every n-th update (rendering costs time on CPU)",
                range="[1, 100000]", dynamic=True),
@@ -77,7 +85,8 @@ class SceneNode(Node):
 
         set_cpu_threads(p.threads)  # process-wide: the node runs in its own process in the graphs
         self.msgs = msgs
-        self.estimator = SceneEstimator(scene_config_from_params(vars(p)))
+        # no per-frame trajectories in a node that runs for hours (vidyn track keeps them)
+        self.estimator = SceneEstimator(replace(scene_config_from_params(vars(p)), keep_trajectories=False))
         self.pub_cloud = self.create_publisher(_ros.msg_class(msgs.POINTCLOUD2), _ros.node_topic(GAUSSIANS_TOPIC),
                                                _ros.reliable_qos(2))
         self.pub_objects = self.create_publisher(_ros.msg_class(msgs.MARKER_ARRAY), _ros.node_topic(OBJECTS_TOPIC),

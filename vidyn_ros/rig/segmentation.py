@@ -316,8 +316,7 @@ class InstanceSegmenter:
             oid = matched.get(label)
             velocity = np.zeros(3)
             if oid is None:
-                oid = self.next_id
-                self.next_id += 1
+                oid = self._new_id()
             else:
                 old = self.tracks[oid]
                 velocity = (cents[label] - old.centroid) / (self.frame_index - old.last_seen)
@@ -326,6 +325,17 @@ class InstanceSegmenter:
             ids[label] = oid
         self._age_tracks(set(ids[ids > 0].tolist()))
         return ids
+
+    def _new_id(self) -> int:
+        """The next free object id: 1, 2, ... wrapping after OBJECT_ID_MAX (the 16UC1 mask width) to ids no live
+        track holds, so a segmenter running for days keeps within the one object-id width."""
+        from vidyn_ros.types import OBJECT_ID_MAX
+
+        while True:
+            oid = self.next_id
+            self.next_id = oid % OBJECT_ID_MAX + 1
+            if oid not in self.tracks:
+                return oid
 
     def _age_tracks(self, seen: set[int]) -> None:
         for oid in list(self.tracks):

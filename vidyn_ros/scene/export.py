@@ -12,12 +12,14 @@ from vidyn_ros.types import GaussianSet, ObjectPose
 # The /vidyn/scene/gaussians field order (topic contract).
 CLOUD_FIELDS = (
     "x", "y", "z", "rgb", "opacity", "scale_x", "scale_y", "scale_z", "rot_w", "rot_x", "rot_y", "rot_z", "object_id",
+    "particle_id",
 )  # fmt: skip
 
 
 def gaussian_fields(g: GaussianSet) -> dict[str, np.ndarray]:
     """Per-Gaussian arrays in CLOUD_FIELDS order: floats [N], ``rgb`` [N,3] uint8 (packed by msgs.pointcloud2_msg),
-    scales in metres (not log), unit quaternions (w, x, y, z), object_id int32."""
+    scales in metres (not log), unit quaternions (w, x, y, z), object_id int32 (0..OBJECT_ID_MAX), particle_id uint32
+    (stable across messages: the dynamics node aligns particles by it)."""
     g = g.detach().to("cpu")
     means = g.means.float().numpy()
     scales = g.log_scales.exp().float().numpy()
@@ -30,6 +32,7 @@ def gaussian_fields(g: GaussianSet) -> dict[str, np.ndarray]:
         "scale_x": scales[:, 0], "scale_y": scales[:, 1], "scale_z": scales[:, 2],
         "rot_w": q[:, 0], "rot_x": q[:, 1], "rot_y": q[:, 2], "rot_z": q[:, 3],
         "object_id": g.object_ids.numpy().astype(np.int32),
+        "particle_id": g.particle_ids.numpy().astype(np.uint32),
     }  # fmt: skip
 
 
@@ -41,7 +44,7 @@ def gaussians_from_fields(fields: dict[str, np.ndarray], device: str = "cpu") ->
 
     from vidyn_ros.errors import VidynError
 
-    missing = [f for f in CLOUD_FIELDS if f not in fields]
+    missing = [f for f in CLOUD_FIELDS if f not in fields and f != "particle_id"]
     if missing:
         raise VidynError(f"scene cloud lacks field(s) {missing}")
 

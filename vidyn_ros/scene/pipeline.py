@@ -48,6 +48,11 @@ class SceneConfig:
     # a view votes only where a Gaussian's best Γ reaches this; 0.001 = the paper's rule (deviation: docs/scene.md)
     vote_min_contribution: float = 0.05
     vote_prior_weight: float = 0.0  # extra votes for the pixel label a Gaussian was made from (0: paper's rule)
+    # life cycle over long runs (scene/track.py)
+    max_gaussians: int = 0  # cap on the Gaussian count kept by pruning (0: 1.5 x budget)
+    remove_after_s: float = 5.0  # an object not seen for this long [s] is removed with its Gaussians (0: never)
+    prune_unseen_s: float = 10.0  # Gaussians not seen for this long [s] while their object is seen are pruned
+    keep_trajectories: bool = True  # keep per-frame Gaussian positions (vidyn track); a live node turns it off
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
@@ -75,7 +80,7 @@ class SceneUpdate:
     """Result of one ``SceneEstimator.update``."""
 
     stamp_ns: int
-    gaussians: GaussianSet
+    gaussians: GaussianSet  # a snapshot (its own tensors): later updates do not change it
     objects: list[ObjectPose]  # estimated centroid + rotation per object
     visible: dict[int, bool]  # object id -> seen in this frame
     loss: float  # last optimisation loss (init) or refinement loss (track); NaN if none
@@ -96,6 +101,7 @@ class SceneEstimator:
 
     @property
     def gaussians(self) -> GaussianSet | None:
+        """The live scene (changed in place by the next update; ``SceneUpdate.gaussians`` is a snapshot)."""
         return self.tracker.gaussians if self.tracker is not None else None
 
     def reset(self) -> None:
@@ -126,8 +132,10 @@ class SceneEstimator:
             g.object_ids = vote_object_ids(g, targets.cameras, targets.mask, backend=cfg.backend,
                                            min_contribution=cfg.vote_min_contribution,
                                            prior_weight=cfg.vote_prior_weight)
-        track_cfg = replace(cfg.track, fuse_stride=cfg.downscale)
-        self.tracker = Tracker(g, track_cfg, cameras=frame.cameras, model_cloud=full)
+        track_cfg = replace(cfg.track, fuse_stride=cfg.downscale, remove_after_s=cfg.remove_after_s,
+                            prune_unseen_s=cfg.prune_unseen_s, keep_trajectories=cfg.keep_trajectories,
+                            max_gaussians=cfg.max_gaussians or round(1.5 * cfg.budget))
+        self.tracker = Tracker(g, track_cfg, cameras=frame.cameras, model_cloud=full, stamp_ns=frame.stamp_ns)
         self.tracker.background = self.background
         self.tracker.record(frame.stamp_ns)
         return self.tracker.gaussians
@@ -135,6 +143,7 @@ class SceneEstimator:
     def update(self, frame: MultiViewFrame) -> SceneUpdate:
         """Initialise on the first frame, track on every later one."""
         t0 = time.perf_counter()
+        _check_mask_ids(frame)
         init = self.tracker is None
         stats: dict[str, float] = {}
         if init:
@@ -147,15 +156,16 @@ class SceneEstimator:
             targets = make_targets(frame, cfg.downscale, cfg.device) if (cfg.iters_per_frame or densify) else None
             self.tracker.cfg.refine_iters = cfg.iters_per_frame
             stats = self.tracker.step(frame, targets, backend=cfg.backend)
-            if densify and targets is not None:
-                stats["densified"] = float(self.tracker.densify(targets, cfg.densify_max, backend=cfg.backend,
-                                                                seed=cfg.seed))
+            if densify and targets is not None:  # every few frames: vote new Gaussians' ids, prune, densify
+                stats.update(self.tracker.maintain(targets, cfg.densify_max, backend=cfg.backend, seed=cfg.seed))
             loss = stats.get("refine_loss", float("nan"))
         self.n_updates += 1
         assert self.tracker is not None
         return SceneUpdate(
             stamp_ns=frame.stamp_ns,
-            gaussians=self.tracker.gaussians,
+            # a snapshot: the tracker changes its own tensors in place on the next update, and a consumer keeping the
+            # last three states (the dynamics model) must get three different states
+            gaussians=self.tracker.gaussians.detach().clone(),
             objects=self.tracker.object_poses(),
             visible={k: o.visible for k, o in self.tracker.objects.items()},
             loss=float(loss),
@@ -175,3 +185,15 @@ class SceneEstimator:
         out = render(self.tracker.gaussians, cameras, background=bg, backend=self.cfg.backend)
         rgb = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
         return rgb, out.depth.float().cpu().numpy()
+
+
+def _check_mask_ids(frame: MultiViewFrame) -> None:
+    """Object ids have one width end to end: the 16UC1 masks they arrive in (0..OBJECT_ID_MAX). A library caller's
+    mask outside that range is refused here rather than truncated later (PointCloud2, PLY, marker ids)."""
+    from vidyn_ros.errors import VidynError
+    from vidyn_ros.types import OBJECT_ID_MAX
+
+    for v in frame.views:
+        if v.mask is not None and v.mask.size and (int(v.mask.min()) < 0 or int(v.mask.max()) > OBJECT_ID_MAX):
+            raise VidynError(f"camera {v.camera.name}: mask ids must lie in 0..{OBJECT_ID_MAX} (the 16UC1 width of "
+                             f"/<cam>/mask), got {int(v.mask.min())}..{int(v.mask.max())}")

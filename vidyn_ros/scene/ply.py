@@ -4,11 +4,14 @@ Layout (binary little endian, one ``vertex`` element, every property float32 so 
 all-float vertex stride — SuperSplat, antimatter15/splat, gsplat.js — open it):
 
     x y z  nx ny nz  f_dc_0 f_dc_1 f_dc_2  opacity  scale_0 scale_1 scale_2  rot_0 rot_1 rot_2 rot_3  object_id
+    particle_id
 
 Conventions are those of the original 3DGS code (Kerbl et al. 2023): ``f_dc`` is the degree-0 spherical-harmonic
 coefficient, colour = 0.5 + C0 * f_dc with C0 = 0.28209479; ``opacity`` is the pre-sigmoid logit; ``scale_*`` are log
-standard deviations; ``rot_*`` is the quaternion (w, x, y, z). ``object_id`` is stored as a float holding an integer
-(exact below 2^24) — an extra property that viewers ignore.
+standard deviations; ``rot_*`` is the quaternion (w, x, y, z). ``object_id`` (0..65535, ``types.OBJECT_ID_MAX``) and
+``particle_id`` (``GaussianSet.particle_ids``: the same particle across files) are extra properties that viewers
+ignore, stored as floats holding integers (exact below 2^24); a scene whose particle ids reach 2^24 (hours of
+densification) stores ``particle_id`` as ``uint`` instead, which our reader and header-driven viewers handle.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from vidyn_ros.types import GaussianSet
 SH_C0 = 0.28209479177387814
 PROPERTIES = (
     "x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
-    "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3", "object_id",
+    "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3", "object_id", "particle_id",
 )  # fmt: skip
+FLOAT_EXACT = 1 << 24  # integers below this are exact in float32
 
 _PLY_TYPES = {
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8", "uchar": "u1", "uint8": "u1", "char": "i1",
@@ -34,12 +38,15 @@ _PLY_TYPES = {
 
 
 def save_ply(gaussians: GaussianSet, path: str | Path) -> Path:
-    """Write ``gaussians`` (any device) as a binary 3DGS PLY with an ``object_id`` property. Returns the path."""
+    """Write ``gaussians`` (any device) as a binary 3DGS PLY with ``object_id`` and ``particle_id`` properties.
+    Returns the path."""
     path = Path(path)
     g = gaussians.detach().to("cpu")
     n = len(g)
     colors = g.colors.float().numpy()
-    data = np.zeros((n, len(PROPERTIES)), dtype="<f4")
+    pids = g.particle_ids.numpy().astype(np.int64)
+    pid_type = "float" if n == 0 or int(pids.max()) < FLOAT_EXACT else "uint"
+    data = np.zeros((n, len(PROPERTIES) - 1), dtype="<f4")
     data[:, 0:3] = g.means.float().numpy()
     # normals stay 0: 3DGS files carry them but nobody reads them
     data[:, 6:9] = (colors - 0.5) / SH_C0
@@ -48,13 +55,18 @@ def save_ply(gaussians: GaussianSet, path: str | Path) -> Path:
     q = g.quats.float().numpy()
     data[:, 13:17] = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     data[:, 17] = g.object_ids.numpy().astype(np.float32)
-    header = "ply\nformat binary_little_endian 1.0\ncomment vidyn_ros Gaussian scene (3DGS layout + object_id)\n"
-    header += f"element vertex {n}\n" + "".join(f"property float {p}\n" for p in PROPERTIES) + "end_header\n"
+    record = np.zeros(n, dtype=[("f", "<f4", (len(PROPERTIES) - 1,)), ("pid", "<f4" if pid_type == "float" else "<u4")])
+    record["f"] = data
+    record["pid"] = pids
+    header = "ply\nformat binary_little_endian 1.0\n"
+    header += "comment vidyn_ros Gaussian scene (3DGS layout + object_id, particle_id)\n"
+    header += f"element vertex {n}\n" + "".join(f"property float {p}\n" for p in PROPERTIES[:-1])
+    header += f"property {pid_type} particle_id\nend_header\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             f.write(header.encode("ascii"))
-            f.write(data.tobytes())
+            f.write(record.tobytes())
     except OSError as err:
         raise OutputError(f"{path}: cannot write PLY ({err.strerror})") from None
     return path
@@ -105,11 +117,12 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def load_ply(path: str | Path, device: str = "cpu") -> GaussianSet:
-    """Read a 3DGS PLY (ours or another tool's; missing ``object_id`` -> 0) into a GaussianSet on ``device``."""
+    """Read a 3DGS PLY (ours or another tool's; missing ``object_id`` -> 0, missing ``particle_id`` -> 0..N-1) into a
+    GaussianSet on ``device``."""
     import torch
 
     v = read_ply_vertices(path)
-    missing = [p for p in PROPERTIES[:3] + PROPERTIES[6:17] if p not in v]
+    missing = [p for p in PROPERTIES[:3] + PROPERTIES[6:17] if p not in v]  # object_id, particle_id optional
     if missing:
         raise VidynError(f"{path}: not a 3DGS PLY, missing vertex properties {missing}")
 
@@ -125,4 +138,6 @@ def load_ply(path: str | Path, device: str = "cpu") -> GaussianSet:
         colors=(stack([f"f_dc_{i}" for i in range(3)]) * SH_C0 + 0.5).clamp(0.0, 1.0),
         opacity_logits=torch.from_numpy(v["opacity"].astype(np.float32)).to(device),
         object_ids=torch.from_numpy(ids).to(device),
+        particle_ids=torch.from_numpy(np.round(v["particle_id"]).astype(np.int64)).to(device)
+        if "particle_id" in v else None,
     )

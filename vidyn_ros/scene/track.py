@@ -1,20 +1,38 @@
-"""Per-frame tracking of a Gaussian scene: per-object rigid SE(3) step + short per-Gaussian refinement.
+"""Per-frame tracking of a Gaussian scene: per-object rigid SE(3) step, short per-Gaussian refinement, and the life
+cycle of objects and Gaussians over long runs.
 
 Each object k carries a rigid pose T_k (4x4, world <- object's first-seen frame) and every Gaussian i of it a canonical
 position c_i (where it was when the object was first seen) and canonical rotation. Per new frame:
 
-1. **Warm start** by constant velocity: T_pred = (T_k T_{k,prev}^{-1}) T_k.
+1. **Warm start** by constant velocity: the object's last centroid velocity and rotation rate (about its centroid)
+   applied to T_k.
 2. **Rigid step** by point-to-plane ICP (open3d): the object's observed points (its mask pixels' depth, back-projected
-   from every view) are registered onto the object's Gaussians at T_pred, whose normals come from the canonical
-   surface. Observed -> model is the right direction: every observed point lies on the model surface, while the model
-   also has parts that no camera sees now.
+   from every view) are registered onto the object's ICP model at the prediction. Observed -> model is the right
+   direction: every observed point lies on the model surface, while the model also has parts that no camera sees now.
 3. **Refinement** (optional, ``refine_iters``): a few Adam steps on the object Gaussians' positions against the rendered
    colour + depth of the current frame, with a local-rigidity regulariser (neighbours' offsets must follow the
    object's rotation: ||(x_j − x_i) − R_k (c_j − c_i)||, as in dynamic 3D Gaussian tracking) and an isometry term.
 
-Objects whose observed point count drops below ``min_points`` are marked not visible and hold their last pose; an
-instance id that appears for the first time spawns new Gaussians from its observed points. The background (id 0) is
-static. Per-Gaussian positions and rotations per frame are kept as trajectories (the dynamics' pseudo labels).
+Life cycle (what keeps a scene right over hours; docs/scene.md):
+
+- **Held**: an object with too few observed points, or whose registration fails (ICP fitness below ``min_fitness``),
+  is held: pose frozen, marked not visible, its velocity decayed by ``velocity_decay`` per frame (no extrapolation).
+- **Re-associated**: an instance id seen for the first time is first matched against the held objects: the same
+  colour (mean RGB within ``reassociate_color``) and place (within ``reassociate_distance``, or the only held object of
+  that colour), confirmed by registering its points onto that object's model (fitness >= ``reassociate_fitness``).
+  A match makes the new id an alias of the old object (a segmenter that lost an object gives it a new id when it comes
+  back); otherwise the id spawns a new object from its observed points.
+- **Removed**: an object not seen for ``remove_after_s`` (sensor time) is removed with its Gaussians.
+- **Maintained** (``maintain``, every few frames): one render with the masks gives each Gaussian's contribution to
+  every view; Gaussians added by densification get their ids by the cross-view vote (their pixel label is one vote,
+  views that see them clearly the others), not from raw pixel labels alone; Gaussians with opacity below
+  ``prune_opacity``, or not seen for ``prune_unseen_s`` while their object is, are pruned, and beyond
+  ``max_gaussians`` the least recently seen go first; then densification adds Gaussians where the views show
+  surfaces the scene does not explain, and each object's ICP model takes their points.
+
+Particle ids (``GaussianSet.particle_ids``) are stable: new Gaussians get fresh ids, pruned and removed ones are never
+reused. The background (id 0) is static. Per-Gaussian positions and rotations per frame are kept as trajectories
+(``keep_trajectories``; the dynamics' pseudo labels), aligned by particle id.
 """
 
 from __future__ import annotations
@@ -40,7 +58,7 @@ class TrackConfig:
 
     fuse_stride: int = 1  # back-project every n-th pixel (n = image downscale keeps full-size frames cheap)
     icp_voxel: float = 0.004  # [m] observed points are voxel-downsampled to this before ICP
-    model_voxel: float = 0.003  # [m] voxel of each object's ICP model cloud (its points in the first frame)
+    model_voxel: float = 0.003  # [m] voxel of each object's ICP model cloud (its observed points)
     icp_max_distance: float = 0.02  # [m] correspondence gate for ICP
     icp_iterations: int = 30
     relocalise_fitness: float = 0.6  # below this ICP fitness, also try principal-axis guesses (object lost)
@@ -48,6 +66,11 @@ class TrackConfig:
     min_points: int = 30  # observed points below which an object counts as not visible
     min_fitness: float = 0.3  # ICP result accepted only if this fraction of observed points found a partner
     constant_velocity: bool = True  # warm start from the last frame-to-frame motion
+    velocity_decay: float = 0.5  # per frame an object is held, its velocity (the warm start) is scaled by this
+    remove_after_s: float = 5.0  # an object not seen for this long [s] is removed with its Gaussians (0: never)
+    reassociate_distance: float = 0.05  # [m] a new id this close to a held object of the same colour is that object
+    reassociate_color: float = 0.12  # mean absolute RGB difference [0, 1] within which colours are "the same"
+    reassociate_fitness: float = 0.5  # ICP fitness that confirms a re-association
     refine_iters: int = 0  # per-Gaussian refinement steps per frame (rendering: expensive on CPU)
     refine_lr: float = 5e-4  # [m]
     refine_lr_colors: float = 0.03  # colours (opacity logits: twice this)
@@ -55,6 +78,18 @@ class TrackConfig:
     lambda_iso: float = 10.0  # isometry weight
     knn: int = 8  # neighbours for the rigidity terms
     new_object_budget: int = 400  # Gaussians for an object that enters the view
+    max_gaussians: int = 0  # cap on the number of Gaussians kept by maintenance (0: no cap)
+    prune_opacity: float = 0.02  # maintenance prunes Gaussians less opaque than this
+    prune_unseen_s: float = 10.0  # ... and those not seen for this long [s] while their object is seen
+    seen_contribution: float = 0.01  # a Gaussian is seen in a frame when its best contribution γ reaches this
+    # The vote for Gaussians added by densification (docs/scene.md, "Life cycle"): they overlap densely (one pixel
+    # footprint wide at about that spacing), so in many views a new Gaussian is mostly hidden by its neighbours and
+    # peeks out only over the silhouette, where the paper's max-contribution rule votes for the background. Only views
+    # that see it clearly vote, and the pixel label it was made from counts as one vote.
+    revote_min_contribution: float = 0.2
+    revote_prior_weight: float = 1.0
+    revote_rounds: int = 3  # a new Gaussian no view sees clearly waits this many maintenances, then keeps its label
+    keep_trajectories: bool = True  # record per-frame positions (offline tools); a live node does not need them
 
 
 @dataclass
@@ -63,12 +98,47 @@ class ObjectTrack:
 
     object_id: int
     T: np.ndarray = field(default_factory=lambda: np.eye(4))  # world <- canonical
-    T_prev: np.ndarray = field(default_factory=lambda: np.eye(4))
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))  # centroid motion per frame [m]
+    spin: np.ndarray = field(default_factory=lambda: np.zeros(3))  # rotation per frame about the centroid [rotvec]
     visible: bool = True
     fitness: float = 1.0
     rmse: float = 0.0
     n_observed: int = 0
     centroid: np.ndarray = field(default_factory=lambda: np.zeros(3))  # canonical centroid of its first Gaussians
+    color: np.ndarray = field(default_factory=lambda: np.zeros(3))  # mean RGB of its points at first sight
+    last_seen_ns: int = 0
+    held_frames: int = 0
+
+    def position(self) -> np.ndarray:
+        """The first-sight centroid carried by the pose (world) [m]."""
+        return self.T[:3, :3] @ self.centroid + self.T[:3, 3]
+
+    def predict(self) -> np.ndarray:
+        """Pose after one more frame at the current velocity and spin (about the centroid)."""
+        from scipy.spatial.transform import Rotation
+
+        R = Rotation.from_rotvec(self.spin).as_matrix() @ self.T[:3, :3]
+        out = np.eye(4)
+        out[:3, :3] = R
+        out[:3, 3] = self.position() + self.velocity - R @ self.centroid
+        return out
+
+    def moved_to(self, T_new: np.ndarray) -> None:
+        """Accept a new pose; the velocity and spin become the motion since the last pose."""
+        from scipy.spatial.transform import Rotation
+
+        c_old = self.position()
+        dR = T_new[:3, :3] @ self.T[:3, :3].T
+        self.T = T_new
+        self.velocity = self.position() - c_old
+        self.spin = Rotation.from_matrix(dR).as_rotvec()
+
+    def hold(self, decay: float) -> None:
+        """Not seen (or not registered) this frame: pose frozen, velocity decayed."""
+        self.visible = False
+        self.velocity = self.velocity * decay
+        self.spin = self.spin * decay
+        self.held_frames += 1
 
 
 def _interior(labels: np.ndarray, depth: np.ndarray, depth_step: float = 0.01) -> np.ndarray:
@@ -83,6 +153,17 @@ def _interior(labels: np.ndarray, depth: np.ndarray, depth_step: float = 0.01) -
     return ok
 
 
+@dataclass
+class _Record:
+    """One frame of the trajectories: every Gaussian alive then, by particle id."""
+
+    stamp_ns: int
+    particle_ids: np.ndarray  # [N] int64
+    object_ids: np.ndarray  # [N] int64
+    positions: np.ndarray  # [N, 3] float32
+    quats: np.ndarray  # [N, 4] float32, unit
+
+
 class Tracker:
     """Tracks the objects of an initialised Gaussian scene through new frames (see module docstring).
 
@@ -93,6 +174,7 @@ class Tracker:
         model_cloud: the fused observation the scene was initialised from; each object's points in it (voxel
             ``model_voxel``) are the ICP model. Registering raw observations onto raw observations avoids the bias of
             registering them onto optimised Gaussian centres. None: the Gaussian centres are the model.
+        stamp_ns: time of the frame the scene was initialised from.
     """
 
     def __init__(
@@ -101,43 +183,53 @@ class Tracker:
         cfg: TrackConfig | None = None,
         cameras=None,
         model_cloud: FusedCloud | None = None,
+        stamp_ns: int = 0,
     ) -> None:
         self.cfg = cfg or TrackConfig()
         self.background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # colour behind the Gaussians (refinement)
         self.cameras = cameras
+        self.now_ns = int(stamp_ns)
         self.gaussians = gaussians.detach().clone()
         # stable particle ids: appended Gaussians get fresh ones, never reused (snapshots and files can be aligned)
         pids = self.gaussians.particle_ids
         self._next_particle_id = int(pids.max()) + 1 if len(pids) else 0
+        n = len(self.gaussians)
         self.canonical = self.gaussians.means.detach().cpu().numpy().astype(np.float64)  # [N,3]
         self.canonical_quats = self.gaussians.quats.detach().clone()
         self.normals = np.zeros_like(self.canonical)
+        self.seen_ns = np.full(n, self.now_ns, dtype=np.int64)  # per Gaussian: last frame it contributed to a view
+        self.pending_vote = np.zeros(n, dtype=bool)  # per Gaussian: added by densification, id not voted yet
+        self.vote_rounds = np.zeros(n, dtype=np.int64)  # per Gaussian: maintenances it has been pending for
         self.objects: dict[int, ObjectTrack] = {}
+        self.aliases: dict[int, int] = {}  # instance id -> the object id it was re-associated with
+        self.removed: list[int] = []  # object ids removed (not seen for remove_after_s), in order
+        self.reassociated: list[tuple[int, int]] = []  # (new instance id, object id), in order
         self._knn: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._knn_dirty = False
         self._model: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> canonical ICP model points, normals
         ids = self.gaussians.object_ids.cpu().numpy()
+        colors = self.gaussians.colors.detach().cpu().numpy()
         for k in np.unique(ids[ids > 0]):
             obs = model_cloud.select(model_cloud.labels == k) if model_cloud is not None else None
-            self._add_object(int(k), np.flatnonzero(ids == k), obs)
-        self.positions: list[np.ndarray] = []
-        self.quats: list[np.ndarray] = []
-        self.stamps: list[int] = []
+            col = obs.colors.mean(axis=0) if obs is not None and len(obs) else colors[ids == k].mean(axis=0)
+            self._add_object(int(k), np.flatnonzero(ids == k), obs, col)
+        self.records: list[_Record] = []
 
     # ------------------------------------------------------------------ objects
-    def _add_object(self, k: int, idx: np.ndarray, observed: FusedCloud | None = None) -> None:
+    def _add_object(self, k: int, idx: np.ndarray, observed: FusedCloud | None = None,
+                    color: np.ndarray | None = None) -> None:
         import open3d as o3d
-        from scipy.spatial import cKDTree
 
-        self.objects[k] = ObjectTrack(k)
+        obj = ObjectTrack(k, last_seen_ns=self.now_ns)
+        self.objects[k] = obj
         pts = self.canonical[idx]
         # the reported centroid is this first-sight centroid carried by the rigid pose: Gaussians added later
         # (densification) on one side of the object must not move it
-        self.objects[k].centroid = pts.mean(axis=0) if len(pts) else np.zeros(3)
+        obj.centroid = pts.mean(axis=0) if len(pts) else np.zeros(3)
+        obj.color = np.asarray(color, dtype=np.float64) if color is not None else np.zeros(3)
         if len(idx) >= 4:
             self.normals[idx] = estimate_normals(pts, k=min(12, len(idx)), cameras=self.cameras)
-            nn = min(self.cfg.knn, len(idx) - 1)
-            _, nbr = cKDTree(pts).query(pts, k=nn + 1)
-            self._knn[k] = (idx, idx[nbr[:, 1:]])  # global indices of each Gaussian and of its neighbours
+        self._knn_dirty = True
         if observed is not None and len(observed) >= self.cfg.min_points:
             pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(observed.points.astype(np.float64)))
             if self.cfg.model_voxel > 0:
@@ -147,6 +239,25 @@ class Tracker:
         elif len(idx) >= 4:
             self._model[k] = (pts.copy(), self.normals[idx].copy())
 
+    def _ensure_knn(self) -> None:
+        """Neighbour lists of every object's Gaussians (global indices) for the rigidity terms, rebuilt after the set
+        of Gaussians changed (spawn, densify, prune, removal)."""
+        if not self._knn_dirty:
+            return
+        from scipy.spatial import cKDTree
+
+        self._knn = {}
+        ids = self.gaussians.object_ids.cpu().numpy()
+        for k in self.objects:
+            idx = np.flatnonzero(ids == k)
+            if len(idx) < 2:
+                continue
+            pts = self.canonical[idx]
+            nn = min(self.cfg.knn, len(idx) - 1)
+            _, nbr = cKDTree(pts).query(pts, k=nn + 1)
+            self._knn[k] = (idx, idx[nbr[:, 1:]])
+        self._knn_dirty = False
+
     def _new_particle_ids(self, n: int, device) -> torch.Tensor:
         ids = torch.arange(self._next_particle_id, self._next_particle_id + n, dtype=torch.int64, device=device)
         self._next_particle_id += n
@@ -155,64 +266,164 @@ class Tracker:
     def object_indices(self, k: int) -> np.ndarray:
         return np.flatnonzero(self.gaussians.object_ids.cpu().numpy() == k)
 
+    def _append(self, new: GaussianSet, canonical: np.ndarray, canonical_quats: torch.Tensor,
+                pending: bool) -> np.ndarray:
+        """Append Gaussians (fresh particle ids) and their per-Gaussian state; returns their indices."""
+        g = self.gaussians
+        new.particle_ids = self._new_particle_ids(len(new), g.device)
+        start = len(g)
+        self.gaussians = GaussianSet(
+            *(torch.cat([getattr(g, f), getattr(new, f).to(g.device)]) for f in
+              ("means", "quats", "log_scales", "colors", "opacity_logits", "object_ids", "particle_ids"))
+        )  # fmt: skip
+        self.canonical = np.concatenate([self.canonical, canonical.astype(np.float64)])
+        self.canonical_quats = torch.cat([self.canonical_quats, canonical_quats.to(g.device)])
+        self.normals = np.concatenate([self.normals, np.zeros((len(new), 3))])
+        self.seen_ns = np.concatenate([self.seen_ns, np.full(len(new), self.now_ns, dtype=np.int64)])
+        self.pending_vote = np.concatenate([self.pending_vote, np.full(len(new), pending)])
+        self.vote_rounds = np.concatenate([self.vote_rounds, np.zeros(len(new), dtype=np.int64)])
+        self._knn_dirty = True
+        return np.arange(start, start + len(new))
+
+    def _keep(self, keep: np.ndarray) -> None:
+        """Keep only the Gaussians ``keep`` ([N] bool); their particle ids stay, the others' are never reused."""
+        if keep.all():
+            return
+        ti = torch.as_tensor(np.flatnonzero(keep), device=self.gaussians.device)
+        self.gaussians = self.gaussians.subset(ti)
+        self.canonical = self.canonical[keep]
+        self.canonical_quats = self.canonical_quats[ti]
+        self.normals = self.normals[keep]
+        self.seen_ns = self.seen_ns[keep]
+        self.pending_vote = self.pending_vote[keep]
+        self.vote_rounds = self.vote_rounds[keep]
+        self._knn_dirty = True
+
     def _spawn(self, k: int, cloud: FusedCloud) -> None:
         """A new instance id: Gaussians from its observed points, appended to the scene."""
         sub = downsample_to_budget(cloud, self.cfg.new_object_budget)
         new = init_gaussians(sub, self.cameras, device=str(self.gaussians.device))
         new.object_ids[:] = k
-        new.particle_ids = self._new_particle_ids(len(new), new.device)
-        g = self.gaussians
-        self.gaussians = GaussianSet(
-            *(torch.cat([getattr(g, f), getattr(new, f)]) for f in
-              ("means", "quats", "log_scales", "colors", "opacity_logits", "object_ids", "particle_ids"))
-        )  # fmt: skip
-        start = len(self.canonical)
-        self.canonical = np.concatenate([self.canonical, sub.points.astype(np.float64)])
-        self.canonical_quats = torch.cat([self.canonical_quats, new.quats])
-        self.normals = np.concatenate([self.normals, np.zeros((len(sub), 3))])
-        self._add_object(k, np.arange(start, start + len(sub)), cloud)
+        idx = self._append(new, sub.points, new.quats, pending=False)
+        self._add_object(k, idx, cloud, cloud.colors.mean(axis=0))
         log.info("object %d entered the view: %d new Gaussians", k, len(sub))
+
+    def remove_object(self, k: int) -> int:
+        """Remove object ``k`` with its Gaussians (and ids aliased to it). Returns how many Gaussians went."""
+        ids = self.gaussians.object_ids.cpu().numpy()
+        gone = ids == k
+        self._keep(~gone)
+        self.objects.pop(k, None)
+        self._model.pop(k, None)
+        self._knn.pop(k, None)
+        self.aliases = {a: j for a, j in self.aliases.items() if j != k}
+        self.removed.append(k)
+        log.info("object %d removed (not seen for %.1f s): %d Gaussians", k, self.cfg.remove_after_s, int(gone.sum()))
+        return int(gone.sum())
+
+    def relabel(self, labels):
+        """Instance ids -> object ids (re-associated ids replaced by their object's), numpy or torch."""
+        if not self.aliases:
+            return labels
+        out = labels.clone() if isinstance(labels, torch.Tensor) else labels.copy()
+        for a, j in self.aliases.items():
+            out[labels == a] = j
+        return out
+
+    def _reassociate(self, k: int, obs: FusedCloud, unseen: set[int]) -> int | None:
+        """An object not seen in this frame (``unseen``: held, or just lost by its instance id) that instance
+        ``k``'s points belong to (see module docstring), with its pose updated; None if there is none."""
+        cfg = self.cfg
+        centre = obs.points.mean(axis=0)
+        color = obs.colors.mean(axis=0)
+        cands = []
+        for j, o in self.objects.items():
+            if j not in unseen or j not in self._model or np.abs(color - o.color).mean() > cfg.reassociate_color:
+                continue
+            cands.append((float(np.linalg.norm(centre - o.position())), j))
+        cands.sort()
+        near = [j for d, j in cands if d < cfg.reassociate_distance]
+        # the same place; else the only held object of this colour (it may have been moved while unseen)
+        order = near[:2] if near else ([cands[0][1]] if len(cands) == 1 else [])
+        for j in order:
+            o = self.objects[j]
+            T, fit, rmse = self._register(j, obs.points, [o.T], relocalise=True)
+            if fit >= cfg.reassociate_fitness:
+                o.T, o.velocity, o.spin = T, np.zeros(3), np.zeros(3)
+                o.visible, o.fitness, o.rmse, o.held_frames = True, fit, rmse, 0
+                o.n_observed, o.last_seen_ns = len(obs), self.now_ns
+                return j
+        return None
 
     # ------------------------------------------------------------------ per frame
     def step(self, frame: MultiViewFrame, targets: Targets | None = None, backend: str = "auto") -> dict[str, float]:
-        """Track one new frame. ``targets`` (the rendered-resolution views) are needed only when refining.
+        """Track one new frame. ``targets`` (the rendered-resolution views) are needed only when refining; their
+        masks are relabelled in place with the re-associated ids.
 
-        Returns a dict of statistics (icp rmse / fitness means, refinement loss, number of visible objects).
+        Returns a dict of statistics (icp rmse / fitness means, refinement loss, visible objects, life-cycle events).
         """
         cfg = self.cfg
+        self.now_ns = int(frame.stamp_ns)
         cloud = fuse_views(frame, stride=cfg.fuse_stride)
+        cloud.labels = self.relabel(cloud.labels)
         stats: dict[str, float] = {}
         rmses, fits = [], []
-        for k in np.unique(cloud.labels[cloud.labels > 0]):
-            if int(k) not in self.objects and (cloud.labels == k).sum() >= cfg.min_points:
-                self._spawn(int(k), cloud.select(cloud.labels == k))
-        for k, obj in self.objects.items():
+        placed: set[int] = set()  # objects whose pose the re-association already set this frame
+        n_removed, n_reassoc = len(self.removed), len(self.reassociated)
+        labels, counts = np.unique(cloud.labels[cloud.labels > 0], return_counts=True)
+        seen_now = {int(k) for k, c in zip(labels, counts, strict=True) if c >= cfg.min_points}
+        unseen = set(self.objects) - seen_now
+        for k in sorted(seen_now - set(self.objects)):
+            obs = cloud.select(cloud.labels == k)
+            j = self._reassociate(k, obs, unseen)
+            if j is None:
+                self._spawn(k, obs)
+            else:
+                log.info("instance %d is held object %d again (re-associated)", k, j)
+                self.aliases[k] = j
+                self.reassociated.append((k, j))
+                cloud.labels[cloud.labels == k] = j
+                placed.add(j)
+                unseen.discard(j)
+        if targets is not None and targets.mask is not None:
+            targets.mask = self.relabel(targets.mask)
+        for k, obj in list(self.objects.items()):
+            if k in placed:
+                continue
             obs = cloud.select(cloud.labels == k)
             obj.n_observed = len(obs)
-            T_pred = obj.T @ np.linalg.inv(obj.T_prev) @ obj.T if cfg.constant_velocity else obj.T.copy()
             if len(obs) < cfg.min_points:
-                obj.visible = False
-                obj.T_prev = obj.T.copy()  # hold still while unseen: no velocity to extrapolate with
+                obj.hold(cfg.velocity_decay)
                 continue
-            obj.visible = True
+            T_pred = obj.predict() if cfg.constant_velocity else obj.T.copy()
             T_new, fit, rmse = self._register(k, obs.points, [T_pred, obj.T])
-            if fit < cfg.min_fitness:
-                log.debug("object %d: ICP fitness %.2f below %.2f, keeping the prediction", k, fit, cfg.min_fitness)
-                T_new = T_pred
-            obj.T_prev, obj.T = obj.T, T_new
             obj.fitness, obj.rmse = fit, rmse
+            if fit < cfg.min_fitness:
+                log.debug("object %d: ICP fitness %.2f below %.2f: held", k, fit, cfg.min_fitness)
+                obj.hold(cfg.velocity_decay)
+                continue
+            obj.moved_to(T_new)
+            obj.visible, obj.held_frames, obj.last_seen_ns = True, 0, self.now_ns
             fits.append(fit)
             rmses.append(rmse)
+        if cfg.remove_after_s > 0:
+            for k, obj in list(self.objects.items()):
+                if not obj.visible and self.now_ns - obj.last_seen_ns > cfg.remove_after_s * 1e9:
+                    self.remove_object(k)
         self._apply_poses()
         if cfg.refine_iters > 0 and targets is not None:
             stats["refine_loss"] = self._refine(targets, backend)
         stats["icp_rmse_m"] = float(np.mean(rmses)) if rmses else float("nan")
         stats["icp_fitness"] = float(np.mean(fits)) if fits else float("nan")
         stats["visible_objects"] = float(sum(o.visible for o in self.objects.values()))
+        stats["held_objects"] = float(sum(not o.visible for o in self.objects.values()))
+        stats["removed_objects"] = float(len(self.removed) - n_removed)
+        stats["reassociated_objects"] = float(len(self.reassociated) - n_reassoc)
         self.record(frame.stamp_ns)
         return stats
 
-    def _register(self, k: int, observed: np.ndarray, inits: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
+    def _register(self, k: int, observed: np.ndarray, inits: list[np.ndarray], relocalise: bool = False
+                  ) -> tuple[np.ndarray, float, float]:
         """Best rigid pose over several starting guesses (the constant-velocity prediction, the last pose, and each
         shifted so that the model's centroid meets the observed centroid — this catches fast motion, e.g. a ball at
         1 m/s moves 33 mm per frame, beyond the ICP gate). Each is refined coarse (wide gate) then fine.
@@ -234,7 +445,7 @@ class Tracker:
                 best = (T2, fit, rmse)
             if i == 0 and fit > 0.9:  # the prediction was good: skip the other guesses (the common case, cheap)
                 break
-        if best[1] < cfg.relocalise_fitness and mp is not None:
+        if (relocalise or best[1] < cfg.relocalise_fitness) and mp is not None:
             # lost (e.g. a pin knocked over: 90 degrees in a few frames): guesses that put the model's principal
             # axes onto the observed points' principal axes, all sign flips, then ICP as above
             for T0 in self._pca_guesses(mp, observed):
@@ -299,6 +510,8 @@ class Tracker:
         means = g.means.detach().cpu().numpy().astype(np.float64)
         for k, obj in self.objects.items():
             idx = np.flatnonzero(ids == k)
+            if len(idx) == 0:
+                continue
             means[idx] = self.canonical[idx] @ obj.T[:3, :3].T + obj.T[:3, 3]
             qk = torch.as_tensor(matrix_to_quat_wxyz(obj.T[:3, :3]), dtype=g.quats.dtype, device=g.device)
             ti = torch.as_tensor(idx, device=g.device)
@@ -312,6 +525,7 @@ class Tracker:
         from .losses import depth_loss, photometric_loss
 
         cfg = self.cfg
+        self._ensure_knn()
         g = self.gaussians
         moving = g.object_ids > 0
         if not bool(moving.any()) or not self._knn:
@@ -371,22 +585,120 @@ class Tracker:
             g.means.copy_(torch.as_tensor(m, dtype=g.means.dtype, device=g.device))
         return loss_v
 
+    # ------------------------------------------------------------------ maintenance: vote, prune, densify
+    @torch.no_grad()
+    def maintain(self, targets: Targets, max_new: int = 300, backend: str = "auto", seed: int = 0) -> dict[str, float]:
+        """One render of the current frame with its masks, then: which Gaussians are seen; ids of the Gaussians
+        added since the last call by the cross-view vote; pruning (low opacity, long unseen, over ``max_gaussians``);
+        densification into the room left. Returns counts (revoted, pruned, densified)."""
+        from vidyn_ros.render import render
+
+        cfg = self.cfg
+        g = self.gaussians
+        masks = targets.mask.long() + 1 if targets.mask is not None else None  # + 1: the background is a mask too
+        out = render(g, targets.cameras, background=self.background, masks=masks, backend=backend)
+        stats: dict[str, float] = {}
+        if out.mask_contribution is not None:
+            seen = (out.mask_contribution.amax(dim=(0, 1)) >= cfg.seen_contribution).cpu().numpy()
+        elif out.visible is not None:
+            seen = out.visible.any(dim=0).cpu().numpy()
+        else:
+            seen = np.ones(len(g), dtype=bool)
+        self.seen_ns[seen] = self.now_ns
+        stats["revoted"] = float(self._vote_pending(out)) if out.mask_contribution is not None else 0.0
+        stats["pruned"] = float(self._prune())
+        room = max_new if cfg.max_gaussians <= 0 else min(max_new, cfg.max_gaussians - len(self.gaussians))
+        stats["densified"] = float(self.densify(targets, room, backend=backend, seed=seed, rendered=out)) \
+            if room > 0 else 0.0
+        self._rerecord()
+        return stats
+
+    def _vote_pending(self, out) -> int:
+        """Ids of the Gaussians added since the last vote by the cross-view vote over this render's contributions
+        (``voting.vote_from_contributions``, with the settings ``revote_*``: see TrackConfig); a Gaussian no view sees
+        clearly yet stays pending for ``revote_rounds`` maintenances. A Gaussian whose id changes moves to that
+        object (its canonical state re-expressed in the object's frame). Returns how many changed."""
+        from .voting import vote_from_contributions
+
+        cfg = self.cfg
+        pend = np.flatnonzero(self.pending_vote)
+        if len(pend) == 0:
+            return 0
+        g = self.gaussians
+        ti = torch.as_tensor(pend, device=g.device)
+        old = g.object_ids[ti]
+        contribution = out.mask_contribution[:, :, ti]
+        voted = vote_from_contributions(contribution, out.mask_ids - 1, cfg.revote_min_contribution, fallback=old,
+                                        prior=old, prior_weight=cfg.revote_prior_weight)
+        clear = (contribution.amax(dim=1) >= cfg.revote_min_contribution).any(dim=0).cpu().numpy()
+        self.vote_rounds[pend] += 1
+        self.pending_vote[pend[clear | (self.vote_rounds[pend] >= cfg.revote_rounds)]] = False
+        changed = (voted != old).cpu().numpy() & clear
+        n = 0
+        for i, j in zip(pend[changed], voted[torch.as_tensor(changed)].cpu().numpy().tolist(), strict=True):
+            if j != 0 and j not in self.objects:
+                continue  # an instance the tracker has no object for (yet): keep the pixel label
+            self._move_to_object(int(i), int(j))
+            n += 1
+        if n:
+            self._knn_dirty = True
+        return n
+
+    def _move_to_object(self, i: int, k: int) -> None:
+        """Gaussian ``i`` now belongs to object ``k`` (0: the static background), where it is now."""
+        g = self.gaussians
+        x = g.means[i].detach().cpu().numpy().astype(np.float64)
+        if k == 0:
+            self.canonical[i] = x
+            self.canonical_quats[i] = g.quats[i]
+        else:
+            T = self.objects[k].T
+            self.canonical[i] = (x - T[:3, 3]) @ T[:3, :3]
+            qk = torch.as_tensor(matrix_to_quat_wxyz(T[:3, :3].T), dtype=g.quats.dtype, device=g.device)
+            self.canonical_quats[i] = quat_mul(qk[None], g.quats[i][None])[0]
+        g.object_ids[i] = k
+
+    def _prune(self) -> int:
+        """Drop Gaussians that are nearly transparent, or not seen for ``prune_unseen_s`` although their object
+        (or the background) is; then, beyond ``max_gaussians``, the least recently seen. Held objects keep theirs
+        (they are removed as a whole). Returns how many went."""
+        cfg = self.cfg
+        g = self.gaussians
+        n = len(g)
+        ids = g.object_ids.cpu().numpy()
+        held = np.isin(ids, [k for k, o in self.objects.items() if not o.visible])
+        opacity = g.opacity_logits.sigmoid().cpu().numpy()
+        unseen_s = (self.now_ns - self.seen_ns) * 1e-9
+        drop = (opacity < cfg.prune_opacity) | ((unseen_s > cfg.prune_unseen_s) & ~held)
+        excess = n - int(drop.sum()) - cfg.max_gaussians if cfg.max_gaussians > 0 else 0
+        if excess > 0:  # least recently seen first, then least opaque; held objects' Gaussians last
+            order = np.lexsort((opacity, self.seen_ns, held))
+            order = order[~drop[order]]
+            drop[order[:excess]] = True
+        self._keep(~drop)
+        return int(drop.sum())
+
     # ------------------------------------------------------------------ densification
     @torch.no_grad()
     def densify(self, targets: Targets, max_new: int = 300, depth_gap: float = 0.02, color_gap: float = 0.15,
-                backend: str = "auto", seed: int = 0) -> int:
+                backend: str = "auto", seed: int = 0, rendered=None) -> int:
         """Add Gaussians where the views see something the scene does not explain: surfaces uncovered since the
         first frame (the table under a pushed block, the inner faces of a toppled stack). A pixel needs one when it
         has depth and the render there is transparent (alpha < 0.5), farther than the observation by ``depth_gap``
         or off in colour by ``color_gap`` (mean absolute RGB error: a face that was hidden, e.g. between two cubes).
-        New Gaussians are small isotropic disks with the pixel's colour and mask id (ids the tracker does not know
-        yet are left to the spawn logic), attached to their object's rigid pose. Returns how many were added.
+        New Gaussians are small isotropic disks with the pixel's colour and mask id (provisional: the next
+        ``maintain`` decides their id by the cross-view vote; ids the tracker does not know yet are left to the
+        spawn logic), attached to their object's rigid pose; an object's ICP model takes their points. ``rendered``:
+        a render of the current scene to reuse. Returns how many were added.
         """
         from vidyn_ros.geometry import backproject
         from vidyn_ros.render import render
 
+        if max_new <= 0:
+            return 0
         g = self.gaussians
-        out = render(g, targets.cameras, background=self.background, backend=backend)
+        out = rendered if rendered is not None else render(g, targets.cameras, background=self.background,
+                                                           backend=backend)
         pts, cols, labs, sig = [], [], [], []
         known = set(self.objects) | {0}
         for c, cam in enumerate(targets.cameras):
@@ -420,43 +732,65 @@ class Tracker:
         key = np.floor(cloud.points / 0.004).astype(np.int64)
         _, first = np.unique(key, axis=0, return_index=True)
         if len(first) > max_new:
-            first = np.random.default_rng(seed + len(self.positions)).choice(first, max_new, replace=False)
+            first = np.random.default_rng(seed + len(self.records)).choice(first, max_new, replace=False)
         first = np.sort(first)
         cloud, sigma = cloud.select(first), sigma[first]
         n = len(cloud)
         dev = g.device
-        new_ids = torch.as_tensor(cloud.labels, device=dev)
-        self.gaussians = GaussianSet(
-            means=torch.cat([g.means, torch.as_tensor(cloud.points, dtype=g.means.dtype, device=dev)]),
-            quats=torch.cat([g.quats, torch.tensor([[1.0, 0.0, 0.0, 0.0]], device=dev).expand(n, 4)]),
-            log_scales=torch.cat([g.log_scales, torch.as_tensor(np.log(sigma), dtype=g.log_scales.dtype,
-                                                                device=dev)[:, None].expand(n, 3)]),
-            colors=torch.cat([g.colors, torch.as_tensor(cloud.colors, dtype=g.colors.dtype, device=dev)]),
-            opacity_logits=torch.cat([g.opacity_logits, torch.full((n,), float(np.log(0.8 / 0.2)), device=dev)]),
-            object_ids=torch.cat([g.object_ids, new_ids]),
-            particle_ids=torch.cat([g.particle_ids, self._new_particle_ids(n, dev)]),
+        new = GaussianSet(
+            means=torch.as_tensor(cloud.points, dtype=g.means.dtype, device=dev),
+            quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]], device=dev).expand(n, 4).clone(),
+            log_scales=torch.as_tensor(np.log(sigma), dtype=g.log_scales.dtype, device=dev)[:, None].expand(n, 3),
+            colors=torch.as_tensor(cloud.colors, dtype=g.colors.dtype, device=dev),
+            opacity_logits=torch.full((n,), float(np.log(0.8 / 0.2)), device=dev),
+            object_ids=torch.as_tensor(cloud.labels, device=dev),
         )
         canon = cloud.points.astype(np.float64).copy()
         for k, obj in self.objects.items():  # express object points in the object's first-sight frame
             sel = cloud.labels == k
+            if not sel.any():
+                continue
             canon[sel] = (canon[sel] - obj.T[:3, 3]) @ obj.T[:3, :3]
-        self.canonical = np.concatenate([self.canonical, canon])
-        self.canonical_quats = torch.cat([self.canonical_quats, torch.tensor([[1.0, 0.0, 0.0, 0.0]],
-                                                                             device=dev).expand(n, 4)])
-        self.normals = np.concatenate([self.normals, np.zeros((n, 3))])
-        # the rows of the last trajectory sample must match the current set: the new ones existed from now on
-        if self.positions:
-            self.positions[-1] = self.gaussians.means.cpu().numpy().astype(np.float32).copy()
-            q = self.gaussians.quats
-            self.quats[-1] = (q / q.norm(dim=1, keepdim=True)).cpu().numpy().astype(np.float32)
+            self._extend_model(k, canon[sel], cloud.points[sel])
+        self._append(new, canon, new.quats, pending=True)
+        self._rerecord()
         return n
+
+    def _extend_model(self, k: int, canonical_pts: np.ndarray, world_pts: np.ndarray) -> None:
+        """Object ``k``'s ICP model takes newly observed surface points (canonical frame), kept at ``model_voxel``."""
+        import open3d as o3d
+
+        if k not in self._model or len(canonical_pts) < 3:
+            return
+        mp, mn = self._model[k]
+        R = self.objects[k].T[:3, :3]
+        normals = estimate_normals(world_pts, k=min(12, len(world_pts)), cameras=self.cameras) @ R  # world -> canon
+        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.concatenate([mp, canonical_pts])))
+        pc.normals = o3d.utility.Vector3dVector(np.concatenate([mn, normals]))
+        if self.cfg.model_voxel > 0:
+            pc = pc.voxel_down_sample(self.cfg.model_voxel)
+        nrm = np.asarray(pc.normals)
+        self._model[k] = (np.asarray(pc.points).copy(), nrm / np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True),
+                                                                          1e-12))
 
     # ------------------------------------------------------------------ outputs
     def record(self, stamp_ns: int) -> None:
-        self.positions.append(self.gaussians.means.detach().cpu().numpy().astype(np.float32).copy())
-        q = self.gaussians.quats.detach()
-        self.quats.append((q / q.norm(dim=1, keepdim=True)).cpu().numpy().astype(np.float32))
-        self.stamps.append(int(stamp_ns))
+        """Add the current state to the trajectories (if ``keep_trajectories``)."""
+        if not self.cfg.keep_trajectories:
+            return
+        g = self.gaussians.detach()
+        q = g.quats
+        self.records.append(_Record(
+            int(stamp_ns), g.particle_ids.cpu().numpy().astype(np.int64).copy(),
+            g.object_ids.cpu().numpy().astype(np.int64).copy(), g.means.cpu().numpy().astype(np.float32).copy(),
+            (q / q.norm(dim=1, keepdim=True)).cpu().numpy().astype(np.float32),
+        ))  # fmt: skip
+
+    def _rerecord(self) -> None:
+        """The last trajectory sample becomes the current set (Gaussians added or removed after it was taken)."""
+        if self.records and self.records[-1].stamp_ns == self.now_ns:
+            self.records.pop()
+            self.record(self.now_ns)
 
     def object_poses(self) -> list[ObjectPose]:
         """Per object: its first-sight Gaussian centroid moved by the rigid pose, and the pose's rotation."""
@@ -465,24 +799,26 @@ class Tracker:
         for k, obj in sorted(self.objects.items()):
             if not (ids == k).any():
                 continue
-            c = obj.T[:3, :3] @ obj.centroid + obj.T[:3, 3]
-            out.append(ObjectPose(k, c.astype(np.float64), matrix_to_quat_wxyz(obj.T[:3, :3])))
+            out.append(ObjectPose(k, obj.position().astype(np.float64), matrix_to_quat_wxyz(obj.T[:3, :3])))
         return out
 
     def trajectories(self) -> dict[str, np.ndarray]:
-        """positions [T,N,3], quats [T,N,4] (NaN before a Gaussian existed), object_ids [N], particle_ids [N],
-        stamps [T] ns."""
-        n = len(self.gaussians)
-        T = len(self.positions)
+        """positions [T,N,3], quats [T,N,4] over every particle that ever existed (columns by particle id, i.e. by
+        birth; NaN while a particle did not exist: before it was added, after it was pruned or its object removed),
+        object_ids [N] (each particle's last), particle_ids [N], stamps [T] ns."""
+        if not self.records:
+            return {"positions": np.zeros((0, 0, 3), np.float32), "quats": np.zeros((0, 0, 4), np.float32),
+                    "object_ids": np.zeros(0, np.int64), "particle_ids": np.zeros(0, np.int64),
+                    "stamps": np.zeros(0, np.int64)}
+        pids = np.unique(np.concatenate([r.particle_ids for r in self.records]))
+        T, n = len(self.records), len(pids)
         pos = np.full((T, n, 3), np.nan, dtype=np.float32)
         quat = np.full((T, n, 4), np.nan, dtype=np.float32)
-        for t, (p, q) in enumerate(zip(self.positions, self.quats, strict=True)):
-            pos[t, : len(p)] = p
-            quat[t, : len(q)] = q
-        return {
-            "positions": pos,
-            "quats": quat,
-            "object_ids": self.gaussians.object_ids.cpu().numpy().astype(np.int64),
-            "particle_ids": self.gaussians.particle_ids.cpu().numpy().astype(np.int64),
-            "stamps": np.asarray(self.stamps, dtype=np.int64),
-        }
+        oids = np.zeros(n, dtype=np.int64)
+        for t, r in enumerate(self.records):
+            col = np.searchsorted(pids, r.particle_ids)
+            pos[t, col] = r.positions
+            quat[t, col] = r.quats
+            oids[col] = r.object_ids
+        return {"positions": pos, "quats": quat, "object_ids": oids, "particle_ids": pids,
+                "stamps": np.asarray([r.stamp_ns for r in self.records], dtype=np.int64)}

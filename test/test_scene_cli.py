@@ -79,7 +79,9 @@ def test_track_bad_input_is_one_line(tmp_path, push_bag):
     assert not (tmp_path / "o").exists()  # nothing written for a bag that does not exist
     nocam = tmp_path / "nocam"  # a real bag with a calibration but no camera topics
     with BagWriter(nocam) as w:
-        w.write_calibration({"cam0": np.eye(4)})
+        above = np.eye(4)
+        above[2, 3] = 0.6  # a camera above the table (one at z = 0 is warned about)
+        w.write_calibration({"cam0": above})
         w.write(msgs.OBJECT_POSES_TOPIC, msgs.POSE_ARRAY, msgs.pose_array_msg([], 1, "world"), 1)
     _one_line_exit_2(_vidyn("track", str(nocam), "--out", str(tmp_path / "o"), timeout=60), "no camera topics")
     # --masks bag on a simulated bag: its only masks are the simulator's truth (/vidyn/sim/<cam>/mask), not used

@@ -316,8 +316,9 @@ def test_vidyn_launch_stops_within_2_s_of_sigint_while_the_scene_initialises(tmp
             proc.kill()
     out = "".join(lines)
     assert stop_s < 2.5, f"stopped {stop_s:.1f} s after SIGINT\n{out}"
-    assert code == 0 and "stopped (signal)" in out and "Traceback" not in out, out
-    assert "scene: still closing" in out  # left behind, not waited for
+    assert "Traceback" not in out and "scene: still closing" in out, out  # left behind, not waited for
+    # normally it ends by itself; on a starved CPU the 2 s watchdog may cut the teardown after the bag was closed
+    assert (code == 0 and "stopped (signal)" in out) or (code == 130 and "closed bag" in out), out
     with BagReader(bag) as r:  # closed: summary written, nothing to recover
         assert not r.recovered and r.topics["/cam0/color/image_raw"].count >= 1
 
@@ -352,3 +353,50 @@ def test_a_second_ctrl_c_stops_at_once_and_a_stuck_shutdown_is_cut_off(second_si
         assert took < 1.0 and "second SIGINT: stopping now" in out, (took, out)
     else:  # the watchdog: 3 s after the first signal, whatever the process is doing
         assert 2.0 < took < 4.0 and "still stopping 3 s after SIGINT" in out, (took, out)
+
+
+def _published_by(graph_name: str) -> set[str]:
+    """Topic patterns of the contract (vidyn_ros/qos.py) that a node of the shipped graph publishes."""
+    from vidyn_ros.qos import CONTRACT
+
+    kinds = {n.node for n in graph.load_graph(graph_name).nodes}
+    return {row.topic for row in CONTRACT if kinds & set(row.publishers)}
+
+
+def test_rviz_enables_only_displays_of_published_topics_with_matching_qos() -> None:
+    """A display is enabled only when `vidyn launch sim` and `vidyn launch rig` both publish its topic, and it asks for
+    a QoS its publishers can serve (a reliable display on a best-effort topic receives nothing)."""
+    from vidyn_ros.qos import CONTRACT, QOS_CLASSES, topic_qos
+
+    published = _published_by("sim") & _published_by("rig")
+    doc = yaml.safe_load((REPO / "rviz" / "vidyn.rviz").read_text())
+    enabled, checked = [], 0
+    for d in doc["Visualization Manager"]["Displays"]:
+        topic = d.get("Topic", {}).get("Value") if isinstance(d.get("Topic"), dict) else None
+        if topic is None:
+            continue
+        qos = topic_qos(topic)
+        assert qos is not None, f"rviz display {d['Name']!r}: {topic} is not in the topic contract"
+        reliability, durability, _ = QOS_CLASSES[qos]
+        if reliability == "best_effort":
+            assert d["Topic"]["Reliability Policy"] == "Best Effort", f"{d['Name']!r} would receive nothing"
+        if durability == "volatile":
+            assert d["Topic"]["Durability Policy"] == "Volatile", f"{d['Name']!r} would receive nothing"
+        checked += 1
+        if d.get("Enabled"):
+            row = next(r for r in CONTRACT if r.regex.match(topic))
+            enabled.append(d["Name"])
+            assert row.topic in published, f"rviz display {d['Name']!r} is enabled but nothing publishes {topic}"
+    assert checked >= 10 and len(enabled) >= 6, enabled
+
+
+def test_architecture_topic_contract_has_the_qos_of_vidyn_ros_qos() -> None:
+    from vidyn_ros.qos import topic_qos
+
+    text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    rows = [ln.split("|") for ln in text.split("## Topic contract", 1)[1].split("\n## ", 1)[0].splitlines()
+            if ln.startswith("| /")]
+    assert len(rows) >= 20
+    for cells in rows:
+        topic, qos = cells[1].strip(), cells[3].strip()
+        assert topic_qos(topic.replace("<cam>", "cam0")) == qos, f"docs/ARCHITECTURE.md: {topic} says {qos!r}"

@@ -155,7 +155,7 @@ def test_sim_rig_recorder_bag_player_round_trip(tmp_path: Path) -> None:
     bag = tmp_path / "bag"
     record = graph.parse_graph({"use_sim_time": True, "nodes": [
         {"node": "sim_rig", "parameters": {"scenario": "push", "render_scale": 0.25, "realtime": False,
-                                           "max_frames": n_frames, "start_delay_s": 1.0,
+                                           "max_frames": n_frames, "start_delay_s": 1.0, "qos": "reliable",
                                            "calibration_out": str(calib)}},
         {"node": "recorder", "parameters": {"all": True, "output": str(bag), "calibration": str(calib)}},
     ]})
@@ -195,7 +195,7 @@ def test_sim_rig_recorder_bag_player_round_trip(tmp_path: Path) -> None:
               "/vidyn/sim/cam3/mask": msgs.IMAGE, "/cam2/color/camera_info": msgs.CAMERA_INFO,
               msgs.OBJECT_POSES_TOPIC: msgs.POSE_ARRAY, "/clock": msgs.CLOCK}
     play = graph.parse_graph({"nodes": [{"node": "bag_player", "parameters": {
-        "bag": str(bag), "clock": True, "wait_for_subscribers_s": 5.0,
+        "bag": str(bag), "clock": True, "wait_for_subscribers_s": 5.0, "qos": "reliable",
         "topics": [t for t in topics if t != "/clock"]}}]})
     run, col = _collect(play, topics)
     assert run.reason == "done"
@@ -246,7 +246,7 @@ def test_sim_rig_waits_for_the_graph_to_spin_before_its_start_delay() -> None:
     n_frames = 4
     spec = graph.parse_graph({"nodes": [{"node": "sim_rig", "parameters": {
         "scenario": "push", "render_scale": 0.25, "realtime": False, "max_frames": n_frames, "start_delay_s": 1.0,
-        "masks": False, "ground_truth": False}}]})
+        "masks": False, "ground_truth": False, "qos": "reliable"}}]})
 
     def slow_extra(ctx: Context) -> list[Node]:
         time.sleep(2.0)  # longer than the rig's start delay plus rendering 4 frames
@@ -418,7 +418,7 @@ def test_cross_process_640x480_images_with_shm_profile(tmp_path: Path, ctx_node)
     node.create_subscription(_ros.msg_class(msgs.IMAGE), topic, on_image, _ros.reliable_qos(depth=50), raw=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "vidyn_ros.nodes.bag_player", "--ros-args", "-p", f"bag:={bag}",
-         "-p", "wait_for_subscribers_s:=30.0"],
+         "-p", "wait_for_subscribers_s:=30.0", "-p", "qos:=reliable"],
         env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _spin_until(ctx, node, lambda: len(got) >= len(sent) or proc.poll() is not None, 60.0)

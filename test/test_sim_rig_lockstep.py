@@ -53,8 +53,8 @@ def _run(n_frames: int, timeout_s: float, consumer: dict) -> tuple[graph.GraphRu
     spec = graph.parse_graph({"use_sim_time": True, "nodes": [
         {"node": "sim_rig", "parameters": {
             "scenario": "push", "render_scale": 0.25, "realtime": False, "max_frames": n_frames,
-            "start_delay_s": 0.5, "masks": False, "lockstep_topic": ACK_TOPIC, "lockstep_timeout_s": timeout_s,
-            "lockstep_first_timeout_s": 30.0}},
+            "start_delay_s": 0.5, "masks": False, "qos": "reliable", "lockstep_topic": ACK_TOPIC,
+            "lockstep_timeout_s": timeout_s, "lockstep_first_timeout_s": 30.0}},
     ]})
     box: list[SlowConsumer] = []
 

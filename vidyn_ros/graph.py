@@ -354,6 +354,7 @@ def run_graph(
                 raise ConfigError(f"{spec.source}: node module vidyn_ros.nodes.{ns.node} has no create_node()")
             opts = _ros.NodeOptions(ns.name, ns.namespace or None, node_parameters(spec, ns), ns.remappings, ctx)
             nodes.append(factory(**opts.node_kwargs(ns.name)))
+            _ros.check_qos_overrides(nodes[-1])
         if extra_nodes is not None:
             nodes.extend(extra_nodes(ctx))
         shutdown.interrupt = False

@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clock", action="store_true", help="publish /clock from the bag's log time")
     p.add_argument("--topics", nargs="+", default=[], metavar="TOPIC", help="only these topics")
     p.add_argument("--remap", action="append", default=[], metavar="FROM:=TO", help="rename a topic, repeatable")
-    p.add_argument("--qos", choices=["reliable", "sensor", "latched"], default="reliable")
+    p.add_argument("--qos", choices=["auto", "reliable", "sensor", "latched"], default="auto",
+                   help="publisher QoS: auto (default: per topic, as the topic contract says), or one for all topics")
     p.add_argument("--delay", type=ranged(float, "[0, 3600]"), default=0.5, metavar="S",
                    help="wait S seconds before playing, so subscribers can connect")
     p.add_argument("--duration", type=ranged(float, "(0, inf)"), default=None, metavar="S", help="stop after S seconds")

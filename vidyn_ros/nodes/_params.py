@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import weakref
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +22,17 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from vidyn_ros.errors import ConfigError
-from vidyn_ros.params import BUILTIN_PARAMS, QOS_OVERRIDE_RE, Param, param_table_markdown, unknown_name_error
+from vidyn_ros.params import (
+    BUILTIN_PARAMS,
+    QOS_OVERRIDE_RE,
+    Param,
+    check_builtin,
+    param_table_markdown,
+    unknown_name_error,
+)
+
+# QoS override parameters each node was given (checked against its publishers once it is built)
+_QOS_OVERRIDES: weakref.WeakKeyDictionary[Node, list[str]] = weakref.WeakKeyDictionary()
 
 _ARRAY_TYPES = {
     str: Parameter.Type.STRING_ARRAY,
@@ -84,10 +95,20 @@ def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
         else:
             declared = node.declare_parameter(p.name, value, descriptor(p), ignore_override=True).value
         setattr(out, p.name, _plain(declared))
-    unknown = [n for n in node.list_parameters([], 0).names
-               if n not in by_name and n not in BUILTIN_PARAMS and not QOS_OVERRIDE_RE.match(n)]
+    names = node.list_parameters([], 0).names
+    unknown = [n for n in names if n not in by_name and n not in BUILTIN_PARAMS and not n.startswith("qos_overrides.")]
     if unknown:
         raise unknown_name_error("parameter", unknown[0], [*by_name, "use_sim_time"], who)
+    qos = []
+    for n in names:
+        if n.startswith("qos_overrides.") and n not in by_name:  # declared from an override: check it, and let rclpy
+            check_builtin(n, _plain(node.get_parameter(n).value), who)  # declare it read-only with the publisher
+            if not QOS_OVERRIDE_RE.match(n):
+                raise ConfigError(f"{who}: malformed QoS override {n!r} (expected "
+                                  "qos_overrides./TOPIC.publisher.reliability|durability|history|depth)")
+            node.undeclare_parameter(n)
+            qos.append(n)
+    _QOS_OVERRIDES[node] = qos
 
     def coerce(params: list[Parameter]) -> list[Parameter]:  # `ros2 param set /n rate 2` sends an integer
         fixed = []
@@ -121,6 +142,17 @@ def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
     node.add_on_set_parameters_callback(validate)
     node.add_post_set_parameters_callback(apply)
     return out
+
+
+def check_qos_overrides(node: Node) -> None:
+    """After the node is built: every QoS override it was given names one of its publishers (a typo in a topic name
+    would otherwise be ignored). ConfigError listing the node's topics."""
+    topics = sorted({pub.topic_name for pub in node.publishers})
+    for name in _QOS_OVERRIDES.get(node, []):
+        m = QOS_OVERRIDE_RE.match(name)
+        if m and m.group(1) not in topics:
+            raise ConfigError(f"{node.get_name()}: {name}: the node publishes no topic {m.group(1)} "
+                              f"(it publishes {', '.join(topics)})")
 
 
 def _plain(value: Any) -> Any:
@@ -162,6 +194,13 @@ def nodes_reference_markdown() -> str:
         "starts) with a one-line error. At run time (`ros2 param set NODE PARAM VALUE`) only the *settable* "
         "parameters change, and they take effect at once; a set of a *read-only* one is refused.\n",
     ]
+    from vidyn_ros.qos import __doc__ as qos_doc
+    from vidyn_ros.qos import contract_markdown
+
+    why = (qos_doc or "").split("\n\n", 1)[1].strip()
+    parts += ["## Topics and QoS\n",
+              f"From `vidyn_ros/qos.py` (the topic contract's QoS column in docs/ARCHITECTURE.md). {why}\n",
+              contract_markdown()]
     for mod in node_modules():
         summary = (mod.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         parts.append(param_table_markdown(mod.PARAMS, getattr(mod, "NODE_NAME", mod.__name__.rpartition(".")[2]),

@@ -9,7 +9,8 @@ Where each part lives:
   publishing the CDR bytes of vidyn_ros.msgs, so bags and DDS carry identical bytes; topic names relative to the
   node's namespace (two rigs side by side).
 - ``StaticTransforms`` (nodes/_tf.py): /tf_static of the rig's cameras (world -> <cam>_link -> optical frame).
-- QoS presets (nodes/_qos.py): ``sensor_qos``, ``reliable_qos``, ``latched_qos``, ``qos_by_name``.
+- QoS (nodes/_qos.py): the presets ``sensor_qos``, ``reliable_qos``, ``latched_qos``, ``qos_by_name``, the topic
+  contract's ``contract_qos``, and ``Node``: rclpy's Node with QoS override parameters on every publisher.
 - ``DiagnosticsPublisher`` (nodes/_diagnostics.py): rate-limited /diagnostics status per node.
 - ``SyncedInput``, ``rig_camera_poses`` (nodes/_inputs.py): the camera-set inputs of the scene and segmenter nodes.
 - ``run_node``, ``spin_nodes``, ``close_nodes``, ``Shutdown``, ``NodeOptions``, ``spinning_event``,
@@ -22,12 +23,13 @@ from vidyn_ros.nodes._diagnostics import DIAG_ERROR, DIAG_OK, DIAG_STALE, DIAG_W
 from vidyn_ros.nodes._inputs import SyncedInput, rig_camera_poses
 from vidyn_ros.nodes._params import (
     NODES_DOC_COMMAND,
+    check_qos_overrides,
     declare_params,
     node_modules,
     nodes_reference_markdown,
     parameter_overrides,
 )
-from vidyn_ros.nodes._qos import latched_qos, qos_by_name, reliable_qos, sensor_qos
+from vidyn_ros.nodes._qos import Node, contract_qos, latched_qos, qos_by_name, reliable_qos, sensor_qos
 from vidyn_ros.nodes._runtime import (
     CLOSE_S,
     DRAIN_S,
@@ -52,10 +54,10 @@ from vidyn_ros.workers import DropOldestQueue, LoopThread, RateMeter, Worker, wa
 
 __all__ = [
     "CLOSE_S", "DIAG_ERROR", "DIAG_OK", "DIAG_STALE", "DIAG_WARN", "DRAIN_S", "FASTDDS_ENV", "GLOBAL_TOPICS",
-    "NODES_DOC_COMMAND", "STOP_WITHIN_S", "DiagnosticsPublisher", "DropOldestQueue", "LoopThread", "NodeExecutor",
-    "NodeOptions", "Param", "RateMeter", "Shutdown", "StaticTransforms", "SyncedInput", "Worker", "close_nodes",
-    "declare_params", "fastdds_profile_path", "init_rclpy", "latched_qos", "msg_class", "node_modules", "node_topic",
-    "nodes_reference_markdown", "now_ns",
+    "NODES_DOC_COMMAND", "STOP_WITHIN_S", "DiagnosticsPublisher", "DropOldestQueue", "LoopThread", "Node",
+    "NodeExecutor", "NodeOptions", "Param", "RateMeter", "Shutdown", "StaticTransforms", "SyncedInput", "Worker",
+    "check_qos_overrides", "close_nodes", "contract_qos", "declare_params", "fastdds_profile_path", "init_rclpy",
+    "latched_qos", "msg_class", "node_modules", "node_topic", "nodes_reference_markdown", "now_ns",
     "param_table_markdown", "parameter_overrides", "publish_cdr", "qos_by_name", "reliable_qos", "remap_args",
     "rig_camera_poses", "run_node", "sensor_qos", "setup_fastdds_env", "spin_nodes", "spinning_event", "wait_for",
 ]

@@ -33,7 +33,7 @@ from rclpy.executors import (
 from rclpy.node import Node
 
 from vidyn_ros.errors import VidynError
-from vidyn_ros.nodes._params import parameter_overrides
+from vidyn_ros.nodes._params import check_qos_overrides, parameter_overrides
 from vidyn_ros.workers import exit_process, leave_behind
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,8 @@ def setup_fastdds_env(force: bool = False) -> str | None:
 
 # ---------------------------------------------------------------------------------------------------------- lifecycle
 STOP_WITHIN_S = 2.0  # a node process ends this long after SIGINT/SIGTERM at the latest, whatever its threads do
-DRAIN_S = 0.3  # of which: callbacks in flight may finish
-CLOSE_S = 1.3  # ... nodes' close() (the recorder closes its bag) may run, counted from the signal
+DRAIN_S = 0.2  # of which: callbacks in flight may finish
+CLOSE_S = 1.0  # ... nodes' close() (the recorder closes its bag) may run, counted from the signal
 
 
 class Shutdown:
@@ -313,6 +313,7 @@ def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = Non
         shutdown.interrupt = True  # a signal while the node is being built stops building
         # every override becomes a parameter, so declare_params can name the ones the node does not have
         node = node_factory(automatically_declare_parameters_from_overrides=True)
+        check_qos_overrides(node)
         shutdown.interrupt = False
         spin_nodes([node], shutdown=shutdown, until=lambda: bool(getattr(node, done_attr, False)))
         if getattr(node, "fatal", None):

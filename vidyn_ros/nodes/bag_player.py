@@ -16,8 +16,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from rclpy.node import Node
-
 from vidyn_ros.errors import BagError, ConfigError
 from vidyn_ros.nodes import _ros
 
@@ -30,8 +28,9 @@ PARAMS = [
     _ros.Param("clock", False, "publish /clock from the bag's log time (for nodes with use_sim_time)"),
     _ros.Param("topics", [], "only these topics (empty = all); an unknown topic is an error", kind="string"),
     _ros.Param("remap", [], "topic remappings 'from:=to' applied to the published names", kind="string"),
-    _ros.Param("qos", "reliable", "publisher QoS: reliable, sensor (best effort) or latched",
-               choices=("reliable", "sensor", "latched")),
+    _ros.Param("qos", "auto", "publisher QoS: auto (per topic, the topic contract's: cameras best effort, state "
+               "reliable, /tf_static latched), or reliable, sensor (best effort), latched for every topic",
+               choices=("auto", "reliable", "sensor", "latched")),
     _ros.Param("start_delay_s", 0.0, "wait this long (from the first spin) before playing, so subscribers can "
                "discover the publishers", range="[0, 3600]"),
     _ros.Param("wait_for_subscribers_s", 0.0, "wait up to this long until every publisher has a subscriber",
@@ -52,7 +51,7 @@ def parse_remaps(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-class BagPlayer(Node):
+class BagPlayer(_ros.Node):
     """Publishes a bag's messages at their recorded pace; see the module docstring."""
 
     def __init__(self, **node_kwargs: Any) -> None:
@@ -84,12 +83,12 @@ class BagPlayer(Node):
             self.get_logger().info("not replaying the recorded /clock: clock is generated from the bag's log time")
         self.tf = _ros.StaticTransforms(self)
         self._publish_tf(remaps)
-        qos = _ros.qos_by_name(self.p.qos)
         self._pubs: dict[str, Any] = {}
         for topic in self.topics:
             msgtype = self.reader.topics[topic].msgtype
             # relative names: a player in a namespace replays the rig into that namespace (/clock stays global)
             name = _ros.node_topic(remaps.get(topic, topic))
+            qos = _ros.contract_qos(remaps.get(topic, topic)) if self.p.qos == "auto" else _ros.qos_by_name(self.p.qos)
             self._pubs[topic] = self.create_publisher(_ros.msg_class(msgtype), name, qos)
         self._clock_pub = self.create_publisher(_ros.msg_class("rosgraph_msgs/msg/Clock"), "/clock", 10) \
             if self.p.clock else None

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rclpy.node import Node
 
 from vidyn_ros.errors import ConfigError, VidynError
 from vidyn_ros.nodes import _ros
@@ -63,7 +62,7 @@ PARAMS = [
 ]
 
 
-class DynamicsNode(Node):
+class DynamicsNode(_ros.Node):
     """Predicts from every scene update; see the module docstring."""
 
     def __init__(self, **node_kwargs: Any) -> None:

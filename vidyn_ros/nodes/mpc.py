@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from rclpy.node import Node
 
 from vidyn_ros.errors import ConfigError, VidynError
 from vidyn_ros.nodes import _ros
@@ -93,7 +92,7 @@ PARAMS = [
 ]
 
 
-class MpcNode(Node):
+class MpcNode(_ros.Node):
     """Plans on scene updates, publishes safe commands; see the module docstring."""
 
     def __init__(self, **node_kwargs: Any) -> None:

@@ -18,8 +18,6 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from rclpy.node import Node
-
 from vidyn_ros.errors import ConfigError
 from vidyn_ros.nodes import _ros
 
@@ -108,7 +106,7 @@ def camera_configs(p: Any) -> list:
     return out
 
 
-class RealSenseNode(Node):
+class RealSenseNode(_ros.Node):
     """Publishes each camera's color, aligned depth and CameraInfo; see the module docstring."""
 
     def __init__(self, **node_kwargs: Any) -> None:

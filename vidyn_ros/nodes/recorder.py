@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
 from vidyn_ros.bags import SIM_TIME_LIMIT_NS
@@ -93,7 +92,7 @@ def _starts_with_stamp(msgtype: str) -> bool:
     return first[1][0].name == "NAME" and first[1][1] in _STAMPED_FIRST
 
 
-class Recorder(Node):
+class Recorder(_ros.Node):
     """Writes the raw bytes of the subscribed topics to a bag; see the module docstring."""
 
     def __init__(self, **node_kwargs: Any) -> None:

@@ -23,8 +23,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from rclpy.node import Node
-
 from vidyn_ros.errors import ConfigError
 from vidyn_ros.nodes import _ros
 
@@ -69,7 +67,7 @@ PARAMS = [
 ]
 
 
-class SceneNode(Node):
+class SceneNode(_ros.Node):
     """Runs a SceneEstimator on synchronised frames; see the module docstring."""
 
     def __init__(self, **node_kwargs: Any) -> None:

@@ -19,8 +19,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from rclpy.node import Node
-
 from vidyn_ros.errors import ConfigError
 from vidyn_ros.nodes import _ros
 
@@ -51,7 +49,7 @@ PARAMS = [
 ]
 
 
-class SegmenterNode(Node):
+class SegmenterNode(_ros.Node):
     """Publishes instance masks for every camera; see the module docstring."""
 
     def __init__(self, **node_kwargs: Any) -> None:

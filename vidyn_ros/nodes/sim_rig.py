@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from rclpy.node import Node
 
 from vidyn_ros.errors import ConfigError, VidynError
 from vidyn_ros.nodes import _ros
@@ -55,8 +54,9 @@ PARAMS = [
     _ros.Param("pusher_pose", True, "publish the pusher's pose on /vidyn/pusher/pose (the robot's own end-effector "
                "pose, as a real robot reports it; not object ground truth)"),
     _ros.Param("clock", True, "publish sim time on /clock"),
-    _ros.Param("qos", "reliable", "camera publisher QoS: reliable or sensor (best effort)",
-               choices=("reliable", "sensor")),
+    _ros.Param("qos", "sensor", "QoS of the camera topics and true masks: sensor (best effort, as the topic contract "
+               "says) or reliable (a recorder keeps every frame; still matches best-effort subscribers)",
+               choices=("sensor", "reliable")),
     _ros.Param("cmd_timeout_s", 0.5, "a /vidyn/cmd older than this (sim time) is stale: the pusher stops",
                range="(0, 3600]", dynamic=True),
     _ros.Param("calibration_out", "", "write the rig calibration YAML (camera-to-world poses) here at start"),
@@ -75,7 +75,7 @@ PARAMS = [
 ]
 
 
-class SimRigNode(Node):
+class SimRigNode(_ros.Node):
     """Publishes the simulated rig; see the module docstring."""
 
     def __init__(self, **node_kwargs: Any) -> None:

@@ -191,6 +191,8 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
         result = graph.run_graph(spec, until=progress, domain_id=args.domain_id, extra_nodes=commander)
     finally:
         bar.close()
+    if result.reason == "signal":  # Ctrl-C: stop here (the bag is closed), no report from a cut-short run
+        raise KeyboardInterrupt
     if result.fatal:
         from vidyn_ros.errors import VidynError
 

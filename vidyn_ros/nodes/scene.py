@@ -160,9 +160,12 @@ class SceneNode(_ros.Node):
         stamp = up.stamp_ns
         markers = object_markers(up.gaussians, up.objects, up.visible)
         _ros.publish_cdr(self.pub_objects, msgs.marker_array_msg(markers, stamp, "world"), msgs.MARKER_ARRAY)
-        if self.pub_render and (self.updates - 1) % max(self.p.render_every, 1) == 0:
+        # Rendering every view is the node's largest cost on a CPU (docs/scene.md, "Where the time goes"): only
+        # when someone subscribes (RViz, a recorder), every render_every-th update.
+        watched = [c for c, pub in self.pub_render.items() if pub.get_subscription_count() > 0]
+        if watched and (self.updates - 1) % max(self.p.render_every, 1) == 0:
             ds = max(int(self.p.image_downscale), 1)  # render at the working resolution: full size costs ds^2 more
-            cams = [c.scaled(1.0 / ds) for c in frame.cameras] if ds > 1 else frame.cameras
+            cams = [c.scaled(1.0 / ds) if ds > 1 else c for c in frame.cameras if c.name in watched]
             rgb, _ = self.estimator.render(cams)
             for cam, img in zip(cams, rgb, strict=True):
                 _ros.publish_cdr(self.pub_render[cam.name],

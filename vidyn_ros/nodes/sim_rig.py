@@ -48,6 +48,8 @@ PARAMS = [
     _ros.Param("rate", 1.0, "sim-time speed factor when realtime (0.5 = half speed)", range="(0, 100]", dynamic=True),
     _ros.Param("max_frames", 0, "frames to publish, then finish: 0 = the scenario's duration, -1 = until stopped",
                range="[-1, inf)"),
+    _ros.Param("loop", False, "replay the scenario in a loop: every scenario duration the world is reset (initial "
+               "conditions re-sampled with seed + episode), sim time goes on; for soak runs with max_frames -1"),
     _ros.Param("masks", True, "publish the true instance masks on /vidyn/sim/<cam>/mask (ground truth, evaluation "
                "only; perception's /<cam>/mask comes from the segmenter)"),
     _ros.Param("ground_truth", True, "publish ground-truth object poses on /vidyn/sim/object_poses"),
@@ -284,6 +286,10 @@ class SimRigNode(_ros.Node):
                                    stop)
                     if stop.is_set():
                         break
+                if self.p.loop and self.frames > 0 and self.frames % rig.n_frames == 0:
+                    frame_index = rig.frame_index  # the world starts over, the clock does not
+                    rig.reset(self.p.seed + self.frames // rig.n_frames)
+                    rig.frame_index = frame_index
                 if has_pusher:
                     rig.set_pusher_velocity(self._current_velocity())
                 t0 = time.perf_counter()

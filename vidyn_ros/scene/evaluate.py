@@ -51,7 +51,7 @@ def render_psnr(est: SceneEstimator, frame: MultiViewFrame) -> tuple[float, np.n
     from .init import make_targets
 
     t = make_targets(frame, est.cfg.downscale)
-    rgb, _ = est.render(t.cameras)
+    rgb, _ = est.render(t.cameras, reuse=False)
     obs = (t.color.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
     value = psnr(torch.from_numpy(rgb).float() / 255.0, torch.from_numpy(obs).float() / 255.0)
     return value, obs, rgb

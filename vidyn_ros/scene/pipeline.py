@@ -153,20 +153,27 @@ class SceneEstimator:
             assert self.tracker is not None
             cfg = self.cfg
             densify = cfg.densify_every > 0 and self.n_updates % cfg.densify_every == 0
+            t = time.perf_counter()
             targets = make_targets(frame, cfg.downscale, cfg.device) if (cfg.iters_per_frame or densify) else None
+            t_targets = (time.perf_counter() - t) * 1e3
             self.tracker.cfg.refine_iters = cfg.iters_per_frame
             stats = self.tracker.step(frame, targets, backend=cfg.backend)
+            stats["t_targets_ms"] = t_targets
             if densify and targets is not None:  # every few frames: vote new Gaussians' ids, prune, densify
                 stats.update(self.tracker.maintain(targets, cfg.densify_max, backend=cfg.backend, seed=cfg.seed))
             loss = stats.get("refine_loss", float("nan"))
         self.n_updates += 1
         assert self.tracker is not None
+        t = time.perf_counter()
+        # a snapshot: the tracker changes its own tensors in place on the next update, and a consumer keeping the
+        # last three states (the dynamics model) must get three different states
+        snapshot = self.tracker.gaussians.detach().clone()
+        objects = self.tracker.object_poses()
+        stats["t_snapshot_ms"] = (time.perf_counter() - t) * 1e3
         return SceneUpdate(
             stamp_ns=frame.stamp_ns,
-            # a snapshot: the tracker changes its own tensors in place on the next update, and a consumer keeping the
-            # last three states (the dynamics model) must get three different states
-            gaussians=self.tracker.gaussians.detach().clone(),
-            objects=self.tracker.object_poses(),
+            gaussians=snapshot,
+            objects=objects,
             visible={k: o.visible for k, o in self.tracker.objects.items()},
             loss=float(loss),
             stats=stats,
@@ -175,14 +182,23 @@ class SceneEstimator:
         )
 
     @torch.no_grad()
-    def render(self, cameras: list[CameraModel], background=None) -> tuple[np.ndarray, np.ndarray]:
-        """Render the current scene: (rgb uint8 [C,H,W,3], depth float32 [C,H,W] m)."""
+    def render(self, cameras: list[CameraModel], background=None, reuse: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Render the current scene: (rgb uint8 [C,H,W,3], depth float32 [C,H,W] m). ``reuse``: on a frame whose
+        maintenance already rendered these cameras, return that render (it lacks only the Gaussians densified or
+        pruned after it): the scene node publishes it instead of rendering twice."""
         from vidyn_ros.render import render
 
         if self.tracker is None:
             raise RuntimeError("scene not initialised")
+        from .track import camera_key
+
         bg = self.background if background is None else background
-        out = render(self.tracker.gaussians, cameras, background=bg, backend=self.cfg.backend)
+        last = self.tracker.last_render
+        if reuse and background is None and last is not None and last[0] == self.tracker.now_ns and \
+                last[1] == camera_key(cameras):
+            out = last[2]  # this frame's maintenance render (before its few densified / pruned Gaussians)
+        else:
+            out = render(self.tracker.gaussians, cameras, background=bg, backend=self.cfg.backend)
         rgb = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
         return rgb, out.depth.float().cpu().numpy()
 

@@ -38,6 +38,7 @@ reused. The background (id 0) is static. Per-Gaussian positions and rotations pe
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,6 +142,11 @@ class ObjectTrack:
         self.held_frames += 1
 
 
+def camera_key(cameras) -> tuple:
+    """Identity of a camera set (names, sizes, intrinsics, poses) for reusing a render."""
+    return tuple((c.name, c.width, c.height, c.K.tobytes(), c.T_world_cam.tobytes()) for c in cameras)
+
+
 def _interior(labels: np.ndarray, depth: np.ndarray, depth_step: float = 0.01) -> np.ndarray:
     """[H, W] bool: pixels whose 4-neighbours have the same label and depth within ``depth_step`` (not on an edge)."""
     lab = np.pad(labels, 1, mode="edge")
@@ -214,6 +220,7 @@ class Tracker:
             col = obs.colors.mean(axis=0) if obs is not None and len(obs) else colors[ids == k].mean(axis=0)
             self._add_object(int(k), np.flatnonzero(ids == k), obs, col)
         self.records: list[_Record] = []
+        self.last_render: tuple[int, tuple, object] | None = None  # (stamp, camera_key, RenderOutput) of maintain()
 
     # ------------------------------------------------------------------ objects
     def _add_object(self, k: int, idx: np.ndarray, observed: FusedCloud | None = None,
@@ -364,9 +371,11 @@ class Tracker:
         """
         cfg = self.cfg
         self.now_ns = int(frame.stamp_ns)
+        t0 = time.perf_counter()
         cloud = fuse_views(frame, stride=cfg.fuse_stride)
         cloud.labels = self.relabel(cloud.labels)
-        stats: dict[str, float] = {}
+        stats: dict[str, float] = {"t_fuse_ms": (time.perf_counter() - t0) * 1e3}
+        t0 = time.perf_counter()
         rmses, fits = [], []
         placed: set[int] = set()  # objects whose pose the re-association already set this frame
         n_removed, n_reassoc = len(self.removed), len(self.reassociated)
@@ -387,6 +396,8 @@ class Tracker:
                 unseen.discard(j)
         if targets is not None and targets.mask is not None:
             targets.mask = self.relabel(targets.mask)
+        stats["t_new_ids_ms"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
         for k, obj in list(self.objects.items()):
             if k in placed:
                 continue
@@ -410,16 +421,24 @@ class Tracker:
             for k, obj in list(self.objects.items()):
                 if not obj.visible and self.now_ns - obj.last_seen_ns > cfg.remove_after_s * 1e9:
                     self.remove_object(k)
+        stats["t_register_ms"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
         self._apply_poses()
+        stats["t_apply_ms"] = (time.perf_counter() - t0) * 1e3
         if cfg.refine_iters > 0 and targets is not None:
+            t0 = time.perf_counter()
             stats["refine_loss"] = self._refine(targets, backend)
+            stats["t_refine_ms"] = (time.perf_counter() - t0) * 1e3
         stats["icp_rmse_m"] = float(np.mean(rmses)) if rmses else float("nan")
         stats["icp_fitness"] = float(np.mean(fits)) if fits else float("nan")
         stats["visible_objects"] = float(sum(o.visible for o in self.objects.values()))
         stats["held_objects"] = float(sum(not o.visible for o in self.objects.values()))
         stats["removed_objects"] = float(len(self.removed) - n_removed)
         stats["reassociated_objects"] = float(len(self.reassociated) - n_reassoc)
+        del self.removed[:-1000], self.reassociated[:-1000]  # a scene that runs for days keeps the latest events
+        t0 = time.perf_counter()
         self.record(frame.stamp_ns)
+        stats["t_record_ms"] = (time.perf_counter() - t0) * 1e3
         return stats
 
     def _register(self, k: int, observed: np.ndarray, inits: list[np.ndarray], relocalise: bool = False
@@ -595,9 +614,12 @@ class Tracker:
 
         cfg = self.cfg
         g = self.gaussians
+        t0 = time.perf_counter()
         masks = targets.mask.long() + 1 if targets.mask is not None else None  # + 1: the background is a mask too
         out = render(g, targets.cameras, background=self.background, masks=masks, backend=backend)
-        stats: dict[str, float] = {}
+        stats: dict[str, float] = {"t_maintain_render_ms": (time.perf_counter() - t0) * 1e3}
+        self.last_render = (self.now_ns, camera_key(targets.cameras), out)  # SceneEstimator.render may reuse it
+        t0 = time.perf_counter()
         if out.mask_contribution is not None:
             seen = (out.mask_contribution.amax(dim=(0, 1)) >= cfg.seen_contribution).cpu().numpy()
         elif out.visible is not None:
@@ -607,10 +629,13 @@ class Tracker:
         self.seen_ns[seen] = self.now_ns
         stats["revoted"] = float(self._vote_pending(out)) if out.mask_contribution is not None else 0.0
         stats["pruned"] = float(self._prune())
+        stats["t_vote_prune_ms"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
         room = max_new if cfg.max_gaussians <= 0 else min(max_new, cfg.max_gaussians - len(self.gaussians))
         stats["densified"] = float(self.densify(targets, room, backend=backend, seed=seed, rendered=out)) \
             if room > 0 else 0.0
         self._rerecord()
+        stats["t_densify_ms"] = (time.perf_counter() - t0) * 1e3
         return stats
 
     def _vote_pending(self, out) -> int:

@@ -17,16 +17,16 @@ topic, :class:`~vidyn_ros.errors.OutputError` for an output directory that exist
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -99,7 +99,7 @@ class BagWriter:
         custom_data: Mapping[str, str] | None = None,
         compression: str | None = None,
     ) -> None:
-        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer, WriterError
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, WriterError
 
         if storage not in STORAGES:
             raise OutputError(f"unknown bag storage {storage!r} (use one of {', '.join(STORAGES)})")
@@ -108,13 +108,12 @@ class BagWriter:
         self.path = Path(path)
         self.storage = storage
         self._prepare_output_dir(overwrite)
-        # An sqlite3 connection may only be used by the thread that created it, and a recorder node writes from
-        # whichever executor thread delivered the message: every storage call of an sqlite3 bag runs on one owner
-        # thread. MCAP has no thread affinity; a lock serialises its calls.
-        self._owner = ThreadPoolExecutor(1, thread_name_prefix="bag-writer") if storage == "sqlite3" else None
-        self._lock = threading.RLock()
+        # A recorder node writes from whichever executor thread delivered the message, flushes from a timer and
+        # closes from the main thread: every storage call runs under this lock (and the sqlite3 connection is opened
+        # for use from any thread, see _any_thread_writer).
+        self._lock = threading.Lock()
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        self._writer = _any_thread_writer()(self.path, version=9, storage_plugin=plugin)
         for k, v in (custom_data or {}).items():
             self._writer.set_custom_data(str(k), str(v))
         self.compression = compression if compression != "none" else None
@@ -122,26 +121,12 @@ class BagWriter:
             mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
             self._writer.set_compression(mode, CompressionFormat.ZSTD)
         try:
-            self._call(self._writer.open)
+            self._writer.open()
         except (OSError, WriterError) as err:
-            self._shutdown_owner()
             raise OutputError(f"{self.path}: cannot create bag ({_oneline(err)})") from None
         self._connections: dict[str, Any] = {}
         self._closed = False
         self.counts: dict[str, int] = {}
-
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one storage operation: on the owner thread for sqlite3, under the lock for MCAP. Exceptions propagate
-        to the caller as if the call had been direct."""
-        with self._lock:
-            if self._owner is None:
-                return fn(*args, **kwargs)
-            return self._owner.submit(fn, *args, **kwargs).result()
-
-    def _shutdown_owner(self) -> None:
-        if self._owner is not None:
-            self._owner.shutdown(wait=True)
-            self._owner = None
 
     def _prepare_output_dir(self, overwrite: bool) -> None:
         p = self.path
@@ -173,7 +158,7 @@ class BagWriter:
             from rosbags.typesys import TypesysError
 
             try:
-                conn = self._call(self._writer.add_connection, topic, msgtype, typestore=msgs._typestore())
+                conn = self._writer.add_connection(topic, msgtype, typestore=msgs._typestore())
             except (KeyError, TypesysError):
                 raise BagError(f"topic {topic}: unknown message type {msgtype!r}") from None
             self._connections[topic] = conn
@@ -190,7 +175,7 @@ class BagWriter:
                 raise BagError(f"{self.path}: bag already closed")
             conn = self._connection(topic, msgtype)
             try:
-                self._call(self._writer.write, conn, int(stamp_ns), data)
+                self._writer.write(conn, int(stamp_ns), data)
             except OSError as err:
                 raise OutputError(f"{self.path}: cannot write ({err.strerror})") from None
             self.counts[topic] += 1
@@ -219,22 +204,17 @@ class BagWriter:
     def flush(self) -> None:
         """Push buffered messages to disk so that they survive a SIGKILL (MCAP: write the pending chunk; sqlite3:
         commit). Costs one small chunk / one transaction; a recorder calls it every few seconds."""
-        def flush_storage() -> None:
-            storage = getattr(self._writer, "storage", None)
-            if storage is None:
-                return
-            if self.storage == "mcap":
-                if storage.chunk.bio.tell():
-                    storage.close_chunk()
-                storage.bio.flush()
-            else:
-                storage.conn.commit()
-
         with self._lock:
-            if self._closed:
+            storage = getattr(self._writer, "storage", None)
+            if storage is None or self._closed:
                 return
             try:
-                self._call(flush_storage)
+                if self.storage == "mcap":
+                    if storage.chunk.bio.tell():
+                        storage.close_chunk()
+                    storage.bio.flush()
+                else:
+                    storage.conn.commit()
             except OSError as err:
                 raise OutputError(f"{self.path}: cannot write ({err.strerror})") from None
 
@@ -245,11 +225,9 @@ class BagWriter:
                 return
             self._closed = True
             try:
-                self._call(self._writer.close)
+                self._writer.close()
             except OSError as err:
                 raise OutputError(f"{self.path}: cannot finish bag ({err.strerror})") from None
-            finally:
-                self._shutdown_owner()
 
     def __enter__(self) -> BagWriter:
         return self
@@ -283,6 +261,31 @@ def write_rig_episode(
 
 # --------------------------------------------------------------------------------------------------------------------
 # Reading
+
+
+@functools.cache
+def _any_thread_writer() -> type:
+    """rosbags' Writer whose sqlite3 storage may be used from any thread. Python's sqlite3 connections refuse calls
+    from other threads than the one that opened them ('SQLite objects created in a thread can only be used in that
+    same thread'); BagWriter serialises every call under its lock, which is what ``check_same_thread=False`` asks.
+    Handing each call to one owner thread instead costs two thread switches per message, which a recorder on a busy
+    CPU (the GIL contended by its executor) could not keep up with."""
+    import sqlite3
+
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
+
+    class AnyThreadSqlite3Writer(Sqlite3Writer):
+        def __init__(self, path: Path, compression: Any) -> None:
+            super().__init__(path, compression)  # creates the database and its schema
+            self.conn.close()
+            self.conn = sqlite3.connect(f"file:{self.path}", uri=True, check_same_thread=False)
+            self.cursor = self.conn.cursor()
+
+    class AnyThreadWriter(Writer):
+        STORAGE_PLUGINS: ClassVar = {**Writer.STORAGE_PLUGINS, StoragePlugin.SQLITE3: AnyThreadSqlite3Writer}
+
+    return AnyThreadWriter
 
 
 @dataclass

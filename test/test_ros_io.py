@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from rclpy.context import Context
 from rclpy.node import Node
@@ -128,6 +129,55 @@ def test_recorder_next_to_a_sim_graph_records_one_time_base_and_tf(tmp_path: Pat
         parent, T_world_link = tf[f"{cam}_link"]
         assert parent == "world" and tf[f"{cam}_color_optical_frame"][0] == f"{cam}_link"
         np.testing.assert_allclose(T_world_link @ tf[f"{cam}_color_optical_frame"][1], T, atol=1e-5)
+
+
+class LateSimGraph(Node):
+    """A simulation that appears ``after_s`` after the recorder (a sim graph launched once `vidyn record` runs, or
+    discovered late on a busy machine): then publishes /clock (unless ``clock`` is false) and a topic stamped in sim
+    time, every 50 ms of sim time."""
+
+    def __init__(self, ctx: Context, after_s: float, clock: bool = True) -> None:
+        super().__init__("late_sim", context=ctx)
+        from rclpy.clock import Clock, ClockType
+
+        self.t0, self.after_s, self.clock, self.k = time.monotonic(), after_s, clock, 0
+        self.pubs: tuple | None = None
+        self.create_timer(0.05, self.tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def tick(self) -> None:
+        if time.monotonic() - self.t0 < self.after_s:
+            return
+        if self.pubs is None:
+            self.pubs = (self.create_publisher(_ros.msg_class(msgs.TWIST_STAMPED), "/late", _ros.reliable_qos()),
+                         self.create_publisher(_ros.msg_class(msgs.CLOCK), "/clock", 10) if self.clock else None)
+        self.k += 1
+        stamp = self.k * 50_000_000
+        if self.pubs[1] is not None:
+            self.pubs[1].publish(msgs.serialize(msgs.clock_msg(stamp)))
+        self.pubs[0].publish(msgs.serialize(msgs.twist_stamped_msg([0, 0, 0], [0, 0, 0], stamp)))
+
+
+@pytest.mark.parametrize("time_base", ["auto", "wall"])
+def test_recorder_started_before_a_sim_graph_keeps_one_time_base(tmp_path: Path, time_base: str) -> None:
+    """Defect: `vidyn record -a` started before `vidyn launch sim` settled on wall time 1 s after its own start
+    (clock_wait_s), recorded its /diagnostics in wall time and then the rig's sim-stamped messages at their stamps:
+    a bag from 0 s to 2026 (the same on a busy machine where DDS discovery of a running graph took 2 s). Now auto
+    waits for the graph, and a bag on wall time logs sim-stamped messages at their arrival."""
+    bag = tmp_path / "bag"
+    spec = graph.parse_graph({"nodes": [{"node": "recorder", "parameters": {
+        "all": True, "output": str(bag), "time_base": time_base, "clock_wait_s": 0.5}}]})
+    run, _ = _run(spec, extra=lambda ctx: [LateSimGraph(ctx, after_s=2.0, clock=time_base == "auto")],
+                  until=lambda nodes: nodes[0].counts.get("/late", 0) >= 5 and nodes[0].counts.get("/diagnostics"),
+                  duration_s=60.0)
+    assert run.reason == "done", run.reason
+    with BagReader(bag) as r:
+        stamps = [s for *_x, s, _d in r.messages()]
+        assert r.topics["/late"].count >= 5 and r.topics["/diagnostics"].count >= 1
+    if time_base == "auto":  # the graph's sim time
+        assert max(stamps) < SIM_TIME_LIMIT_NS, stamps
+    else:  # wall time, as asked: the sim-stamped messages at their arrival
+        assert min(stamps) >= SIM_TIME_LIMIT_NS, stamps
+    assert "mix sim time and wall time" not in format_summary(bag_summary(bag))
 
 
 def test_replay_skips_an_outlier_gap_instead_of_hanging(tmp_path: Path) -> None:

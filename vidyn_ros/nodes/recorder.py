@@ -9,9 +9,11 @@ readable. On SIGKILL nothing can run: the MCAP file then lacks its summary secti
 
 Log time of each message = its header stamp when it has one (``stamp_source: header``: bags of the simulated rig then
 replay with sim timing), else the recorder clock at arrival. One bag, one time base: with ``time_base: auto`` the
-recorder looks for a /clock publisher before recording (``clock_wait_s``) and, when a simulated rig or a bag player
-drives the graph, records in sim time (its own /diagnostics included); a wall-clock header stamp in a sim-time bag is
-replaced by the message's sim arrival time (warned once per topic).
+recorder looks for a /clock publisher before recording (up to ``clock_wait_s`` after the first publisher of a topic
+to record appears: a recorder started before the graph waits for it) and, when a simulated rig or a bag player drives
+the graph, records in sim time (its own /diagnostics included). A header stamp of the other time base (wall time in a
+sim-time bag: a node without use_sim_time; sim time in a wall-time bag: a simulation without /clock) is replaced by
+the message's arrival time (warned once per topic).
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ PARAMS = [
                range="[0, inf)", dynamic=True),
     _ros.Param("time_base", "auto", "bag time base: auto (sim time when a /clock publisher exists, else wall time), "
                "sim or wall", choices=("auto", "sim", "wall")),
-    _ros.Param("clock_wait_s", 1.0, "time_base auto: look this long for a /clock publisher before recording starts",
-               range="[0, 60]"),
+    _ros.Param("clock_wait_s", 1.0, "time_base auto: look this long for a /clock publisher, counted from when the "
+               "first publisher of a topic to record appears, before recording starts", range="[0, 60]"),
 ]
 
 _SKIP_ALL = ("/rosout", "/parameter_events")
@@ -134,7 +136,8 @@ class Recorder(_ros.Node):
         self._types: dict[str, str] = {}
         self._stamped: dict[str, bool] = {}
         self._t_start = time.monotonic()
-        self._restamped: set[str] = set()  # topics whose wall-time header stamps were replaced (warned once each)
+        self._t_graph: float | None = None  # when a publisher of a topic to record was first seen (time_base auto)
+        self._restamped: set[str] = set()  # topics whose header stamps were of the other time base (warned once)
         self._clock_late_warned = False
         if self.p.time_base != "auto":
             self._set_sim_time(self.p.time_base == "sim")
@@ -158,11 +161,13 @@ class Recorder(_ros.Node):
         self.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, on)])
         self.sim_time = on
 
-    def _settle_time_base(self) -> bool:
+    def _settle_time_base(self, targets: dict[str, str | None]) -> bool:
         """time_base auto: one time base for the whole bag. A graph driven by /clock (a simulated rig, a bag player
         with clock) stamps its messages with sim time, so the recorder follows /clock too: its own /diagnostics and
         the log time of unstamped messages are then sim time, not wall time beside sim time. Returns False while it
-        is still looking for a /clock publisher (nothing is recorded until the time base is known)."""
+        is still looking for a /clock publisher: until ``clock_wait_s`` after a publisher of one of ``targets`` (other
+        than this node) appeared, so that a recorder started before the graph, or discovering it slowly on a busy
+        machine, does not settle on wall time first. Nothing is recorded until the time base is known."""
         if self.p.time_base != "auto" or self.sim_time:
             return True
         if self.count_publishers(self.resolve_topic_name("/clock")) > 0:
@@ -171,23 +176,29 @@ class Recorder(_ros.Node):
                 self.get_logger().info("a /clock publisher drives this graph: recording in sim time")
             elif not self._clock_late_warned:
                 self._clock_late_warned = True
-                self.diag.warn("a /clock publisher appeared after recording started in wall time: this bag mixes "
-                               "time bases (set time_base: sim, or start the recorder with the graph)")
+                self.diag.warn("a /clock publisher appeared after recording started in wall time: the bag stays in "
+                               "wall time, sim-stamped messages logged at their arrival (set time_base: sim)")
             return True
-        return time.monotonic() - self._t_start >= self.p.clock_wait_s
+        if self._t_graph is None and self._has_publisher(targets):
+            self._t_graph = time.monotonic()
+        return self._t_graph is not None and time.monotonic() - self._t_graph >= self.p.clock_wait_s
+
+    def _has_publisher(self, targets: dict[str, str | None]) -> bool:
+        """Whether a node other than this one publishes one of ``targets``."""
+        me = (self.get_name(), self.get_namespace())
+        return any((info.node_name, info.node_namespace) != me
+                   for topic in targets for info in self.get_publishers_info_by_topic(self.resolve_topic_name(topic)))
 
     def _discover(self) -> None:
         """Subscribe to every wanted topic whose type is known (given, or seen in the graph)."""
-        if not self._settle_time_base():
-            self.diag.ok("looking for /clock before recording")
-            return
         graph = {name: types for name, types in self.get_topic_names_and_types()}
         targets = dict(self.wanted)
         if self.p.all:
             for name in graph:
                 if name not in targets and not name.startswith(_SKIP_ALL):
                     targets[name] = None
-        for topic, given in targets.items():
+        settled = self._settle_time_base(targets)
+        for topic, given in targets.items() if settled else ():
             resolved = self.resolve_topic_name(topic)
             if resolved in self._subs:
                 continue
@@ -200,6 +211,8 @@ class Recorder(_ros.Node):
         waited_s = time.monotonic() - self._t_start
         if missing and waited_s > self.p.warn_missing_s:
             self.diag.warn(f"no publisher yet for {', '.join(missing)}", recorded=sum(self.counts.values()))
+        elif not settled:
+            self.diag.ok("looking for /clock before recording")
         else:
             self.diag.ok(f"recording {len(self._subs)} topics", recorded=sum(self.counts.values()))
 
@@ -224,12 +237,14 @@ class Recorder(_ros.Node):
     # ------------------------------------------------------------------------------------------------------- write
     def _on_message(self, topic: str, raw: bytes) -> None:
         stamp = header_stamp_ns(raw) if self._stamped[topic] else None
-        if stamp is not None and self.sim_time and stamp >= SIM_TIME_LIMIT_NS:
-            # a wall-clock stamp (a node without use_sim_time) in a sim-time bag: log it at its sim arrival time
+        if stamp is not None and stamp > 0 and (stamp < SIM_TIME_LIMIT_NS) != self.sim_time:
+            # A stamp of the other time base (wall time from a node without use_sim_time in a sim-time bag, sim time
+            # in a wall-time bag): log it at its arrival, so the bag keeps one time base.
             if topic not in self._restamped:
                 self._restamped.add(topic)
-                self.get_logger().warning(f"{topic}: header stamps are wall time in a sim-time graph; logged at "
-                                          "their arrival in sim time")
+                have, base = ("wall", "sim") if self.sim_time else ("sim", "wall")
+                self.get_logger().warning(f"{topic}: header stamps are {have} time in a {base}-time bag; logged at "
+                                          f"their arrival in {base} time")
             stamp = None
         if stamp is None or stamp <= 0:
             stamp = _ros.now_ns(self)

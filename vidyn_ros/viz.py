@@ -175,9 +175,10 @@ def line_plot(x: list[float] | np.ndarray, series: dict[str, list[float] | np.nd
         d.line([left - 4, yp, left, yp], fill=(0, 0, 0))
         d.line([left + 1, yp, W - right - 1, yp], fill=(235, 235, 235))
         d.text((4, yp - 6), label, fill=(0, 0, 0))
-    for i in range(6):  # x ticks
-        xv = x0 + (x1 - x0) * i / 5
-        xp, _ = px(xv, y0)
+    integer_x = xs.size > 0 and bool(np.all(xs == np.round(xs))) and x1 - x0 <= 20
+    x_ticks = np.arange(round(x0), round(x1) + 1) if integer_x else x0 + (x1 - x0) * np.arange(6) / 5
+    for xv in x_ticks:  # integer x (steps, horizons): a tick at each
+        xp, _ = px(float(xv), y0)
         d.line([xp, H - bottom, xp, H - bottom + 4], fill=(0, 0, 0))
         d.text((xp - 12, H - bottom + 6), f"{xv:.4g}", fill=(0, 0, 0))
     for i, ((name, v), ok) in enumerate(zip(ys.items(), ok_all, strict=True)):

@@ -326,3 +326,28 @@ def test_step_on_cuda_matches_cpu():
     cpu = model.step(state, ctrl, DT)
     gpu = model.to("cuda").step(state.to("cuda"), Control(ctrl.linear.cuda()), DT)
     torch.testing.assert_close(gpu.positions.cpu(), cpu.positions, atol=1e-5, rtol=0)
+
+
+def test_live_predictor_builds_scene_backends_lazily_and_refuses_nan(monkeypatch):
+    from vidyn_ros.control import backends
+    from vidyn_ros.dynamics.predict import LivePredictor, SceneBuiltBackend
+    from vidyn_ros.dynamics.synthetic import tabletop_gaussians
+
+    built = []
+
+    def fake_make_backend(name, state=None, device="cpu", **kw):  # physics itself is not what is tested here
+        built.append((name, tuple(state.object_labels())))
+        return ConstantVelocity()
+
+    monkeypatch.setattr(backends, "make_backend", fake_make_backend)
+    live = LivePredictor(SceneBuiltBackend("physics"), horizon=3)
+    g = tabletop_gaussians(90, 2)
+    ns = round(DT * 1e9)
+    assert "waiting" in live.update(0, g) and "waiting" in live.update(ns, g)
+    pred = live.update(2 * ns, g)
+    assert pred.horizon == 3 and built == [("physics", (1, 2))] and set(pred.paths) == {1, 2}
+    live.update(3 * ns, g)
+    assert len(built) == 1  # same objects: not rebuilt
+    bad = g.clone()
+    bad.means[4, 1] = float("nan")
+    assert "non-finite" in live.update(4 * ns, bad) and len(live.history) == 0

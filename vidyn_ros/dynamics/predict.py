@@ -151,6 +151,25 @@ class LivePredictor:
         return text
 
 
+class SceneBuiltBackend:
+    """A backend that is built from the scene (physics: one body per object, ``control.backends.needs_scene``),
+    built lazily from the first state it steps and rebuilt when the set of objects changes (as the mpc node does)."""
+
+    def __init__(self, name: str, device: str = "cpu") -> None:
+        self.name, self.device = name, device
+        self.model: Dynamics | None = None
+        self.objects: tuple[int, ...] | None = None
+
+    def step(self, state: ParticleState, control: Control | None, dt: float) -> ParticleState:
+        from vidyn_ros.control.backends import make_backend
+
+        objects = tuple(state.object_labels())
+        if self.model is None or objects != self.objects:
+            self.model = make_backend(self.name, state, device=self.device)
+            self.objects = objects
+        return self.model.step(state, control, dt)
+
+
 def path_markers(pred: Prediction, color_of=None) -> list[dict]:
     """MarkerArray dicts (``msgs.marker_array_msg``) for /vidyn/prediction/trajectories: per object a line strip
     through its predicted centroids (now -> horizon) and a sphere at the end; ids 2k, 2k+1, namespace ``prediction``.

@@ -134,15 +134,18 @@ class DynamicsNode(_ros.Node):
 
     def _load_backend(self) -> bool:
         """(Re)build the predictor; on failure keep running with an ERROR on /diagnostics (retried on file change)."""
-        from vidyn_ros.control.backends import make_backend
-        from vidyn_ros.dynamics.predict import LivePredictor
+        from vidyn_ros.control.backends import make_backend, needs_scene
+        from vidyn_ros.dynamics.predict import LivePredictor, SceneBuiltBackend
 
         p = self.p
         path = ""
         try:
             path = self._checkpoint_path()
             self._ckpt_mtime = _mtime(path)
-            model = make_backend(p.backend, None, device=p.device, checkpoint=path)
+            if needs_scene(p.backend):
+                model = SceneBuiltBackend(p.backend, p.device)
+            else:
+                model = make_backend(p.backend, None, device=p.device, checkpoint=path)
             self.predictor = LivePredictor(model, horizon=p.horizon, dt=p.dt, sub_steps=p.sub_steps,
                                            cmd_timeout_s=p.cmd_timeout_s, device=p.device)
             if self._pusher is not None:

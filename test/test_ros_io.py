@@ -273,6 +273,38 @@ def test_two_rigs_side_by_side_in_two_namespaces() -> None:
                                        cam.T_world_cam, atol=1e-9)
 
 
+class NamespacedAcker(Node):
+    """The consumer of a rig in namespace ``ns`` in lockstep: acknowledges each cam0 colour frame on <ns>/test_ack."""
+
+    def __init__(self, ctx: Context, ns: str) -> None:
+        super().__init__("acker", context=ctx, namespace=ns)
+        from std_msgs.msg import Header
+
+        self.header, self.acked = Header, 0
+        self.pub = self.create_publisher(Header, "test_ack", _ros.reliable_qos())
+        self.create_subscription(_ros.msg_class(msgs.IMAGE), "cam0/color/image_raw", self._on_frame,
+                                 _ros.reliable_qos(), raw=True)
+
+    def _on_frame(self, raw: bytes) -> None:
+        ack = self.header()
+        ack.stamp.sec, ack.stamp.nanosec = divmod(msgs.stamp_to_ns(msgs.deserialize(raw, msgs.IMAGE).header), 10**9)
+        self.pub.publish(ack)
+        self.acked += 1
+
+
+def test_a_namespaced_rig_in_lockstep_waits_for_its_own_consumer() -> None:
+    """Defect: sim_rig resolved lockstep_topic as an absolute name while its consumer (the scene, the mpc) publishes
+    relative to the namespace: a rig in /rig_a waited for /vidyn/scene/gaussians, never for /rig_a/...; after
+    lockstep_first_timeout_s it ran without lockstep."""
+    spec = graph.parse_graph({"nodes": [{"node": "sim_rig", "name": "rig_a", "namespace": "rig_a", "parameters": {
+        **SMALL_RIG, "max_frames": 3, "clock": False, "ground_truth": False, "masks": False, "qos": "reliable",
+        "lockstep_topic": "/test_ack", "lockstep_first_timeout_s": 20.0}}]})
+    run, box = _run(spec, extra=lambda ctx: [NamespacedAcker(ctx, "rig_a")], duration_s=60.0)
+    assert run.reason == "done" and not run.fatal
+    assert run.summaries["rig_a"]["frames"] == 3 and box[0].acked == 3
+    assert run.summaries["rig_a"]["lockstep_timeouts"] == 0
+
+
 # ------------------------------------------------------------------------------------- camera set from the rig
 def test_sim_graph_with_a_scenario_whose_cameras_are_not_cam0_to_cam3(tmp_path: Path) -> None:
     """Defect: `vidyn launch sim --set sim_rig.scenario=my.yaml` with cameras 'left'/'right'/'top' stopped with

@@ -65,7 +65,8 @@ PARAMS = [
     _ros.Param("start_delay_s", 0.0, "wait this long (wall time, from the first spin) before the first frame, for "
                "subscribers to connect", range="[0, 3600]"),
     _ros.Param("lockstep_topic", "", "synchronous mode: publish frame k+1 only after a message stamped >= frame k "
-               "arrives on this topic (e.g. /vidyn/scene/gaussians); empty = off"),
+               "arrives on this topic (e.g. /vidyn/scene/gaussians; in the node's namespace, like every rig topic); "
+               "empty = off"),
     _ros.Param("lockstep_mode", "pipelined", "pipelined: render frame k+1 while the consumer works on frame k (its "
                "commands act one frame later); sequential: step the physics to k+1 only after frame k's "
                "acknowledgement (a controller acknowledging with its command: closed loop, deterministic)",
@@ -198,7 +199,7 @@ class SimRigNode(_ros.Node):
         appeared within ``lockstep_first_timeout_s`` (the rig then runs free) or the node is stopping."""
         from rclpy.qos import ReliabilityPolicy
 
-        topic = self.resolve_topic_name(self.p.lockstep_topic)
+        topic = self.resolve_topic_name(_ros.node_topic(self.p.lockstep_topic))  # the consumer of this rig's frames
         t_end = time.monotonic() + self.p.lockstep_first_timeout_s
         while not stop.is_set():
             types = dict(self.get_topic_names_and_types()).get(topic)

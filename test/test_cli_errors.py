@@ -170,6 +170,7 @@ def test_every_number_flag_has_a_range() -> None:
     (["eval-scene", "push", "--frames", "-3"], "argument --frames: must be >= 0, got -3"),
     (["replay", "BAG", "--rate", "fast"], "argument --rate: expected a number, got 'fast'"),
     (["launch", "sim", "--domain-id", "300"], "argument --domain-id: must be in [0, 232], got 300"),
+    (["record", "-o", "x", "--duration", "inf"], "argument --duration: must be a finite number > 0, got inf"),
     (["record"], "the following arguments are required: -o/--out"),
 ])
 def test_number_flags_out_of_range_are_one_line_errors_before_any_work(argv: list[str], needle: str) -> None:

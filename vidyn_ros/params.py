@@ -66,10 +66,14 @@ class Range:
             return f"{'<' if self.hi_open else '<='} {_fmt(self.hi)}"
         return f"{'(' if self.lo_open else '['}{_fmt(self.lo)}, {_fmt(self.hi)}{')' if self.hi_open else ']'}"
 
-    def phrase(self) -> str:
-        """For error messages: ``must be >= 1`` / ``must be in [0, 1]``."""
+    def phrase(self, value: float | None = None) -> str:
+        """For error messages: ``must be >= 1`` / ``must be in [0, 1]``; for an infinite ``value`` outside a
+        half-bounded range, ``must be a finite number > 0`` (not "must be > 0, got inf")."""
         text = str(self)
-        return f"must be {text}" if text[0] in "<>" else f"must be in {text}"
+        if text[0] not in "<>":
+            return f"must be in {text}"
+        finite = value is not None and math.isinf(value) and value not in self
+        return f"must be {'a finite number ' if finite else ''}{text}"
 
 
 _KINDS = {"string": str, "double": float, "integer": int, "bool": bool}
@@ -148,7 +152,7 @@ class Param:
         if type(v) is not elem:
             raise ConfigError(f"{prefix}{self.name} must be {_type_word(elem, article=True)}, got {v!r}")
         if self.interval is not None and v not in self.interval:
-            raise ConfigError(f"{prefix}{self.name} {self.interval.phrase()}, got {_fmt_value(v)}")
+            raise ConfigError(f"{prefix}{self.name} {self.interval.phrase(v)}, got {_fmt_value(v)}")
         if self.choices is not None and v not in self.choices:
             raise ConfigError(f"{prefix}{self.name} must be one of {', '.join(self.choices)}, got {v!r}")
         return v
@@ -252,7 +256,7 @@ def ranged(kind: type, interval: str) -> Callable[[str], Any]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {_type_word(kind, article=True)}, got {text!r}") from None
         if value not in rng:
-            raise argparse.ArgumentTypeError(f"{rng.phrase()}, got {text}")
+            raise argparse.ArgumentTypeError(f"{rng.phrase(value)}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages

@@ -77,7 +77,6 @@ __all__ = [
     "pose_from_msg",
     "pose_stamped_msg",
     "rig_frame_messages",
-    "rig_tf_static_msg",
     "serialize",
     "sim_mask_topic",
     "stamp_to_ns",
@@ -506,12 +505,6 @@ def tf_message(transforms: Sequence[tuple[str, str, np.ndarray]], stamp_ns: int)
                 translation=_vec3(T[:3, 3]),
                 rotation=_t("geometry_msgs/msg/Quaternion")(x=float(x), y=float(y), z=float(z), w=float(w)))))
     return _t(TF_MESSAGE)(transforms=out)
-
-
-def rig_tf_static_msg(poses: Mapping[str, np.ndarray | None], stamp_ns: int) -> Any:
-    """/tf_static for a rig: per camera (name -> camera-to-world 4x4, or None when unknown) the frames of
-    :func:`camera_transforms`, all in one message (a latched /tf_static publisher keeps only its last message)."""
-    return tf_message([t for name, T in poses.items() for t in camera_transforms(name, T)], stamp_ns)
 
 
 def transforms_from_tf_msg(msg: Any) -> list[tuple[str, str, np.ndarray]]:

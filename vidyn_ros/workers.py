@@ -33,7 +33,7 @@ def left_behind() -> list[str]:
     """What was left running at shutdown: a process with any of it must not wait for it at exit (the interpreter
     would join a stuck thread forever, or abort on one inside native code), see ``exit_process``."""
     with _left_behind_lock:
-        return [w for w in _left_behind]
+        return list(_left_behind)
 
 
 def exit_process(code: int) -> None:

@@ -227,7 +227,7 @@ def spin_nodes(
     finally:
         # Let callbacks already handed to the thread pool finish first (their messages would be lost); after a signal
         # only briefly: the whole process must end within STOP_WITHIN_S.
-        left = executor.drain(2.0 if shutdown is None else shutdown.left_s(DRAIN_S) if reason == "signal" else 2.0)
+        left = executor.drain(shutdown.left_s(DRAIN_S) if shutdown is not None and reason == "signal" else 2.0)
         if left:
             leave_behind(f"{left} callback(s) in flight")
         for n in nodes:

@@ -16,7 +16,7 @@ from rclpy.node import Node
 
 from vidyn_ros.errors import VidynError
 from vidyn_ros.nodes._qos import latched_qos
-from vidyn_ros.nodes._topics import node_topic, now_ns, publish_cdr
+from vidyn_ros.nodes._topics import msg_class, node_topic, now_ns, publish_cdr
 
 
 class StaticTransforms:
@@ -31,15 +31,10 @@ class StaticTransforms:
 
         self._node = node
         self._msgs = msgs
-        self.available = True
-        self.last: list[tuple[str, str, np.ndarray]] = []
+        self._pub: Any = None
         try:
-            from vidyn_ros.nodes._topics import msg_class
-
             cls = msg_class(msgs.TF_MESSAGE)
         except VidynError:
-            self.available = False
-            self._pub = None
             node.get_logger().warning(
                 "tf2_msgs is not installed (no ROS distro sourced and scripts/setup.sh not run): no /tf_static; the "
                 "camera poses are only in the rig calibration YAML")
@@ -51,9 +46,8 @@ class StaticTransforms:
         self.publish([t for name, T in poses.items() for t in self._msgs.camera_transforms(name, T)])
 
     def publish(self, transforms: Sequence[tuple[str, str, np.ndarray]]) -> Any:
-        """(parent, child, 4x4 child-to-parent) triples, stamped with the node's clock."""
-        self.last = list(transforms)
+        """(parent, child, 4x4 child-to-parent) triples, stamped with the node's clock. Returns the bytes published."""
         if self._pub is None or not transforms:
             return None
-        msg = self._msgs.tf_message(self.last, now_ns(self._node))
+        msg = self._msgs.tf_message(transforms, now_ns(self._node))
         return publish_cdr(self._pub, msg, self._msgs.TF_MESSAGE)

@@ -1,6 +1,7 @@
 """vidyn_ros.bags: real rosbag2 bags on disk (MCAP and sqlite3), read back here and by the independent mcap reader."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -278,6 +279,25 @@ def test_reindex_a_killed_writer_bag_writes_metadata_and_keeps_custom_types(tmp_
     with BagReader(tmp_path / "custom") as r:
         ((_t, mt, stamp, got),) = list(r.decoded())
     assert (mt, stamp, got.push_force, got.label) == ("my_rig2/msg/Push", 7, 2.5, "a")
+
+
+def test_reindex_of_the_storage_file_of_a_killed_bag_writes_its_metadata_too(tmp_path):
+    """`vidyn reindex out/bag/bag.mcap` (the file a shell completes to) repaired the file but left the bag directory
+    without metadata.yaml: `vidyn info out/bag` still said 'recovered: no metadata.yaml'. A storage file elsewhere
+    (not named after its directory) still gets no metadata.yaml beside it."""
+    from vidyn_ros.bags import reindex
+
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "k")], capture_output=True, timeout=120)
+    assert proc.returncode == -9
+    (f,) = (tmp_path / "k").glob("*.mcap")
+    out = reindex(f)
+    assert out["messages"] == 5 and out["metadata"]
+    with BagReader(tmp_path / "k") as r:
+        assert not r.recovered and r.topics["/cam0/color/image_raw"].count == 5
+    lone = tmp_path / "downloads" / "some_recording.mcap"
+    lone.parent.mkdir()
+    shutil.copyfile(f, lone)
+    assert not reindex(lone)["metadata"] and sorted(p.name for p in lone.parent.iterdir()) == [lone.name]
 
 
 def test_reindex_errors_are_one_line(tmp_path):

@@ -681,11 +681,13 @@ def reindex(path: str | Path) -> dict[str, Any]:
 
     with BagReader(path) as src:
         bag_dir, storage = src.bag_dir, src.storage
-        # A bag directory gets a new metadata.yaml; a lone storage file given by path is replaced by itself only.
-        with_metadata = src.path.is_dir() or src.path.name == "metadata.yaml" or (bag_dir / "metadata.yaml").exists()
         if len(src.files) != 1:
             raise BagError(f"{src.path}: reindex handles single-file bags; this one has {len(src.files)} files")
         old_file = src.files[0]
+        # A bag directory gets a new metadata.yaml, also when the path given is its storage file (named after the
+        # directory by rosbag2 writers: <dir>.mcap, <dir>_0.mcap); a lone storage file elsewhere is replaced only.
+        with_metadata = (src.path.is_dir() or src.path.name == "metadata.yaml" or (bag_dir / "metadata.yaml").exists()
+                         or old_file.stem == bag_dir.name or old_file.stem.startswith(f"{bag_dir.name}_"))
         old_bytes = old_file.stat().st_size
         compression = _bag_compression(src)
         tmp_root = bag_dir / f".{old_file.stem}.reindex"

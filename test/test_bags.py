@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -424,6 +425,27 @@ def test_reads_foreign_bag_grouping_by_header_stamps(tmp_path):
     (db,) = path.glob("*.db3")
     with BagReader(db) as r:
         assert r.topics["/cam0/color/image_raw"].count == 3
+
+
+def test_cameras_on_realsense_ros_prefixes_take_their_poses_from_the_calibration(tmp_path):
+    """A bag of a realsense-ros rig: topics /camera/cam0/color/image_raw ... (namespace + camera name) and a
+    rig_calibration.yaml keyed by camera name, as the nodes and /tf_static use it. The frames read back had identity
+    poses (the calibration was looked up by the topic prefix only)."""
+    frames = make_frames(2)
+    poses = {}
+    with BagWriter(tmp_path / "rs") as w:
+        for rf in frames:
+            views = [replace(v, camera=replace(v.camera, name=f"camera/{v.camera.name}")) for v in rf.frame.views]
+            poses = {msgs.camera_name(v.camera.name): v.camera.T_world_cam for v in views}
+            w.write_many(msgs.rig_frame_messages(MultiViewFrame(rf.frame.stamp_ns, views)))
+        w.write_calibration(poses)
+    with BagReader(tmp_path / "rs") as r:
+        assert r.camera_names() == ["camera/cam0", "camera/cam1"]
+        got = list(r.multiview_frames())
+    assert len(got) == 2
+    for v in got[0].views:
+        assert v.camera.name.startswith("camera/")
+        np.testing.assert_allclose(v.camera.T_world_cam, poses[msgs.camera_name(v.camera.name)], atol=1e-9)
 
 
 def test_multiview_skips_incomplete_stamps_and_waits_for_a_late_camera_info(tmp_path, caplog):

@@ -45,10 +45,12 @@ __all__ = [
     "WORLD_FRAME",
     "WRENCH_STAMPED",
     "applied_wrench_from_msg",
+    "calibration_pose",
     "camera_frame_id",
     "camera_from_info",
     "camera_info_msg",
     "camera_link_frame",
+    "camera_name",
     "camera_names_from_topics",
     "camera_transforms",
     "clock_msg",
@@ -204,15 +206,26 @@ def sim_mask_topic(cam: str) -> str:
     return f"/vidyn/sim/{cam}/mask"
 
 
+def camera_name(cam: str) -> str:
+    """The name of a camera given by its topic prefix: ``cam0`` -> ``cam0``; realsense-ros's ``camera/camera``
+    (namespace + camera name) -> ``camera``. Frame ids and rig calibration keys use it, as realsense-ros does."""
+    return cam.strip("/").rsplit("/", 1)[-1]
+
+
+def calibration_pose(calibration: Mapping[str, np.ndarray], cam: str) -> np.ndarray | None:
+    """The camera-to-world pose of ``cam`` (a name or topic prefix) in a rig calibration: under its own key, else
+    under its :func:`camera_name`; None when the calibration has neither."""
+    return calibration[cam] if cam in calibration else calibration.get(camera_name(cam))
+
+
 def camera_frame_id(cam: str) -> str:
-    """``cam0`` -> ``cam0_color_optical_frame``; a camera named by its topic prefix (realsense-ros
-    ``camera/camera``: namespace + camera name) takes the camera name, as realsense-ros does."""
-    return f"{camera_link_frame(cam)[: -len('_link')]}_color_optical_frame"
+    """``cam0`` -> ``cam0_color_optical_frame``; a camera named by its topic prefix takes its :func:`camera_name`."""
+    return f"{camera_name(cam)}_color_optical_frame"
 
 
 def camera_link_frame(cam: str) -> str:
     """The camera body frame (x forward, y left, z up) of realsense-ros: ``cam0`` -> ``cam0_link``."""
-    return f"{cam.strip('/').rsplit('/', 1)[-1]}_link"
+    return f"{camera_name(cam)}_link"
 
 
 def camera_names_from_topics(topics: Iterable[str]) -> list[str]:
@@ -842,8 +855,8 @@ def multiview_from_messages(
 
     Each camera needs color, depth and camera_info messages; the mask is optional (from ``masks_from(cam)``,
     default :func:`mask_topic`; :func:`sim_mask_topic` reads a simulated rig's true masks). Camera poses come from
-    ``calibration`` (name -> 4x4 camera-to-world; identity when absent). ``cameras`` defaults to every camera
-    with a color topic in ``messages``. Raises VidynError naming the missing topic.
+    ``calibration`` (name -> 4x4 camera-to-world, see :func:`calibration_pose`; identity when absent). ``cameras``
+    defaults to every camera with a color topic in ``messages``. Raises VidynError naming the missing topic.
     """
     names = list(cameras) if cameras is not None else camera_names_from_topics(messages)
     if not names:
@@ -854,7 +867,7 @@ def multiview_from_messages(
             if topic not in messages:
                 raise VidynError(f"camera {cam!r}: no message on {topic}")
         color_m = messages[color_topic(cam)]
-        T = None if calibration is None else calibration.get(cam)
+        T = None if calibration is None else calibration_pose(calibration, cam)
         model = camera_from_info(messages[info_topic(cam)], cam, T)
         color = image_to_array(color_m, "rgb8")
         depth = depth_from_msg(messages[depth_topic(cam)])

@@ -46,13 +46,15 @@ def rig_camera_poses(
         if not poses:
             raise ConfigError(f"{who}: the rig ({calibration or scenario}) has no cameras")
         return dict(poses)
+    from vidyn_ros.msgs import calibration_pose
+
     out, missing = {}, []
     for c in cameras:
-        key = c if c in poses else c.strip("/").rsplit("/", 1)[-1]
-        if key in poses:
-            out[c] = poses[key]
-        else:
+        T = calibration_pose(poses, c)
+        if T is None:
             missing.append(c)
+        else:
+            out[c] = T
     if missing:
         raise ConfigError(f"{who}: no pose for camera(s) {missing} (have {sorted(poses)})")
     return out

@@ -123,8 +123,9 @@ class BagPlayer(_ros.Node):
             self.tf.publish(list(merged.values()))
             return
         calib = self.reader.calibration()
-        if calib:
-            self.tf.publish_rig({cam: calib.get(cam) for cam in dict.fromkeys([*calib, *self.reader.camera_names()])})
+        if calib:  # the calibrated cameras and the bag's (a realsense-ros prefix camera/camera is camera 'camera')
+            self.tf.publish_rig({msgs.camera_name(c): msgs.calibration_pose(calib, c)
+                                 for c in [*calib, *self.reader.camera_names()]})
 
     def _on_error(self, err: BaseException) -> None:
         self.fatal = str(err) if isinstance(err, BagError) else f"{type(err).__name__}: {err}"

@@ -78,3 +78,50 @@ def test_a_qos_override_for_a_topic_the_node_does_not_publish_is_an_error() -> N
     msg = str(info.value)
     assert msg.startswith("sim_rig: qos_overrides./cam9/color/image_raw.publisher.depth: the node publishes no topic "
                           "/cam9/color/image_raw (it publishes ") and "/cam0/color/image_raw" in msg, msg
+
+
+def test_qos_overrides_of_publishers_made_once_the_calibration_is_written(tmp_path: Path) -> None:
+    """Defect: under `ros2 launch` (a process per node) the segmenter starts before the sim rig has written the rig
+    calibration that names its cameras, so its mask publishers come later; a valid override for one of them was
+    refused ('the node publishes no topic /cam0/mask'). Now it is checked once they exist: a valid one applies, one
+    for a topic the node does not publish is an error on /diagnostics, and the node runs on."""
+    from rclpy.node import Node
+
+    from vidyn_ros import msgs
+    from vidyn_ros.nodes import _ros
+    from vidyn_ros.rig.calibration_io import save_rig_calibration
+    from vidyn_ros.rig.scenario import load_scenario
+
+    calib = tmp_path / "calib.yaml"
+    spec = graph.parse_graph({"nodes": [{"node": "segmenter", "parameters": {
+        "calibration": str(calib), "qos_overrides./cam0/mask.publisher.reliability": "reliable",
+        "qos_overrides./cam9/mask.publisher.depth": 3}}]})
+    errors: list[str] = []
+
+    def extra(ctx: Any) -> list[Node]:
+        diag = Node("diag_listener", context=ctx)
+
+        def on_diag(raw: bytes) -> None:
+            errors.extend(st.message for st in msgs.deserialize(raw, msgs.DIAGNOSTIC_ARRAY).status if st.level == 2)
+
+        diag.create_subscription(_ros.msg_class(msgs.DIAGNOSTIC_ARRAY), "/diagnostics", on_diag, 50, raw=True)
+        return [diag]
+
+    offered: dict[str, str] = {}
+
+    def written_then_set_up(nodes: list[Any]) -> bool:
+        if not calib.exists():  # the sim rig, starting after the segmenter
+            save_rig_calibration(calib, {c.name: c.T_world_cam for c in load_scenario("push").cameras})
+        if nodes[0].inputs is None or not errors:
+            return False
+        for topic in ("/cam0/mask", "/cam1/mask"):
+            (info,) = nodes[0].get_publishers_info_by_topic(topic)
+            offered[topic] = info.qos_profile.reliability.name.lower()
+        return True
+
+    run = graph.run_graph(spec, domain_id=DOMAIN, install_signal_handlers=False, extra_nodes=extra,
+                          until=written_then_set_up, duration_s=60)
+    assert run.reason == "done", (run, errors)
+    assert offered == {"/cam0/mask": "reliable", "/cam1/mask": "best_effort"}  # the override, the contract
+    assert any(e.startswith("segmenter: qos_overrides./cam9/mask.publisher.depth: the node publishes no topic "
+                            "/cam9/mask (it publishes ") for e in errors), errors

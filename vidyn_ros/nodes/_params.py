@@ -146,7 +146,13 @@ def declare_params(node: Node, table: Sequence[Param]) -> SimpleNamespace:
 
 def check_qos_overrides(node: Node) -> None:
     """After the node is built: every QoS override it was given names one of its publishers (a typo in a topic name
-    would otherwise be ignored). ConfigError listing the node's topics."""
+    would otherwise be ignored). ConfigError listing the node's topics.
+
+    A node that creates some publishers only later (the segmenter, once the rig calibration that names its cameras has
+    been written by another process) sets ``publishers_pending`` true until then: the check is skipped, and the node
+    calls it again once its publishers exist."""
+    if getattr(node, "publishers_pending", False):
+        return
     topics = sorted({pub.topic_name for pub in node.publishers})
     for name in _QOS_OVERRIDES.get(node, []):
         m = QOS_OVERRIDE_RE.match(name)

@@ -81,6 +81,7 @@ class SegmenterNode(_ros.Node):
         import scipy.spatial  # noqa: F401
         self.sync: Any = None
         self.inputs: _ros.SyncedInput | None = None
+        self.publishers_pending = True  # the mask publishers come with the camera set (_ros.check_qos_overrides)
         self._try_setup()  # the calibration file may be written by another node after start: retried every second
         self._timer = self.create_timer(1.0, self._check)
 
@@ -105,6 +106,10 @@ class SegmenterNode(_ros.Node):
         self.inputs = _ros.SyncedInput(self, self.sync, self.worker.submit, self.diag, since=self._started_t)
         self.get_logger().info(f"segmenter: cameras {', '.join(cameras)}, "
                                f"{'external masks /<cam>/' + p.external_masks if external else 'own clustering'}")
+        self.publishers_pending = False
+        # A QoS override for a topic it does not publish: a one-line error while the node is built, or (calibration
+        # written later) an error on /diagnostics from _check, the node running on without that override.
+        _ros.check_qos_overrides(self)
         return True
 
     def _process(self, frame: Any) -> None:
@@ -126,7 +131,7 @@ class SegmenterNode(_ros.Node):
             if not self._try_setup():
                 return
         except Exception as err:  # e.g. a malformed calibration written late: report, keep retrying
-            self.diag.error(f"segmenter: {err}")
+            self.diag.error(str(err))  # names the node already
             return
         assert self.inputs is not None
         idle = time.monotonic() - self.inputs.last_frame_t

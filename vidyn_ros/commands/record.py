@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "record"
-HELP = "record topics to a rosbag2 bag (MCAP)"
+HELP = "record topics to a rosbag2 bag (MCAP or sqlite3)"
 DESCRIPTION = (
     "Subscribe to TOPICS (types discovered from the running graph, or given as /topic:pkg/msg/Type) and write them "
     "to a rosbag2 bag. Stops on Ctrl-C / SIGTERM or after --duration; the bag is always closed and readable."

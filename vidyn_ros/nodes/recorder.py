@@ -1,4 +1,5 @@
-"""recorder node: subscribe to a list of topics (raw CDR bytes, no decoding) and write them to a rosbag2 bag (MCAP).
+"""recorder node: subscribe to a list of topics (raw CDR bytes, no decoding) and write them to a rosbag2 bag (MCAP or
+sqlite3).
 
 Message types are given as ``topic:type`` or discovered from the graph; either way a topic is subscribed once a
 publisher of it appears.

@@ -162,7 +162,8 @@ def test_recorder_started_before_a_sim_graph_keeps_one_time_base(tmp_path: Path,
     """Defect: `vidyn record -a` started before `vidyn launch sim` settled on wall time 1 s after its own start
     (clock_wait_s), recorded its /diagnostics in wall time and then the rig's sim-stamped messages at their stamps:
     a bag from 0 s to 2026 (the same on a busy machine where DDS discovery of a running graph took 2 s). Now auto
-    waits for the graph, and a bag on wall time logs sim-stamped messages at their arrival."""
+    waits for the graph, and a bag asked to be wall time (--time-base wall) logs sim-stamped messages at their
+    arrival."""
     bag = tmp_path / "bag"
     spec = graph.parse_graph({"nodes": [{"node": "recorder", "parameters": {
         "all": True, "output": str(bag), "time_base": time_base, "clock_wait_s": 0.5}}]})

@@ -12,9 +12,10 @@ Log time of each message = its header stamp when it has one (``stamp_source: hea
 replay with sim timing), else the recorder clock at arrival. One bag, one time base: with ``time_base: auto`` the
 recorder looks for a /clock publisher before recording (up to ``clock_wait_s`` after the first publisher of a topic
 to record appears: a recorder started before the graph waits for it) and, when a simulated rig or a bag player drives
-the graph, records in sim time (its own /diagnostics included). A header stamp of the other time base (wall time in a
-sim-time bag: a node without use_sim_time; sim time in a wall-time bag: a simulation without /clock) is replaced by
-the message's arrival time (warned once per topic).
+the graph, records in sim time (its own /diagnostics included). A header stamp of the other time base is replaced by
+the message's arrival time (warned once per topic): wall time in a sim-time bag (a node without use_sim_time), and
+sim time in a bag asked to be wall time (``time_base: wall``). Without /clock, ``auto`` keeps header stamps as they
+are (a replay without --clock records with its original stamps).
 """
 
 from __future__ import annotations
@@ -238,9 +239,10 @@ class Recorder(_ros.Node):
     # ------------------------------------------------------------------------------------------------------- write
     def _on_message(self, topic: str, raw: bytes) -> None:
         stamp = header_stamp_ns(raw) if self._stamped[topic] else None
-        if stamp is not None and stamp > 0 and (stamp < SIM_TIME_LIMIT_NS) != self.sim_time:
+        if (stamp is not None and stamp > 0 and (stamp < SIM_TIME_LIMIT_NS) != self.sim_time
+                and (self.sim_time or self.p.time_base == "wall")):
             # A stamp of the other time base (wall time from a node without use_sim_time in a sim-time bag, sim time
-            # in a wall-time bag): log it at its arrival, so the bag keeps one time base.
+            # in a bag asked to be wall time): log it at its arrival, so the bag keeps one time base.
             if topic not in self._restamped:
                 self._restamped.add(topic)
                 have, base = ("wall", "sim") if self.sim_time else ("sim", "wall")

@@ -22,6 +22,7 @@ from vidyn_ros.control.safety import CommandFilter, CommandLimits, Watchdog
 from vidyn_ros.control.synthetic import PUSHER_ID, synthetic_cameras, synthetic_scene
 from vidyn_ros.dynamics.state import ParticleState, Static
 from vidyn_ros.errors import ConfigError
+from vidyn_ros.types import GaussianSet
 
 PUSHER_XY = (-0.12, 0.0)
 
@@ -163,3 +164,29 @@ def test_watchdog_stale_nan_and_divergence():
     assert "grew" in w.check(1.7).reason
     w.cost(float("nan"), False)
     assert "diverged" in w.check(1.7).reason
+
+
+def test_layered_renderer_batch_equals_one_call_per_candidate():
+    """The planner renders all candidates' final states in one call (LayeredRenderer.batch): same images, alpha,
+    depth and position gradients as one render per candidate over the static layer."""
+    g = synthetic_scene(per_object=24, table=100)
+    renderer = LayeredRenderer(synthetic_cameras(2, 48, 36), g.subset(g.object_ids == 0), (0.3, 0.3, 0.3))
+    moving = g.subset((g.object_ids > 0) & (g.object_ids != PUSHER_ID))
+    shifts = torch.tensor([[0.0, 0.0, 0.0], [0.03, 0.0, 0.0], [0.0, -0.02, 0.0], [0.05, 0.05, 0.0]])
+    means = (moving.means + shifts[:, None, :]).requires_grad_(True)
+    rgb, alpha, depth = renderer.batch(moving, means)
+    assert rgb.shape == (4, 2, 36, 48, 3) and alpha.shape == depth.shape == (4, 2, 36, 48)
+    (rgb.square().sum() + depth.sum()).backward()
+    means2 = means.detach().clone().requires_grad_(True)
+    loss = 0.0
+    for s in range(4):
+        r, a, d = renderer(GaussianSet(means=means2[s], quats=moving.quats, log_scales=moving.log_scales,
+                                       colors=moving.colors, opacity_logits=moving.opacity_logits,
+                                       object_ids=moving.object_ids))
+        assert (r - rgb[s]).abs().max() < 1e-5 and (a - alpha[s]).abs().max() < 1e-5
+        assert (d - depth[s]).abs().max() < 1e-5
+        loss = loss + r.square().sum() + d.sum()
+    loss.backward()
+    assert means.grad.abs().max() > 0
+    assert (means.grad - means2.grad).abs().max() <= 1e-4 * means2.grad.abs().max()
+    assert (rgb[0] - rgb[3]).abs().max() > 0.1  # the candidates differ

@@ -447,3 +447,75 @@ def test_far_plane_numpy_masks_and_render_torch() -> None:
     assert both.visible[0].tolist() == [True, True]
     assert near_only.mask_ids.tolist() == [2] and near_only.mask_contribution[0, 0, 1] == 0
     assert both.mask_contribution[0, 0, 1].item() == pytest.approx(0.9, abs=1e-3)  # its centre (u = 27) is in mask 2
+
+
+# --- batched configurations (render_batch) ---------------------------------------------------------------------
+
+
+def batch_of_configurations(scene: GaussianSet, B: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """B perturbed copies of the scene's means [B, N, 3] and quats [B, N, 4] (like B candidate futures)."""
+    g = torch.Generator().manual_seed(seed)
+    means = scene.means + 0.02 * torch.randn(B, *scene.means.shape, generator=g, dtype=scene.means.dtype)
+    quats = scene.quats + 0.2 * torch.randn(B, *scene.quats.shape, generator=g, dtype=scene.quats.dtype)
+    return means, quats
+
+
+@pytest.mark.parametrize("band_pixels", [None, 64 * 7])
+def test_render_batch_equals_one_render_per_configuration(monkeypatch: pytest.MonkeyPatch,
+                                                          band_pixels: int | None) -> None:
+    """render_batch of B configurations = B render calls: images, depth, alpha, visibility and the gradients of
+    every input (per-configuration means / quats, shared scales / colours / opacities). Several small views share
+    one intersect call by default; 7-row bands split each view instead."""
+    from vidyn_ros.render import render_batch
+
+    if band_pixels is not None:
+        monkeypatch.setattr(tb, "BAND_PIXELS", band_pixels)
+    scene = random_scene(200, seed=3)
+    cams = ring_cameras(2, 48, 36, 45.0)
+    means0, quats0 = batch_of_configurations(scene, 3)
+    bg = (0.2, 0.3, 0.4)
+    target = torch.rand(3, 2, 36, 48, 3, generator=torch.Generator().manual_seed(1))
+
+    def leaves() -> tuple[GaussianSet, torch.Tensor, torch.Tensor]:
+        s = scene.clone()
+        for p in ("log_scales", "colors", "opacity_logits"):
+            getattr(s, p).requires_grad_(True)
+        return s, means0.clone().requires_grad_(True), quats0.clone().requires_grad_(True)
+
+    s, means, quats = leaves()
+    batch = render_batch(s, cams, means, quats, background=bg, backend="torch")
+    assert batch.rgb.shape == (3, 2, 36, 48, 3) and batch.visible.shape == (3, 2, 200)
+    ((batch.rgb - target).square().sum() + batch.depth.sum() + batch.alpha.sum()).backward()
+
+    s2, means2, quats2 = leaves()
+    loop_loss = 0.0
+    for b in range(3):
+        g = replace(s2, means=means2[b], quats=quats2[b])
+        out = render(g, cams, background=bg, backend="torch")
+        for key in ("rgb", "depth", "alpha"):
+            assert (getattr(out, key) - getattr(batch, key)[b]).abs().max() < 1e-5, key
+        assert torch.equal(out.visible, batch.visible[b])
+        loop_loss = loop_loss + (out.rgb - target[b]).square().sum() + out.depth.sum() + out.alpha.sum()
+    loop_loss.backward()
+    assert batch.alpha.mean() > 0.05  # the configurations are in view
+    for a, b, name in [(means.grad, means2.grad, "means"), (quats.grad, quats2.grad, "quats"),
+                       *[(getattr(s, p).grad, getattr(s2, p).grad, p) for p in ("log_scales", "colors",
+                                                                                  "opacity_logits")]]:
+        assert a.abs().max() > 0, name
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max(), name
+
+
+def test_render_batch_leading_dims_default_quats_and_bad_shapes() -> None:
+    from vidyn_ros.render import render_batch
+
+    scene = random_scene(60, seed=4)
+    cams = ring_cameras(1, 32, 24, 30.0)
+    means = scene.means.expand(2, 3, 60, 3)  # any leading dims; quats default to the set's own
+    out = render_batch(scene, cams, means, background=(0.1, 0.1, 0.1))
+    one = render(scene, cams, background=(0.1, 0.1, 0.1))
+    assert out.rgb.shape == (2, 3, 1, 24, 32, 3) and out.alpha.shape == (2, 3, 1, 24, 32)
+    assert (out.rgb - one.rgb).abs().max() < 1e-6
+    with pytest.raises(ConfigError, match="means"):
+        render_batch(scene, cams, scene.means[:10][None])
+    with pytest.raises(ConfigError, match="quats"):
+        render_batch(scene, cams, means, scene.quats[None])

@@ -60,7 +60,8 @@ def soft_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tenso
 
 def visual_terms(rgb: torch.Tensor, alpha: torch.Tensor, depth: torch.Tensor, goal: Goal,
                  levels: Sequence[int]) -> dict[str, torch.Tensor]:
-    """Unweighted visual terms of one predicted render (rgb [V,H,W,3], alpha / depth [V,H,W])."""
+    """Unweighted visual terms of predicted renders (rgb [..., V, H, W, 3], alpha / depth [..., V, H, W]), one
+    value per leading index."""
     out = {"pixel": pyramid_mse(rgb, goal.rgb, levels)}
     if goal.alpha is not None:
         out["iou"] = 1.0 - soft_iou(alpha, goal.alpha)
@@ -68,7 +69,7 @@ def visual_terms(rgb: torch.Tensor, alpha: torch.Tensor, depth: torch.Tensor, go
         known = goal.depth > 0
         if bool(known.any()):
             err = (depth - goal.depth).abs().clamp_max(0.1) / 0.05
-            out["depth"] = (err * known).sum() / known.sum()
+            out["depth"] = (err * known).sum(dim=(-3, -2, -1)) / known.sum()
     return out
 
 

@@ -191,10 +191,27 @@ class LayeredRenderer:
         if len(moving) == 0:
             return self.bg_rgb, torch.zeros(V, H, W, device=self.bg_rgb.device), self.bg_depth
         out = self._render(moving, self.cameras, background=(0.0, 0.0, 0.0), backend=self.backend)
-        a = out.alpha.clamp(0.0, 1.0)
-        rgb = out.rgb + (1.0 - a)[..., None] * self.bg_rgb
-        depth = a * out.depth + (1.0 - a) * self.bg_depth
-        return rgb, a, depth
+        return self._over_static(out.rgb, out.alpha, out.depth)
+
+    def batch(self, moving: GaussianSet, means: torch.Tensor, quats: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Many configurations of the moving Gaussians (positions ``means`` [..., N, 3], rotations ``quats``
+        [..., N, 4]; e.g. every candidate's predicted final state) in one render call -> rgb [..., V, H, W, 3],
+        alpha and depth [..., V, H, W]. Equal to calling the renderer once per configuration."""
+        from vidyn_ros.render import render_batch
+
+        lead = tuple(means.shape[:-2])
+        V, H, W = self.bg_depth.shape
+        if len(moving) == 0:
+            return (self.bg_rgb.expand(*lead, V, H, W, 3), torch.zeros(*lead, V, H, W, device=self.bg_rgb.device),
+                    self.bg_depth.expand(*lead, V, H, W))
+        out = render_batch(moving, self.cameras, means, quats, background=(0.0, 0.0, 0.0), backend=self.backend)
+        return self._over_static(out.rgb, out.alpha, out.depth)
+
+    def _over_static(self, rgb: torch.Tensor, alpha: torch.Tensor, depth: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        a = alpha.clamp(0.0, 1.0)
+        return rgb + (1.0 - a)[..., None] * self.bg_rgb, a, a * depth + (1.0 - a) * self.bg_depth
 
 
 def moving_mask(object_ids: torch.Tensor, pusher_id: int | None, include_pusher: bool = False) -> torch.Tensor:

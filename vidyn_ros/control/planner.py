@@ -203,6 +203,7 @@ class Planner:
         coarse = LayeredRenderer(self._goal_coarse.cameras, static, self.background, cfg.render_backend, dev)
         dyn = state if cfg.dynamics_particles == "all" else state.subset(state.object_ids > 0)
         render_sel = moving_mask(dyn.object_ids, pusher_id, cfg.include_pusher)
+        moving = _gaussians_of(dyn, None, render_sel)  # scales, colours, opacities of what the cost renders
         p0 = torch.as_tensor(np.asarray(pusher_xyz, dtype=np.float64)[:2], dtype=torch.float32, device=dev)
         kin = dyn.kinematic
         radius = 0.015
@@ -225,18 +226,14 @@ class Planner:
                 states = rollout(self.model, dyn.expand(u.shape[0]), Control(lin), cfg.dt)
                 last = states[-1]
                 render_states = states if cfg.render_steps == "all" else [last]
-                totals, terms = [], []
-                for s in range(u.shape[0]):
-                    acc: dict[str, torch.Tensor] = {}
-                    for st in render_states:
-                        g = _gaussians_of(st, s, render_sel)
-                        rgb, alpha, depth = renderer(g)
-                        for k, v in visual_terms(rgb, alpha, depth, goal, cfg.pyramid).items():
-                            acc[k] = acc.get(k, 0.0) + v / len(render_states)
-                    weighted = self._weighted(acc, level)
-                    terms.append(weighted)
-                    totals.append(sum(weighted.values(), torch.zeros((), device=dev)))
-                total = torch.stack(totals)
+                # every candidate (and every rendered step) in one render call: [T, S, n, 3] positions
+                means = torch.stack([st.now[:, render_sel] for st in render_states])
+                quats = torch.stack([st.quats_now[:, render_sel] for st in render_states])
+                rgb, alpha, depth = renderer.batch(moving, means, quats)
+                acc = {k: v.mean(0) for k, v in visual_terms(rgb, alpha, depth, goal, cfg.pyramid).items()}
+                weighted = self._weighted(acc, level)
+                total = sum(weighted.values(), torch.zeros(u.shape[0], device=dev))
+                terms = [{k: v[s] for k, v in weighted.items()} for s in range(u.shape[0])]
                 path = pusher_path(p0, u, cfg.dt)
                 extra = {
                     "smooth": cfg.weights.smooth * smoothness(u, self.last_command.to(u), cfg.max_speed),
@@ -389,10 +386,12 @@ class Planner:
         return torch.stack(out, dim=1)
 
 
-def _gaussians_of(state: ParticleState, s: int, keep: torch.Tensor) -> GaussianSet:
-    """The Gaussians of batch element ``s`` of ``state`` restricted to ``keep`` (differentiable in positions)."""
+def _gaussians_of(state: ParticleState, s: int | None, keep: torch.Tensor) -> GaussianSet:
+    """The Gaussians of batch element ``s`` of ``state`` (None: an unbatched state) restricted to ``keep``
+    (differentiable in positions)."""
+    now, quats = (state.now, state.quats_now) if s is None else (state.now[s], state.quats_now[s])
     return GaussianSet(
-        means=state.now[s][keep], quats=state.quats_now[s][keep], log_scales=state.log_scales[keep],
+        means=now[keep], quats=quats[keep], log_scales=state.log_scales[keep],
         colors=state.colors[keep], opacity_logits=state.opacity_logits[keep], object_ids=state.object_ids[keep],
         particle_ids=state.particle_ids[keep],
     )  # fmt: skip

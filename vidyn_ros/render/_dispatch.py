@@ -138,3 +138,56 @@ def render_torch(
 ) -> RenderOutput:
     """The reference twin: :func:`render` with ``backend="torch"`` (works on CPU and CUDA tensors)."""
     return render(gaussians, cameras, backend="torch", **kwargs)  # type: ignore[arg-type]
+
+
+def render_batch(
+    gaussians: GaussianSet,
+    cameras: Sequence[CameraModel],
+    means: torch.Tensor,
+    quats: torch.Tensor | None = None,
+    *,
+    background: torch.Tensor | Sequence[float] = (0.0, 0.0, 0.0),
+    backend: str = "auto",
+    near: float = 0.01,
+    far: float = 100.0,
+) -> RenderOutput:
+    """See :func:`vidyn_ros.render.api.render_batch`."""
+    N = len(gaussians)
+    if means.dim() < 2 or means.shape[-2:] != (N, 3):
+        raise ConfigError(f"render_batch: means must have shape [..., {N}, 3], got {list(means.shape)}")
+    lead = tuple(means.shape[:-2])
+    if quats is None:
+        quats = gaussians.quats.expand(*lead, N, 4)
+    if tuple(quats.shape) != (*lead, N, 4):
+        raise ConfigError(f"render_batch: quats must have shape {[*lead, N, 4]}, got {list(quats.shape)}")
+    device, dtype = means.device, means.dtype
+    which = choose_backend(backend, device)
+    viewmats, Ks, width, height = camera_tensors(cameras, device, dtype)
+    C = viewmats.shape[0]
+    bg = background_tensor(background, C, device, dtype)
+    B = int(np.prod(lead)) if lead else 1
+    args = (
+        means.reshape(B, N, 3),
+        quats.reshape(B, N, 4),
+        gaussians.log_scales.exp(),
+        gaussians.opacity_logits.sigmoid(),
+        gaussians.colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+    )
+    if which == "gsplat":
+        from vidyn_ros.render import _gsplat_backend
+
+        out = _gsplat_backend.rasterize_batch(*args, backgrounds=bg, near=near, far=far)
+    else:
+        from vidyn_ros.render import _torch_backend
+
+        out = _torch_backend.rasterize(*args, backgrounds=bg, near=near, far=far)
+
+    def unflatten(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(*lead, *t.shape[1:])
+
+    return RenderOutput(rgb=unflatten(out["rgb"]), depth=unflatten(out["depth"]), alpha=unflatten(out["alpha"]),
+                        visible=unflatten(out["visible"]))

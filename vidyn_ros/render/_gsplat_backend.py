@@ -93,3 +93,61 @@ def rasterize(
         if masks is not None:
             out["mask_contribution"] = torch.stack(contrib)
     return out
+
+
+def rasterize_batch(
+    means: torch.Tensor,  # [B, N, 3]
+    quats: torch.Tensor,  # [B, N, 4]
+    scales: torch.Tensor,  # [N, 3]
+    opacities: torch.Tensor,  # [N]
+    colors: torch.Tensor,  # [N, 3]
+    viewmats: torch.Tensor,  # [C, 4, 4]
+    Ks: torch.Tensor,  # [C, 3, 3] OpenCV convention
+    width: int,
+    height: int,
+    backgrounds: torch.Tensor | None = None,  # [C, 3]
+    near: float = 0.01,
+    far: float = 1e10,
+) -> dict[str, torch.Tensor]:
+    """B configurations of the same Gaussians in one ``gsplat.rasterization`` call (its leading batch dims):
+    rgb [B, C, H, W, 3], depth / alpha [B, C, H, W], visible [B, C, N] (``radii > 0``: no masks here)."""
+    from gsplat import rasterization
+
+    B, N = means.shape[:2]
+    C = viewmats.shape[0]
+    f32 = torch.float32
+    if N == 0:
+        alpha = means.new_zeros(B, C, height, width, dtype=f32)
+        bg = backgrounds if backgrounds is not None else means.new_zeros(C, 3, dtype=f32)
+        rgb = bg[None, :, None, None, :].expand(B, C, height, width, 3).clone()
+        return {"rgb": rgb, "depth": alpha.clone(), "alpha": alpha,
+                "visible": torch.zeros(B, C, 0, dtype=torch.bool, device=means.device)}
+    Kg = tb.gsplat_intrinsics(Ks.to(f32))
+
+    def per_batch(t: torch.Tensor) -> torch.Tensor:  # shared [X, ...] -> [B, X, ...] (gsplat wants every batch dim)
+        return t.to(f32).expand(B, *t.shape).contiguous()
+
+    render_colors, render_alphas, meta = rasterization(
+        means.to(f32).contiguous(),
+        quats.to(f32).contiguous(),
+        per_batch(scales),
+        per_batch(opacities),
+        per_batch(colors),
+        per_batch(viewmats),
+        per_batch(Kg),
+        width,
+        height,
+        near_plane=near,
+        far_plane=far,
+        eps2d=tb.EPS2D,
+        packed=False,
+        render_mode="RGB+ED",
+        backgrounds=None if backgrounds is None else per_batch(backgrounds),
+        rasterize_mode="classic",
+    )
+    return {
+        "rgb": render_colors[..., :3],
+        "depth": render_colors[..., 3],
+        "alpha": render_alphas[..., 0],
+        "visible": (meta["radii"] > 0).any(-1),
+    }

@@ -140,18 +140,37 @@ def project(
 
     Differentiable w.r.t. means, quats, scales and viewmats; culled entries carry finite values and zero gradient.
     """
+    p = project_batch(means[None], quats[None], scales, opacities, viewmats, Ks, width, height, near, far, eps2d)
+    return Projected(means2d=p.means2d[0], conics=p.conics[0], depths=p.depths[0], radii=p.radii[0])
+
+
+def project_batch(
+    means: torch.Tensor,  # [B, N, 3]
+    quats: torch.Tensor,  # [B, N, 4]
+    scales: torch.Tensor,  # [N, 3] or [B, N, 3]
+    opacities: torch.Tensor,  # [N] or [B, N]
+    viewmats: torch.Tensor,  # [C, 4, 4]
+    Ks: torch.Tensor,  # [C, 3, 3] gsplat convention
+    width: int,
+    height: int,
+    near: float = 0.01,
+    far: float = 1e10,
+    eps2d: float = EPS2D,
+) -> Projected:
+    """:func:`project` of B configurations of the same N Gaussians (e.g. candidate futures) at once: every field of
+    the result has leading dims [B, C, N]."""
     R = viewmats[:, :3, :3]  # [C, 3, 3]
     t = viewmats[:, :3, 3]  # [C, 3]
-    means_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # [C, N, 3]
-    M = quat_to_rotmat(quats) * scales[:, None, :]  # [N, 3, 3] = R_q S
-    RM = torch.einsum("cij,njk->cnik", R, M)  # camera-frame R S, [C, N, 3, 3]
+    means_c = torch.einsum("cij,bnj->bcni", R, means) + t[None, :, None, :]  # [B, C, N, 3]
+    M = quat_to_rotmat(quats) * scales.unsqueeze(-2)  # [B, N, 3, 3] = R_q S
+    RM = torch.einsum("cij,bnjk->bcnik", R, M)  # camera-frame R S, [B, C, N, 3, 3]
 
     x, y, z = means_c.unbind(-1)
     with torch.no_grad():
         z_ok = (z > near) & (z < far)
     # Culled entries must not produce inf/nan that would poison gradients through the masked-out branch.
     z = torch.where(z_ok, z, torch.ones_like(z))
-    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C, 1]: broadcast against [B, C, N]
     cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
     tan_fovx = 0.5 * width / fx
     tan_fovy = 0.5 * height / fy
@@ -162,12 +181,12 @@ def project(
     rz = 1.0 / z
     tx = z * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
     ty = z * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
-    # J [C, N, 2, 3]; J RM gives the 2x3 factor whose Gram matrix is the 2D covariance.
+    # J [B, C, N, 2, 3]; J RM gives the 2x3 factor whose Gram matrix is the 2D covariance.
     j00 = fx * rz
     j02 = -fx * tx * rz * rz
     j11 = fy * rz
     j12 = -fy * ty * rz * rz
-    A0 = j00[..., None] * RM[..., 0, :] + j02[..., None] * RM[..., 2, :]  # [C, N, 3]
+    A0 = j00[..., None] * RM[..., 0, :] + j02[..., None] * RM[..., 2, :]  # [B, C, N, 3]
     A1 = j11[..., None] * RM[..., 1, :] + j12[..., None] * RM[..., 2, :]
     s00 = (A0 * A0).sum(-1) + eps2d
     s01 = (A0 * A1).sum(-1)
@@ -180,7 +199,8 @@ def project(
     means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)
 
     with torch.no_grad():
-        o = opacities.detach()[None, :].expand_as(z)
+        o = opacities.detach()
+        o = (o[None, None, :] if o.dim() == 1 else o[:, None, :]).expand_as(z)
         o_ok = o >= ALPHA_THRESHOLD
         extend = torch.sqrt(2.0 * torch.log(o.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp_max(EXTEND_MAX)
         rx = torch.ceil(extend * s00.detach().sqrt())
@@ -445,11 +465,11 @@ def composite(
 
 
 def rasterize(
-    means: torch.Tensor,  # [N, 3]
-    quats: torch.Tensor,  # [N, 4]
-    scales: torch.Tensor,  # [N, 3]
-    opacities: torch.Tensor,  # [N]
-    colors: torch.Tensor,  # [N, 3]
+    means: torch.Tensor,  # [N, 3] or [B, N, 3]
+    quats: torch.Tensor,  # [N, 4] or [B, N, 4]
+    scales: torch.Tensor,  # [N, 3] (or [B, N, 3])
+    opacities: torch.Tensor,  # [N] (or [B, N])
+    colors: torch.Tensor,  # [N, 3] (or [B, N, 3])
     viewmats: torch.Tensor,  # [C, 4, 4] world-to-camera
     Ks: torch.Tensor,  # [C, 3, 3] OpenCV convention (pixel u's centre at u)
     width: int,
@@ -462,6 +482,11 @@ def rasterize(
 ) -> dict[str, torch.Tensor]:
     """Render C views. Returns rgb [C,H,W,3], depth [C,H,W] (expected, alpha-normalised), alpha [C,H,W],
     visible [C,N] bool, and when ``masks`` is given mask_contribution [C,M,N] (no grad) for ``mask_ids`` [M].
+
+    Batched: ``means`` [B, N, 3] and ``quats`` [B, N, 4] are B configurations of the same Gaussians (scales,
+    opacities and colours shared, or given per configuration with the same leading B); every output then has a
+    leading B ([B, C, H, W, 3] ...). All B x C views go through one projection and as few intersect / composite
+    calls as the pixel budget allows (no masks in a batched call).
     """
     diff = (means, quats, scales, opacities, colors, viewmats, backgrounds)
     rest = (Ks, width, height, masks, mask_ids, near, far)
@@ -515,6 +540,18 @@ class _Rasterize(torch.autograd.Function):
         return (None, *[next(it) if t is not None and t.requires_grad else None for t in leaves])
 
 
+# Pixels per intersect / composite call on CUDA (several whole views at once: fewer kernel launches); on CPU the
+# cache-sized BAND_PIXELS decides.
+CUDA_GROUP_PIXELS = 4_000_000
+
+
+def _per_view(t: torch.Tensor, B: int, C: int, dims: int) -> torch.Tensor:
+    """A per-Gaussian attribute shared ([N, ...], ``dims`` dims) or per configuration ([B, N, ...]) ->
+    [B * C, N, ...]: one row per (configuration, view)."""
+    t = (t[None] if t.dim() == dims else t).unsqueeze(1)
+    return t.expand(B, C, *t.shape[2:]).reshape(B * C, *t.shape[2:])
+
+
 def _rasterize(
     means: torch.Tensor,
     quats: torch.Tensor,
@@ -531,46 +568,67 @@ def _rasterize(
     near: float,
     far: float,
 ) -> dict[str, torch.Tensor]:
-    C, N = viewmats.shape[0], means.shape[0]
+    batched = means.dim() == 3
+    if batched and masks is not None:
+        raise ValueError("rasterize: masks are not supported with batched means")
+    if not batched:
+        means, quats = means[None], quats[None]
+    B, N = means.shape[:2]
+    C = viewmats.shape[0]
     H, W = height, width
+    V = B * C  # views: (configuration, camera) pairs
+    device = means.device
     Kg = gsplat_intrinsics(Ks.to(means.dtype))
-    proj = project(means, quats, scales, opacities, viewmats.to(means.dtype), Kg, W, H, near, far)
-    no_cam = torch.zeros(N, dtype=torch.long, device=means.device)
+    proj = project_batch(means, quats, scales, opacities, viewmats.to(means.dtype), Kg, W, H, near, far)
+    m2 = proj.means2d.reshape(V, N, 2)
+    con = proj.conics.reshape(V, N, 3)
+    z = proj.depths.reshape(V, N)
+    radii = proj.radii.reshape(V, N, 2)
+    op = _per_view(opacities, B, C, 1)
+    feats = torch.cat([_per_view(colors, B, C, 2), z[..., None]], dim=-1)  # [V, N, 4]
+    # Work units: on CPU cache-sized (BAND_PIXELS): several small views per call, or one view in bands of rows;
+    # on CUDA many whole views per call.
+    budget = BAND_PIXELS if device.type == "cpu" else CUDA_GROUP_PIXELS
+    per_call = max(1, budget // (H * W))
+    band = H if device.type == "cuda" else max(1, min(H, BAND_PIXELS // W))
     accs, alphas, visible, contrib = [], [], [], []
-    # One camera and one band of rows at a time (see BAND_PIXELS); the projected splats are shared, only the row range
-    # changes. On CUDA one band per view.
-    band = H if means.device.type == "cuda" else max(1, min(H, BAND_PIXELS // W))
-    for c in range(C):
-        m2, con, z = proj.means2d[c], proj.conics[c], proj.depths[c]
-        feats = torch.cat([colors, z[:, None]], dim=1)
-        acc_c, alpha_c, vis_c, contrib_c = [], [], None, None
-        for r0 in range(0, H, band):
-            r1 = min(H, r0 + band)
-            pairs = intersect(
-                m2.detach(), con.detach(), opacities.detach(), z.detach(), proj.radii[c], no_cam, W, H, rows=(r0, r1)
-            )
-            acc, alpha = composite(pairs, m2, con, opacities, feats, (r1 - r0) * W, W, H)
-            acc_c.append(acc)
-            alpha_c.append(alpha)
-            v = visible_from_pairs(pairs, 1, N)[0]
-            vis_c = v if vis_c is None else vis_c | v
+    for v0 in range(0, V, per_call):
+        v1 = min(V, v0 + per_call)
+        n_v = v1 - v0
+        m2_g, con_g = m2[v0:v1].reshape(-1, 2), con[v0:v1].reshape(-1, 3)
+        op_g, z_g, feats_g = op[v0:v1].reshape(-1), z[v0:v1].reshape(-1), feats[v0:v1].reshape(-1, 4)
+        rad_g = radii[v0:v1].reshape(-1, 2)
+        cam_ids = torch.arange(n_v, device=device).repeat_interleave(N)
+        bands = [(0, H)] if n_v > 1 or band >= H else [(r0, min(H, r0 + band)) for r0 in range(0, H, band)]
+        acc_v, alpha_v, vis_v, contrib_v = [], [], None, None
+        for r0, r1 in bands:
+            rows = None if (r0, r1) == (0, H) else (r0, r1)
+            pairs = intersect(m2_g.detach(), con_g.detach(), op_g.detach(), z_g.detach(), rad_g, cam_ids, W, H,
+                              rows=rows)
+            acc, alpha = composite(pairs, m2_g, con_g, op_g, feats_g, n_v * (r1 - r0) * W, W, H)
+            acc_v.append(acc)
+            alpha_v.append(alpha)
+            vis = visible_from_pairs(pairs, n_v, N)
+            vis_v = vis if vis_v is None else vis_v | vis
             if masks is not None:
-                g = contribution(pairs, masks[c : c + 1, r0:r1], mask_ids, 1, N)[0]
-                contrib_c = g if contrib_c is None else torch.maximum(contrib_c, g)
-        accs.append(torch.cat(acc_c).reshape(H, W, 4))
-        alphas.append(torch.cat(alpha_c).reshape(H, W))
-        visible.append(vis_c)
+                g = contribution(pairs, masks[v0:v1, r0:r1], mask_ids, n_v, N)
+                contrib_v = g if contrib_v is None else torch.maximum(contrib_v, g)
+        accs.append(torch.cat(acc_v).reshape(n_v, H, W, 4))
+        alphas.append(torch.cat(alpha_v).reshape(n_v, H, W))
+        visible.append(vis_v)
         if masks is not None:
-            contrib.append(contrib_c)
-    acc = torch.stack(accs)
-    alpha = torch.stack(alphas)
+            contrib.append(contrib_v)
+    acc = torch.cat(accs).reshape(B, C, H, W, 4)
+    alpha = torch.cat(alphas).reshape(B, C, H, W)
     rgb = acc[..., :3]
     if backgrounds is not None:
-        rgb = rgb + (1.0 - alpha)[..., None] * backgrounds[:, None, None, :].to(rgb.dtype)
+        rgb = rgb + (1.0 - alpha)[..., None] * backgrounds[None, :, None, None, :].to(rgb.dtype)
     depth = acc[..., 3] / alpha.clamp_min(1e-10)
-    out = {"rgb": rgb, "depth": depth, "alpha": alpha, "visible": torch.stack(visible)}
+    out = {"rgb": rgb, "depth": depth, "alpha": alpha, "visible": torch.cat(visible).reshape(B, C, N)}
     if masks is not None:
-        out["mask_contribution"] = torch.stack(contrib)
+        out["mask_contribution"] = torch.cat(contrib)[None]
+    if not batched:
+        out = {k: v[0] for k, v in out.items()}
     return out
 
 

@@ -1,4 +1,7 @@
-"""The one rendering interface. Backends: ``torch`` (CPU/CUDA reference, differentiable) and ``gsplat`` (CUDA)."""
+"""The one rendering interface. Backends: ``torch`` (CPU/CUDA reference, differentiable) and ``gsplat`` (CUDA).
+
+``render`` draws one scene; ``render_batch`` draws B configurations of the same Gaussians (e.g. the predicted
+futures of B candidate action sequences: only positions and rotations differ) in one call."""
 
 from __future__ import annotations
 
@@ -56,3 +59,28 @@ def render(
     from vidyn_ros.render import _dispatch
 
     return _dispatch.render(gaussians, cameras, background=background, masks=masks, backend=backend, near=near, far=far)
+
+
+def render_batch(
+    gaussians: GaussianSet,
+    cameras: Sequence[CameraModel],
+    means: torch.Tensor,
+    quats: torch.Tensor | None = None,
+    *,
+    background: torch.Tensor | Sequence[float] = (0.0, 0.0, 0.0),
+    backend: str = "auto",
+    near: float = 0.01,
+    far: float = 100.0,
+) -> RenderOutput:
+    """Render B configurations of ``gaussians`` in one call: positions ``means`` [..., N, 3] and rotations ``quats``
+    [..., N, 4] (default: the set's own) with any leading batch dims; scales, opacities and colours are the set's.
+
+    Equal, value and gradient, to calling :func:`render` once per configuration (tested), but all views go through
+    one projection and one rasterisation (gsplat: one ``rasterization`` call with batch dims; torch: as few
+    intersect / composite calls as its pixel budget allows). Outputs have the leading batch dims before the camera
+    dim: rgb [..., C, H, W, 3], depth / alpha [..., C, H, W], visible [..., C, N]. No masks (id voting is per scene).
+    """
+    from vidyn_ros.render import _dispatch
+
+    return _dispatch.render_batch(gaussians, cameras, means, quats, background=background, backend=backend,
+                                  near=near, far=far)

@@ -85,6 +85,7 @@ class Recorder:
         self.rows: list[dict[str, float]] = []
         self.owner: dict[int, int] = {}  # true id -> scene id covering it in the last frame it was covered
         self.switches = 0
+        self.events: list[dict] = []  # id switches and ghosts, for diagnosis (soak.json)
         self.t0 = time.monotonic()
 
     def on_truth(self, stamp: int, poses: list[Any]) -> None:
@@ -125,8 +126,15 @@ class Recorder:
                 true_id, scene_id = gt[c].object_id, seen[r].object_id
                 if self.owner.get(true_id, scene_id) != scene_id:
                     self.switches += 1
+                    self.events.append({"sim_s": up.stamp_ns * 1e-9, "switch": [true_id, self.owner[true_id],
+                                                                                 scene_id]})
                 self.owner[true_id] = scene_id
             ghosts = len(seen) - len(matched)
+            lone = sorted(set(range(len(seen))) - {r for r, _ in matched})
+            if lone:  # what the ghosts are: nearest true object and distance
+                self.events.append({"sim_s": up.stamp_ns * 1e-9, "ghosts": [
+                    [seen[r].object_id, np.round(seen[r].position, 3).tolist(), gt[int(np.argmin(d[r]))].object_id,
+                     round(float(d[r].min()), 3)] for r in lone]})
         else:
             ghosts = len(seen)
         self.rows.append({
@@ -136,6 +144,9 @@ class Recorder:
             "id_switches": float(self.switches),
             "removed": up.stats.get("removed_objects", 0.0), "reassociated": up.stats.get("reassociated_objects", 0.0),
         })
+        if up.stats.get("removed_objects") or up.stats.get("reassociated_objects"):
+            self.events.append({"sim_s": up.stamp_ns * 1e-9, "removed": up.stats.get("removed_objects", 0.0),
+                                "reassociated": up.stats.get("reassociated_objects", 0.0)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,11 +220,12 @@ def main(argv: list[str] | None = None) -> int:
 
     result = graph.run_graph(spec, until=until, domain_id=args.domain_id, on_started=started,
                              extra_nodes=lambda ctx: [Harness(ctx)])
-    report(rec.rows, out, result.reason, args)
+    report(rec.rows, out, result.reason, args, rec.events)
     return 0
 
 
-def report(rows: list[dict[str, float]], out: Path, reason: str, args: argparse.Namespace) -> None:
+def report(rows: list[dict[str, float]], out: Path, reason: str, args: argparse.Namespace,
+           events: list[dict] | None = None) -> None:
     from vidyn_ros.scene.evaluate import versions
     from vidyn_ros.viz import image_grid, line_plot
 
@@ -251,7 +263,8 @@ def report(rows: list[dict[str, float]], out: Path, reason: str, args: argparse.
         "objects_removed": int(col["removed"].sum()), "objects_reassociated": int(col["reassociated"].sum()),
         "per_5min": per_window,
     }
-    (out / "soak.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=str))
+    (out / "soak.json").write_text(json.dumps({"summary": summary, "events": (events or [])[-5000:], "rows": rows},
+                                              indent=1, default=str))
     lines = [f"Command: `{summary['command']}`", "",
              "| minutes | updates | RSS [MB] | Gaussians | update median [ms] | frames with a ghost |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]

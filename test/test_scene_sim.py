@@ -185,6 +185,28 @@ def test_unmatched_new_id_spawns_and_a_lost_object_is_held_then_removed(push_run
     np.testing.assert_array_equal(tr["positions"][t_removed - 1, gone], tr["positions"][0, gone])
 
 
+def test_a_removed_object_that_returns_gets_its_id_back(push_run):
+    """Block 3 is out of sight (masked out) longer than remove_after_s: removed with its Gaussians; it comes back as
+    a new instance id 9 at its place: restored as object 3 (the archive), with fresh particle ids, no second copy."""
+    frames = push_run["frames"]
+    dt = (frames[1].frame.stamp_ns - frames[0].frame.stamp_ns) * 1e-9
+    tracker = _tracker(push_run, remove_after_s=2.5 * dt)
+    n3 = int((tracker.gaussians.object_ids == 3).sum())
+    old_pids = set(tracker.gaussians.particle_ids[tracker.gaussians.object_ids == 3].tolist())
+    for rf in frames[1:5]:
+        tracker.step(_relabelled(rf.frame, 3, 0))
+    assert 3 not in tracker.objects and 3 in tracker.archive and not (tracker.gaussians.object_ids == 3).any()
+    ct = CentroidTracker(associate=False)
+    for rf in frames[5:8]:
+        stats = tracker.step(_relabelled(rf.frame, 3, 9))
+        ct.add(tracker.object_poses(), rf.object_poses)
+    assert 9 not in tracker.objects and tracker.aliases == {9: 3} and 3 not in tracker.archive
+    assert tracker.objects[3].visible and stats["visible_objects"] == 4
+    pids = tracker.gaussians.particle_ids[tracker.gaussians.object_ids == 3].tolist()
+    assert len(pids) == n3 and not set(pids) & old_pids  # its Gaussians back, under fresh particle ids
+    assert ct.mean_per_object()[3] < 0.003
+
+
 def test_failed_registration_holds_the_pose_and_decays_the_velocity(push_run):
     """With no registration accepted (min_fitness above 1), every object is held: pose frozen (no constant-velocity
     extrapolation), marked not visible, its velocity decayed frame by frame; seen again, it is tracked from there."""

@@ -22,7 +22,9 @@ Life cycle (what keeps a scene right over hours; docs/scene.md):
   that colour), confirmed by registering its points onto that object's model (fitness >= ``reassociate_fitness``).
   A match makes the new id an alias of the old object (a segmenter that lost an object gives it a new id when it comes
   back); otherwise the id spawns a new object from its observed points.
-- **Removed**: an object not seen for ``remove_after_s`` (sensor time) is removed with its Gaussians.
+- **Removed**: an object not seen for ``remove_after_s`` (sensor time) is removed with its Gaussians. It is
+  remembered (the last ``archive_size``): when a new instance matches it by the same rule, it comes back under its old
+  id with its Gaussians (fresh particle ids).
 - **Maintained** (``maintain``, every few frames): one render with the masks gives each Gaussian's contribution to
   every view; Gaussians added by densification get their ids by the cross-view vote (their pixel label is one vote,
   views that see them clearly the others), not from raw pixel labels alone; Gaussians with opacity below
@@ -72,6 +74,7 @@ class TrackConfig:
     reassociate_distance: float = 0.05  # [m] a new id this close to a held object of the same colour is that object
     reassociate_color: float = 0.12  # mean absolute RGB difference [0, 1] within which colours are "the same"
     reassociate_fitness: float = 0.5  # ICP fitness that confirms a re-association
+    archive_size: int = 64  # removed objects remembered (their id back if they return)
     refine_iters: int = 0  # per-Gaussian refinement steps per frame (rendering: expensive on CPU)
     refine_lr: float = 5e-4  # [m]
     refine_lr_colors: float = 0.03  # colours (opacity logits: twice this)
@@ -160,6 +163,17 @@ def _interior(labels: np.ndarray, depth: np.ndarray, depth_step: float = 0.01) -
 
 
 @dataclass
+class _Archived:
+    """A removed object, remembered so that it gets its id back if it returns (``Tracker.archive``)."""
+
+    track: ObjectTrack
+    model: tuple[np.ndarray, np.ndarray]  # ICP model points, normals (canonical frame)
+    canonical: np.ndarray  # its Gaussians' canonical positions [M, 3]
+    canonical_quats: torch.Tensor  # [M, 4]
+    gaussians: GaussianSet  # its Gaussians when it was removed (appearance)
+
+
+@dataclass
 class _Record:
     """One frame of the trajectories: every Gaussian alive then, by particle id."""
 
@@ -209,6 +223,7 @@ class Tracker:
         self.objects: dict[int, ObjectTrack] = {}
         self.aliases: dict[int, int] = {}  # instance id -> the object id it was re-associated with
         self.removed: list[int] = []  # object ids removed (not seen for remove_after_s), in order
+        self.archive: dict[int, _Archived] = {}  # removed objects, newest last (at most archive_size)
         self.reassociated: list[tuple[int, int]] = []  # (new instance id, object id), in order
         self._knn: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._knn_dirty = False
@@ -316,9 +331,16 @@ class Tracker:
         log.info("object %d entered the view: %d new Gaussians", k, len(sub))
 
     def remove_object(self, k: int) -> int:
-        """Remove object ``k`` with its Gaussians (and ids aliased to it). Returns how many Gaussians went."""
+        """Remove object ``k`` with its Gaussians (and ids aliased to it); it is remembered (``archive``: pose, colour,
+        ICP model, canonical Gaussians) so that it gets its id back if it returns. Returns how many Gaussians went."""
         ids = self.gaussians.object_ids.cpu().numpy()
         gone = ids == k
+        ti = torch.as_tensor(np.flatnonzero(gone), device=self.gaussians.device)
+        if k in self.objects and k in self._model:
+            self.archive[k] = _Archived(self.objects[k], self._model[k], self.canonical[gone].copy(),
+                                        self.canonical_quats[ti].clone(), self.gaussians.subset(ti).detach().clone())
+            while len(self.archive) > self.cfg.archive_size:
+                self.archive.pop(next(iter(self.archive)))
         self._keep(~gone)
         self.objects.pop(k, None)
         self._model.pop(k, None)
@@ -338,29 +360,48 @@ class Tracker:
         return out
 
     def _reassociate(self, k: int, obs: FusedCloud, unseen: set[int]) -> int | None:
-        """An object not seen in this frame (``unseen``: held, or just lost by its instance id) that instance
-        ``k``'s points belong to (see module docstring), with its pose updated; None if there is none."""
+        """The object that instance ``k``'s points belong to among those not seen in this frame (``unseen``: held, or
+        just lost by their instance id) and the removed ones (``archive``), with its pose updated (a removed one is
+        restored); None if there is none. See the module docstring for the rule."""
         cfg = self.cfg
         centre = obs.points.mean(axis=0)
         color = obs.colors.mean(axis=0)
         cands = []
-        for j, o in self.objects.items():
-            if j not in unseen or j not in self._model or np.abs(color - o.color).mean() > cfg.reassociate_color:
-                continue
-            cands.append((float(np.linalg.norm(centre - o.position())), j))
+        for j, o in [*((j, self.objects[j]) for j in unseen if j in self._model), *((j, a.track)
+                                                                                  for j, a in self.archive.items())]:
+            if np.abs(color - o.color).mean() <= cfg.reassociate_color:
+                cands.append((float(np.linalg.norm(centre - o.position())), j))
         cands.sort()
         near = [j for d, j in cands if d < cfg.reassociate_distance]
-        # the same place; else the only held object of this colour (it may have been moved while unseen)
+        # the same place; else the only object of this colour (it may have been moved while unseen)
         order = near[:2] if near else ([cands[0][1]] if len(cands) == 1 else [])
         for j in order:
-            o = self.objects[j]
+            archived = self.archive.get(j) if j not in self.objects else None
+            if archived is not None:
+                self._model[j] = archived.model  # registration needs it; dropped again if this is not the object
+            o = self.objects[j] if archived is None else archived.track
             T, fit, rmse = self._register(j, obs.points, [o.T], relocalise=True)
-            if fit >= cfg.reassociate_fitness:
-                o.T, o.velocity, o.spin = T, np.zeros(3), np.zeros(3)
-                o.visible, o.fitness, o.rmse, o.held_frames = True, fit, rmse, 0
-                o.n_observed, o.last_seen_ns = len(obs), self.now_ns
-                return j
+            if fit < cfg.reassociate_fitness:
+                if archived is not None:
+                    self._model.pop(j)
+                continue
+            if archived is not None:
+                self._restore(j)
+            o.T, o.velocity, o.spin = T, np.zeros(3), np.zeros(3)
+            o.visible, o.fitness, o.rmse, o.held_frames = True, fit, rmse, 0
+            o.n_observed, o.last_seen_ns = len(obs), self.now_ns
+            return j
         return None
+
+    def _restore(self, j: int) -> None:
+        """A removed object comes back: its archived Gaussians (fresh particle ids) and state, under its old id."""
+        a = self.archive.pop(j)
+        self.objects[j] = a.track
+        self._model[j] = a.model
+        g = a.gaussians
+        self._append(GaussianSet(g.means, g.quats, g.log_scales, g.colors, g.opacity_logits, g.object_ids),
+                     a.canonical, a.canonical_quats, pending=False)
+        log.info("object %d is back (restored after removal): %d Gaussians", j, len(g))
 
     # ------------------------------------------------------------------ per frame
     def step(self, frame: MultiViewFrame, targets: Targets | None = None, backend: str = "auto") -> dict[str, float]:

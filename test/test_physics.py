@@ -258,3 +258,39 @@ def test_sysid_says_clearly_when_nothing_can_be_identified():
     obs.wrenches = []
     with pytest.raises(SysidError, match=r"identifies none of mass.*no known force acts on it"):
         identify(g, model, binding, obs, SysidConfig(params=("mass",)))
+
+
+def test_vidyn_sysid_cli_one_line_errors(tmp_path):
+    """Through the real CLI: a bag without calibration, and a recording in which nothing moves (MuJoCo rig, two
+    160x120 cameras, 4 frames through the deployed segmenter + scene) end with one line and exit code 2."""
+    import os
+    import subprocess
+    import sys
+
+    from vidyn_ros.bags import BagWriter, write_rig_episode
+    from vidyn_ros.rig.scenario import parse_scenario
+    from vidyn_ros.rig.sim import SimRig
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, MUJOCO_GL="osmesa")
+        return subprocess.run([sys.executable, "-m", "vidyn_ros.cli", "sysid", *argv], env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    from vidyn_ros import msgs
+
+    with BagWriter(tmp_path / "no_calib") as w:
+        w.write("/t", msgs.CLOCK, msgs.clock_msg(10**8), 10**8)
+    proc = run(str(tmp_path / "no_calib"), "--out", str(tmp_path / "o1"))
+    assert proc.returncode == 2 and "no rig_calibration.yaml" in proc.stderr and "Traceback" not in proc.stderr
+
+    scn = parse_scenario({"duration_s": 1.0, "table": {"friction": 0.2},
+                          "objects": [{"name": "block", "shape": "box", "size": [0.03, 0.03, 0.03],
+                                       "position": [0.0, 0.0, 0.03], "color": "red"}],
+                          "cameras": {"ring": {"count": 2, "radius": 0.45, "height": 0.4}}})
+    with SimRig(scn, render_scale=0.25) as rig:
+        frames = [rig.observe()] + [rig.step() for _ in range(3)]
+    bag = write_rig_episode(tmp_path / "still", frames)
+    proc = run(str(bag), "--out", str(tmp_path / "o2"))
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "%|" not in ln and "Warp" not in ln]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert lines and "nothing moves in this recording" in lines[-1] and "Traceback" not in proc.stderr

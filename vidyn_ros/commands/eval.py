@@ -12,7 +12,8 @@ DESCRIPTION = (
     "(simulator truth from the episodes' bags) at horizons 1..H: Chamfer distance, δ (1/2/4 and 5/10/20 cm), the "
     "same CD for moving objects only, and PSNR/SSIM of the rendered prediction against the real frames. A row is "
     "NAME=SPEC[,SPEC...] where SPEC is a checkpoint, a glob of checkpoints (several training seeds: mean ± std) or "
-    "a baseline (constant_velocity, static). Writes OUT/eval.md, OUT/eval.json, OUT/cd_vs_horizon.png, "
+    "a baseline (constant_velocity, static) or physics (rigid bodies fitted to the scene, Newton; physics:FILE takes "
+    "friction and density from a vidyn sysid result). Writes OUT/eval.md, OUT/eval.json, OUT/cd_vs_horizon.png, "
     "OUT/paths.png (true vs predicted object paths) and OUT/frames.png (observed vs predicted frames)."
 )
 ORDER = 44
@@ -57,7 +58,7 @@ def _rows(specs: list[str]) -> list[tuple[str, list[str]]]:
         out = []
         for m in members.split(","):
             m = m.strip()
-            if m in BASELINES:
+            if m in BASELINES or m.startswith("physics:"):
                 out.append(m)
                 continue
             found = sorted(glob.glob(m))

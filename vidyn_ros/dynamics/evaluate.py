@@ -183,7 +183,7 @@ def _nanmean_rows(wins: list[WindowMetrics]) -> list[float]:
 
 
 # ---------------------------------------------------------------------- rows
-BASELINES = ("constant_velocity", "static")
+BASELINES = ("constant_velocity", "static", "physics")  # + "physics:<sysid.json>" (identified physics)
 
 
 def make_dynamics(spec: str, device: str = "cpu") -> tuple[Dynamics, dict[str, Any]]:
@@ -195,6 +195,11 @@ def make_dynamics(spec: str, device: str = "cpu") -> tuple[Dynamics, dict[str, A
         return ConstantVelocity(), {"baseline": spec}
     if spec == "static":
         return Static(), {"baseline": spec}
+    if spec == "physics" or spec.startswith("physics:"):  # rigid bodies fitted to each window's scene (Newton)
+        from vidyn_ros.physics.dynamics import ScenePhysics
+
+        sp = ScenePhysics.from_sysid(spec.split(":", 1)[1]) if ":" in spec else ScenePhysics()
+        return sp, {"physics": sp.source, "mu": sp.mu, "density_kg_m3": sp.density}
     model, doc = load_checkpoint_with_info(spec, device)
     train = doc.get("train", {})
     return model, {"checkpoint": spec, "seed": train.get("config", {}).get("seed"), "steps": train.get("step"),

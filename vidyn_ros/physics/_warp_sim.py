@@ -139,11 +139,12 @@ class WarpWorld:
         self.bodies_per_world = self.objects + int(self.has_pusher)
         one = newton.ModelBuilder(up_axis=newton.Axis.Z)
         cfg = newton.ModelBuilder.ShapeConfig(density=1000.0, gap=contact_gap)
+        # free bodies without joints: SemiImplicit integrates them all the same, and skips its joint kernel
         for k, s in enumerate(shapes):
-            b = one.add_body(label=f"object{k}")
+            b = one.add_link(label=f"object{k}")
             _add_shape(one, b, s, cfg)
         if pusher is not None:
-            b = one.add_body(label="pusher", is_kinematic=True)
+            b = one.add_link(label="pusher", is_kinematic=True)
             _add_shape(one, b, pusher, cfg)
         top = newton.ModelBuilder(up_axis=newton.Axis.Z)
         top.replicate(one, self.worlds)
@@ -154,6 +155,7 @@ class WarpWorld:
             raise RuntimeError(f"unexpected Newton layout: {m.body_count} bodies, {m.shape_count} shapes")
         self.pipeline = newton.CollisionPipeline(m, requires_grad=False)
         self.solver = newton.solvers.SolverSemiImplicit(m, angular_damping=angular_damping)
+        self.control = m.control()  # allocated once: the solver would build one every step for None
         self.unit_inertia = np.stack([unit_inertia(s) for s in shapes]) if shapes else np.zeros((0, 3, 3))
         idx = np.arange(m.body_count).reshape(self.worlds, self.bodies_per_world)
         self.object_bodies = idx[:, : self.objects]  # [W, K]
@@ -164,6 +166,19 @@ class WarpWorld:
     @property
     def body_count(self) -> int:
         return int(self.model.body_count)
+
+    def state(self):
+        """A body-only Newton State (a third of the cost of ``Model.state()``, which also sets up every custom
+        attribute); velocities and forces zero, poses uninitialised."""
+        import newton
+
+        wp = _warp()
+        m = self.model
+        s = newton.State()
+        s.body_q = wp.empty_like(m.body_q, requires_grad=True)
+        s.body_qd = wp.zeros_like(m.body_qd, requires_grad=True)
+        s.body_f = wp.zeros_like(m.body_qd, requires_grad=True)
+        return s
 
     @property
     def shape_count(self) -> int:
@@ -218,7 +233,7 @@ class _Simulate(torch.autograd.Function):
         n = sched.frames * sched.substeps
         with world.lock:
             _assign_params(wp, m, params)
-            states = [m.state() for _ in range(n + 1)]
+            states = [world.state() for _ in range(n + 1)]
             states[0].body_q.assign(wp.from_torch(body_q0.detach().contiguous(), dtype=wp.transform))
             states[0].body_qd.assign(wp.from_torch(body_qd0.detach().contiguous(), dtype=wp.spatial_vector))
             kq = [_grad_array(wp, kin_q[i], wp.transform, world.device) for i in range(n)] if world.has_pusher else []
@@ -301,7 +316,7 @@ def _substep(wp, world: WarpWorld, sched: Schedule, tape, states, i: int, kq, kq
     if fe:
         wp.launch(_KERNELS["add_body_force"], dim=world.body_count, inputs=[fe[i]], outputs=[s_in.body_f],
                   device=world.device)
-    world.solver.step(s_in, s_out, None, contacts[-1], sched.dt)
+    world.solver.step(s_in, s_out, world.control, contacts[-1], sched.dt)
 
 
 def simulate(world: WarpWorld, sched: Schedule, body_q0: torch.Tensor, body_qd0: torch.Tensor,

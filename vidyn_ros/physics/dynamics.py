@@ -19,7 +19,9 @@ import math
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from vidyn_ros.dynamics.state import Control, ParticleState, move_kinematic
@@ -27,7 +29,7 @@ from vidyn_ros.geometry_torch import matrix_to_quat, quat_mul, quat_to_axis_angl
 from vidyn_ros.physics.model import PhysicsConfig, PhysicsModel, PhysicsParams
 from vidyn_ros.physics.scene import PUSHER, STATIC, ParticleBinding, build_from_scene, quat_conj
 
-__all__ = ["BodyState", "PhysicsDynamics", "fit_rigid"]
+__all__ = ["BodyState", "PhysicsDynamics", "ScenePhysics", "fit_rigid"]
 
 
 @dataclass
@@ -187,6 +189,11 @@ class PhysicsDynamics:
             return hit[1]
         return self._fit_bodies(state, self._binding_for(state))
 
+    def produced(self, state: ParticleState) -> bool:
+        """Whether ``state`` is one this model produced (and still remembers): stepping it continues exactly."""
+        hit = self._exact.get(id(state.positions))
+        return hit is not None and hit[0]() is state.positions
+
     def _remember(self, state: ParticleState, bs: BodyState) -> None:
         key = id(state.positions)
         self._exact = {k: v for k, v in self._exact.items() if v[0]() is not None}
@@ -247,3 +254,62 @@ class PhysicsDynamics:
         """The state ``dt`` seconds later (see the module docstring)."""
         return self.rollout(state, [control], dt)[0]
 
+
+
+class ScenePhysics:
+    """A physics backend for any scene: builds a :class:`PhysicsDynamics` from the state it is given and rebuilds it
+    whenever a state did not come out of it (a new evaluation window, a changed scene), with one parameter set for
+    every object: friction ``mu`` (object-table), mass = ``density`` x the fitted shape's volume, contact defaults.
+
+    ``ScenePhysics.from_sysid(json)`` takes those from a ``vidyn sysid`` result (mean identified friction, mean
+    identified density), the "identified physics" of the evaluation tables.
+    """
+
+    def __init__(self, mu: float | None = None, density: float | None = None, config: PhysicsConfig | None = None,
+                 source: str = "defaults") -> None:
+        from vidyn_ros.physics.model import DEFAULT_DENSITY, TABLE
+
+        self.mu = float(TABLE["mu"] if mu is None else mu)
+        self.density = float(DEFAULT_DENSITY if density is None else density)
+        self.config = config
+        self.source = source
+        self.dynamics: PhysicsDynamics | None = None
+        self.builds = 0
+
+    @classmethod
+    def from_sysid(cls, path: str, config: PhysicsConfig | None = None) -> ScenePhysics:
+        """Parameters from a ``vidyn sysid`` sysid.json (VidynError when it has no identified value)."""
+        import json
+
+        from vidyn_ros.errors import VidynError
+
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise VidynError(f"{path}: cannot read a sysid result ({err})") from None
+        mus, dens = [], []
+        shapes = {b["object_id"]: b for b in doc.get("bodies", [])}
+        for oid, est in doc.get("estimates", {}).items():
+            if est.get("mu") is not None:
+                mus.append(est["mu"])
+            b = shapes.get(int(oid))
+            if est.get("mass") is not None and b is not None:
+                from vidyn_ros.physics.model import Body, ShapeSpec
+
+                vol = Body(0, ShapeSpec(b["shape"], tuple(b["size"])), np.zeros(3), np.array([1.0, 0, 0, 0])).volume
+                dens.append(est["mass"] / vol)
+        if not mus and not dens:
+            raise VidynError(f"{path}: no identified mass or friction in this sysid result")
+        return cls(mu=float(np.mean(mus)) if mus else None, density=float(np.mean(dens)) if dens else None,
+                   config=config, source=str(path))
+
+    def step(self, state: ParticleState, control: Control | None, dt: float) -> ParticleState:
+        d = self.dynamics
+        if d is None or not d.produced(state):
+            d = PhysicsDynamics.from_state(state, config=self.config)
+            bodies = d.model.bodies
+            d.params = PhysicsParams.defaults([self.density * b.volume for b in bodies]).replace(
+                mu=torch.full((len(bodies),), self.mu))
+            self.dynamics = d
+            self.builds += 1
+        return d.step(state, control, dt)

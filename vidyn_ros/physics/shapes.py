@@ -7,7 +7,8 @@ mean unsigned distance of the Gaussian centres to the candidate's surface (``rig
 
 - upright box: z along world z, yaw from the minimum-area rectangle around the footprint (convex hull, rotating
   calipers), extents from robust percentiles;
-- upright cylinder: circle fit of the footprint (algebraic least squares), height from the z range;
+- upright cylinder: circle fit of the side's footprint (algebraic least squares; the top cap lies inside the circle),
+  radius from the side points' distances, height from the z range;
 - sphere: algebraic least-squares sphere;
 - box in the principal axes of the points (objects that are not upright, e.g. a toppled cube).
 
@@ -124,9 +125,12 @@ def fit_shape(
     box = ShapeSpec("box", (float(half[0]), float(half[1]), float(hz)))
     cands.append(Fit(box, centre, matrix_to_quat_wxyz(R), _score((p - centre) @ R, box)))
 
-    # upright cylinder
-    cxy, r = _circle_fit(p[:, :2])
-    r = max(r, min_size)
+    # upright cylinder: the circle from the side Gaussians (the top cap's lie inside it and would shrink an
+    # algebraic fit), the radius as a high percentile of their distances (the visible side is an arc)
+    side = p[p[:, 2] < z_hi - 0.25 * (z_hi - z_bottom)]
+    ring = side if len(side) >= 8 else p
+    cxy, _ = _circle_fit(ring[:, :2])
+    r = max(float(np.percentile(np.linalg.norm(ring[:, :2] - cxy, axis=1), hi_q)), min_size)
     centre = np.array([cxy[0], cxy[1], zc])
     cyl = ShapeSpec("cylinder", (float(r), float(hz)))
     cands.append(Fit(cyl, centre, np.array([1.0, 0.0, 0.0, 0.0]), _score(p - centre, cyl)))

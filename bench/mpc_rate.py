@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/mpc_rate.py                          # CPU: the push scene from the deployed path
     .venv/bin/python bench/mpc_rate.py --save-scene s.pt        # ... and save it (for a machine without MuJoCo)
-    python bench/mpc_rate.py --scene s.pt --device cuda         # GPU: the saved scene, no MuJoCo / open3d needed
+    python bench/mpc_rate.py --scene bench/data/mpc_push_scene.pt --device cuda   # GPU: no MuJoCo / open3d / warp
+
+bench/data/mpc_push_scene.pt is that scene, saved (plain tensors: loads with ``weights_only=True``).
 
 What one replan does is vidyn_ros.control.planner.Planner.plan (sampling rounds over batched rollouts, Adam steps
 through backend + renderer, a final evaluation): the table reports its median wall time over ``--repeats`` replans
 after one warm-up, the rate it allows, and the time per stage. Rows: every backend that is installed, then the
 render settings that decide the cost of a replan (cost width, number of cost views, rendering every predicted step
-instead of the final one) for the first backend. Success rates for the settings come from ``vidyn mpc-eval``, not
+instead of the final one, and one render call per candidate instead of one batched call) for the first backend.
+Success rates for the settings come from ``vidyn mpc-eval``, not
 from here. Writes bench/results/mpc_rate_<device>.json and .md.
 """
 
@@ -53,6 +56,33 @@ def build_scene(budget: int) -> dict:
                 "red_xy": next(p.position[:2] for p in rf.object_poses if p.object_id == 1).tolist()}
 
 
+def save_scene(scene: dict, path: str) -> None:
+    """The scene as plain tensors / numbers (no pickled classes: loads with ``weights_only=True``)."""
+    g = scene["gaussians"]
+    doc = {"gaussians": {k: getattr(g, k) for k in ("means", "quats", "log_scales", "colors", "opacity_logits",
+                                                     "object_ids", "particle_ids")},
+           "cameras": [{"name": c.name, "width": int(c.width), "height": int(c.height),
+                        "K": torch.as_tensor(np.asarray(c.K, dtype=np.float64)),
+                        "T_world_cam": torch.as_tensor(np.asarray(c.T_world_cam, dtype=np.float64))}
+                       for c in scene["cameras"]],
+           "background": list(scene["background"]), "pusher": list(scene["pusher"]), "red_xy": list(scene["red_xy"])}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(doc, path)
+
+
+def load_scene(path: str) -> dict:
+    from vidyn_ros.types import CameraModel, GaussianSet
+
+    try:
+        doc = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: scene file not found") from None
+    return {"gaussians": GaussianSet(**doc["gaussians"]),
+            "cameras": [CameraModel(c["name"], c["width"], c["height"], c["K"].numpy(), c["T_world_cam"].numpy())
+                        for c in doc["cameras"]],
+            "background": tuple(doc["background"]), "pusher": list(doc["pusher"]), "red_xy": list(doc["red_xy"])}
+
+
 def one_setting(scene: dict, backend: str, cfg: PlannerConfig, device: str, repeats: int) -> dict:
     g = scene["gaussians"].to(device)
     pid = pusher_object_id(g.object_ids, g.means, scene["pusher"])
@@ -78,8 +108,9 @@ def one_setting(scene: dict, backend: str, cfg: PlannerConfig, device: str, repe
     med = float(np.median(times))
     return {
         "backend": backend, "device": device, "width": cfg.width, "views": cfg.views, "render_steps": cfg.render_steps,
-        "render_backend": cfg.render_backend, "samples": cfg.samples, "sample_iters": cfg.sample_iters,
-        "grad_iters": cfg.grad_iters, "horizon": cfg.horizon, "replan_s_median": round(med, 4),
+        "render_backend": cfg.render_backend, "batch_render": cfg.batch_render, "samples": cfg.samples,
+        "sample_iters": cfg.sample_iters, "grad_iters": cfg.grad_iters, "horizon": cfg.horizon,
+        "replan_s_median": round(med, 4),
         "rate_hz": round(1.0 / med, 2), "stages_s": {k: round(float(np.median([s[k] for s in stages])), 4)
                                                      for k in stages[0]},
         "gaussians": len(g), "dynamics_particles": int((g.object_ids > 0).sum()),
@@ -105,9 +136,9 @@ def main() -> int:
     from vidyn_ros.render import set_cpu_threads
 
     set_cpu_threads(args.threads)
-    scene = torch.load(args.scene, weights_only=False) if args.scene else build_scene(args.budget)
+    scene = load_scene(args.scene) if args.scene else build_scene(args.budget)
     if args.save_scene:
-        torch.save(scene, args.save_scene)
+        save_scene(scene, args.save_scene)
     base = PlannerConfig(samples=args.samples, sample_iters=args.sample_iters, grad_iters=args.grad_iters,
                          render_backend=args.render_backend)
     rows, skipped = [], {}
@@ -142,7 +173,7 @@ def main() -> int:
             first_ok = backend
             settings += [(backend, replace(base, width=40)), (backend, replace(base, width=160)),
                          (backend, replace(base, views=1)), (backend, replace(base, views=4)),
-                         (backend, replace(base, render_steps="all"))]
+                         (backend, replace(base, render_steps="all")), (backend, replace(base, batch_render=False))]
     write()
     print(table(rows, {"loadavg": os.getloadavg()}), end="")
     return 0
@@ -150,12 +181,14 @@ def main() -> int:
 
 def table(rows: list[dict], doc: dict) -> str:
     lines = [f"load average {tuple(round(v, 2) for v in doc['loadavg'])}", "",
-             "| backend | device | renderer | cost width | views | rendered steps | samples x rounds | Adam steps | "
-             "replan [s] | rate [Hz] | sample / grad / final [s] |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| backend | device | renderer | candidates per render call | cost width | views | rendered steps | "
+             "samples x rounds | Adam steps | replan [s] | rate [Hz] | sample / grad / final [s] |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         st = r["stages_s"]
-        lines.append(f"| {r['backend']} | {r['device']} | {r['render_backend']} | {r['width']} | {r['views']} | "
+        per_call = "all (batched)" if r.get("batch_render", True) else "1 (loop)"
+        lines.append(f"| {r['backend']} | {r['device']} | {r['render_backend']} | {per_call} | {r['width']} | "
+                     f"{r['views']} | "
                      f"{r['render_steps']} | {r['samples']} x {r['sample_iters']} | {r['grad_iters']} | "
                      f"{r['replan_s_median']:.3f} | {r['rate_hz']:.1f} | {st['sample']:.3f} / {st['grad']:.3f} / "
                      f"{st['final']:.3f} |")

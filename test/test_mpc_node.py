@@ -154,3 +154,14 @@ def test_safety_stop_within_two_control_periods(ros_context, tmp_path, scene_byt
     assert (first_zero - deadline) * 1e-9 <= 2 * PERIOD, f"zero only {(first_zero - deadline) * 1e-9:.3f} s late"
     # and it stays zero
     assert all(not np.any(v) for s, v in after if s >= first_zero)
+
+
+def test_goal_reached_by_the_scene_stops_commands_and_replanning(ros_context, tmp_path, scene_bytes):
+    """With the goal within goal_tolerance of the scene (here: a 6 cm goal, 10 cm tolerance) the enabled node does
+    not plan and commands zero, saying why (the test above plans on the same scene with the default tolerance)."""
+    fields, _ = scene_bytes
+    with _mpc(ros_context, tmp_path, enabled=True, goal_tolerance=0.1) as (node, _, ex, got, pub_scene, pub_pose):
+        _feed(ex, node, pub_scene, pub_pose, fields, 30.0, until=lambda: len(got) >= 10 and node.reached)
+        assert node.reached and node.plans == 0
+        assert len(got) >= 10 and all(not np.any(v) for _, _, v in got)
+        assert node.last_reason == "goal reached" and node.summary()["goal_reached"]

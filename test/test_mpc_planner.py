@@ -190,3 +190,28 @@ def test_layered_renderer_batch_equals_one_call_per_candidate():
     assert means.grad.abs().max() > 0
     assert (means.grad - means2.grad).abs().max() <= 1e-4 * means2.grad.abs().max()
     assert (rgb[0] - rgb[3]).abs().max() > 0.1  # the candidates differ
+
+
+@pytest.mark.parametrize(("p0", "detour"), [((-0.10, 0.0), False), ((0.10, 0.01), True)])
+def test_push_proposal_goes_behind_the_object_then_pushes_it_to_the_goal(p0, detour):
+    """The straight-push proposal: to the contact point behind the object (around its side when the pusher starts
+    in front, never through it), then along the push line at push_speed until the object would be at its goal."""
+    from vidyn_ros.control.cost import ReachTarget
+    from vidyn_ros.control.planner import push_proposal
+
+    obj = torch.tensor([0.0, 0.0])
+    target = ReachTarget(1, torch.arange(4), torch.tensor([0.05, 0.0]), standoff=0.05)
+    u = push_proposal(torch.tensor(p0), obj, target, 40, 0.1, 0.2, 0.1, 0.015)
+    path = torch.tensor(p0) + torch.cumsum(u * 0.1, 0)
+    speed = u.norm(dim=1)
+    assert float(speed.max()) <= 0.2 + 1e-6
+    pushing = torch.nonzero((u - torch.tensor([0.1, 0.0])).norm(dim=1) < 1e-5).squeeze(1)
+    first = int(pushing[0])
+    assert len(pushing) >= 3 and torch.equal(pushing, torch.arange(first, first + len(pushing)))
+    approach = path[:first]  # positions on the way to (and at most one period into) the push line
+    assert float((approach - obj).norm(dim=1).min()) > 0.045 - 1e-6  # never through the object (standoff 5 cm)
+    assert (float(approach[:, 1].abs().max()) > 0.05) == detour  # a detour leaves the push line sideways
+    assert abs(float(path[first - 1, 1])) < 1e-5 and -0.05 - 1e-5 <= float(path[first - 1, 0]) < -0.035
+    # it stops where the object would be at its goal (contact point + 5 cm)
+    assert torch.allclose(path[-1], torch.tensor([0.0, 0.0]), atol=1e-4)
+    assert float(speed[-1]) == 0.0

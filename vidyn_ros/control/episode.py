@@ -318,10 +318,8 @@ class VisualPolicy:
             goal, _ = goal_from_moves(g, [self.goal.move()], renderer, pusher_id=state.pusher_id)
             self.planner.set_goal(goal)
         # done when every object's scene centroid is within done_tolerance of its goal centroid (visual estimate)
-        now = state.now
-        dists = [float((now[state.object_ids == k, :2].mean(0) - c[:2]).norm())
-                 for k, c in self.planner.goal.centroids.items() if bool((state.object_ids == k).any())]
-        if dists and max(dists) < self.done_tolerance:
+        dist = self.planner.goal_distance(state)
+        if dist is not None and dist < self.done_tolerance:
             return True, np.zeros(3)
         k = self.calls % self.replan_every
         self.calls += 1

@@ -30,6 +30,7 @@ import torch
 
 from vidyn_ros.control.cost import (
     CostWeights,
+    ReachTarget,
     bounds_penalty,
     pusher_path,
     reach_cost,
@@ -67,7 +68,10 @@ class PlannerConfig:
     sample_width: int = 40  # render width of the sampling stage [px]
     pyramid: tuple[int, ...] = (1, 4, 8)  # pooling factors of the pixel loss
     render_steps: str = "final"  # final: render only the last predicted frame; all: every control step
+    batch_render: bool = True  # all candidates in one render call; False: one call per candidate (for comparison)
     dynamics_particles: str = "objects"  # objects: objects + pusher go to the dynamics; all: the table too
+    push_proposal: bool = True  # a straight approach-and-push sequence competes among the samples (needs reach)
+    push_speed: float = 0.1  # [m/s] pushing speed of that proposal (the approach goes at max_speed)
     diverge_factor: float = 50.0  # plan cost > this x cost of doing nothing = diverged
     include_pusher: bool = False  # render the pusher in the cost (goal images that show it)
     device: str = "cpu"
@@ -213,6 +217,11 @@ class Planner:
         target = None
         if cfg.weights.reach > 0:
             target = reach_target(dyn.now, dyn.object_ids, self.goal, pusher_id, radius)
+        proposal = None
+        if target is not None and cfg.push_proposal:
+            obj_xy = dyn.now[target.index, :2].mean(0)
+            proposal = push_proposal(p0, obj_xy, target, cfg.horizon, cfg.dt, cfg.max_speed, cfg.push_speed,
+                                     radius)
         timings["setup"] = time.perf_counter() - t0
 
         levels = {"fine": (fine, self.goal), "coarse": (coarse, self._goal_coarse)}
@@ -229,7 +238,11 @@ class Planner:
                 # every candidate (and every rendered step) in one render call: [T, S, n, 3] positions
                 means = torch.stack([st.now[:, render_sel] for st in render_states])
                 quats = torch.stack([st.quats_now[:, render_sel] for st in render_states])
-                rgb, alpha, depth = renderer.batch(moving, means, quats)
+                if cfg.batch_render:
+                    rgb, alpha, depth = renderer.batch(moving, means, quats)
+                else:  # one render call per candidate (what the batched call replaces; bench/mpc_rate.py)
+                    per = [renderer.batch(moving, means[:, s], quats[:, s]) for s in range(u.shape[0])]
+                    rgb, alpha, depth = (torch.stack(x, dim=1) for x in zip(*per, strict=True))
                 acc = {k: v.mean(0) for k, v in visual_terms(rgb, alpha, depth, goal, cfg.pyramid).items()}
                 weighted = self._weighted(acc, level)
                 total = sum(weighted.values(), torch.zeros(u.shape[0], device=dev))
@@ -280,9 +293,11 @@ class Planner:
                 n = cfg.samples
                 eps = self._noise(n, H, dev) * std
                 cand = mean + eps
-                cand[0] = mean  # the mean itself and "do nothing" always compete
+                cand[0] = mean  # the mean itself, "do nothing" and the straight push always compete
                 if n > 1:
                     cand[1] = 0.0
+                if n > 2 and proposal is not None:
+                    cand[2] = proposal
                 cand = clamp_actions(cand, cfg.max_speed, cfg.max_accel, cfg.dt, self.last_command.to(dev))
                 with torch.no_grad():
                     c, _, _ = evaluate(cand, "coarse", False)
@@ -305,7 +320,9 @@ class Planner:
         # gradient stage (cost width): start from the better of the best sample and the final mean
         t2 = time.perf_counter()
         with torch.no_grad():
-            starts = torch.stack([best_u, mean])
+            starts = torch.stack([best_u, mean] if proposal is None or cfg.method != "none" else
+                                 [best_u, mean, clamp_actions(proposal, cfg.max_speed, cfg.max_accel, cfg.dt,
+                                                              self.last_command.to(dev))])
             c0, _, _ = evaluate(starts, "fine", False)
         u = starts[int(torch.argmin(c0))].clone().requires_grad_(True)
         best_u, best_c = u.detach().clone(), float(c0.min())
@@ -365,6 +382,16 @@ class Planner:
             reach_object=None if target is None else target.object_id, predicted_centroids=centroids,
         )  # fmt: skip
 
+    def goal_distance(self, state: ParticleState) -> float | None:
+        """The largest xy distance [m] of an object's centroid in ``state`` (the scene, unbatched) to its goal
+        centroid: the planner's own estimate of how far the goal is. None for goals without centroids (images)."""
+        if self.goal is None or not self.goal.centroids:
+            return None
+        ids = state.object_ids.to(state.now.device)
+        d = [float((state.now[ids == k, :2].mean(0) - c[:2].to(state.now)).norm())
+             for k, c in self.goal.centroids.items() if bool((ids == k).any())]
+        return max(d) if d else None
+
     def commit(self, command_xy: Sequence[float]) -> None:
         """Tell the planner which command was actually sent (smoothness and acceleration start from it)."""
         self.last_command = torch.as_tensor(np.asarray(command_xy, dtype=np.float32)[:2])
@@ -384,6 +411,46 @@ class Planner:
         for t in range(1, horizon):
             out.append(a * out[-1] + math.sqrt(1 - a * a) * w[:, t])
         return torch.stack(out, dim=1)
+
+
+def push_proposal(p0: torch.Tensor, obj_xy: torch.Tensor, target: ReachTarget, horizon: int, dt: float,
+                  approach_speed: float, push_speed: float, pusher_radius: float) -> torch.Tensor:
+    """[H, 2] velocities of a straight push: to the contact point behind the object (``target``: on the line from
+    its goal through its centroid, ``standoff`` behind; round the object's side, in a lane clear of it, when the
+    pusher starts beside or in front of it)
+    at ``approach_speed``, then along the line at ``push_speed`` until the object would be at its goal.
+
+    A structured proposal that competes with the samples (the sampler needs many rounds to find a contact from
+    noise): computed from the scene's particles and the goal, like the reach term; the cost still decides."""
+    to_goal = target.goal_xy - obj_xy
+    dist = float(to_goal.norm())
+    d = to_goal / max(dist, 1e-6)
+    contact = obj_xy - target.standoff * d
+    waypoints = []
+    rel = p0 - obj_xy
+    if float(rel @ d) > -0.5 * target.standoff:  # beside or in front: go round the side the pusher is on
+        side = torch.stack([-d[1], d[0]])
+        side = side if float(rel @ side) >= 0 else -side
+        clear = target.standoff + pusher_radius
+        # sideways into a lane ``clear`` off the push line, along it to behind the object, then onto the line
+        waypoints.append(p0 + max(0.0, clear - float(rel @ side)) * side)
+        waypoints.append(obj_xy + clear * side - target.standoff * d)
+    waypoints += [contact, contact + dist * d]
+    speeds = [approach_speed] * (len(waypoints) - 1) + [push_speed]
+    pos, out, w = p0.clone(), [], 0
+    for _ in range(horizon):
+        left = dt  # time left in this control period
+        start = pos.clone()
+        while left > 1e-9 and w < len(waypoints):
+            seg = waypoints[w] - pos
+            n = float(seg.norm())
+            reach = speeds[w] * left
+            if n <= reach:
+                pos, left, w = waypoints[w].clone(), left - n / speeds[w], w + 1
+            else:
+                pos, left = pos + seg * (reach / n), 0.0
+        out.append((pos - start) / dt)
+    return torch.stack(out)
 
 
 def _gaussians_of(state: ParticleState, s: int | None, keep: torch.Tensor) -> GaussianSet:

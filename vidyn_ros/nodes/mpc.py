@@ -77,6 +77,9 @@ PARAMS = [
     _ros.Param("sample_width", 40, "sampling-stage render width [px]", range="[8, 4096]"),
     _ros.Param("reach_weight", 0.3, "weight of the reach shaping term (goals from the scene only; 0 = off)",
                range="[0, 1000]"),
+    _ros.Param("goal_tolerance", 0.008, "goal reached when every object's scene centroid is this close to its goal "
+               "centroid [m] (goals from the scene): commands are zero and replanning pauses until one is twice as "
+               "far; 0 = never", range="[0, 10]"),
     _ros.Param("max_speed", 0.2, "command speed limit [m/s]", range="(0, 10]"),
     _ros.Param("max_accel", 2.0, "command acceleration limit [m/s^2]", range="(0, 1000]"),
     _ros.Param("workspace", [-0.35, -0.35, 0.35, 0.35], "pusher workspace box x0 y0 x1 y1 [m]",
@@ -171,6 +174,7 @@ class MpcNode(_ros.Node):
         self._backend_objects: tuple[int, ...] | None = None
         self.plan: Any = None
         self.plans = 0
+        self.reached = False  # the scene says the goal is reached (goal_tolerance): zero commands, no replans
         self.commands = 0
         self.zero_commands = 0
         self.last_reason = ""
@@ -263,7 +267,9 @@ class MpcNode(_ros.Node):
                 due = self.plan is None or now_s - self.plan.stamp_s >= self.p.replan_period_s - 1e-6
                 ready = self.planner is not None and self.planner.goal is not None
                 if due and ready and self._pusher is not None:
-                    self._replan(stamp_ns)
+                    self._check_reached()
+                    if not self.reached:
+                        self._replan(stamp_ns)
         finally:
             if self.p.lockstep:  # every scene message gets exactly one command (zero if anything failed)
                 self._send(now_s, stamp_ns)
@@ -363,6 +369,20 @@ class MpcNode(_ros.Node):
                                                source="/vidyn/goal/image"))
         self.watchdog.new_goal()
 
+    def _check_reached(self) -> None:
+        """Goal reached by the scene's estimate (with hysteresis: resume once twice the tolerance away)."""
+        tol = self.p.goal_tolerance
+        dist = self.planner.goal_distance(self._state()) if tol > 0 else None
+        if dist is None:
+            return
+        reached = dist < tol if not self.reached else dist < 2 * tol
+        if reached != self.reached:
+            with self._lock:
+                self.reached = reached
+                if not reached:
+                    self.planner.reset()
+            self.get_logger().info(f"mpc: goal {'reached' if reached else 'lost'} (scene: {dist * 1000:.1f} mm away)")
+
     def _replan(self, stamp_ns: int) -> None:
         msgs = self.msgs
         with self._lock:
@@ -406,6 +426,8 @@ class MpcNode(_ros.Node):
             if not reason and not self.enabled:
                 reason = "disabled"
             plan = self.plan
+            if not reason and self.reached:
+                reason = "goal reached"
             if not reason and plan is None:
                 reason = "no plan yet"
             v = np.zeros(3)
@@ -439,7 +461,8 @@ class MpcNode(_ros.Node):
                 self.diag.ok("commanding", commands=self.commands)
 
     def summary(self) -> dict[str, Any]:
-        return {"plans": self.plans, "commands": self.commands, "zero_commands": self.zero_commands,
+        return {"plans": self.plans, "goal_reached": self.reached, "commands": self.commands,
+                "zero_commands": self.zero_commands,
                 "backend": self.p.backend, "last_cost": None if self.plan is None else round(self.plan.cost, 5),
                 "last_reason": self.last_reason}
 

@@ -91,6 +91,27 @@ def test_recording_plays_with_content_intrinsics_and_stamps(tmp_path):
         np.testing.assert_allclose(f.depth[valid], depths[k][valid] / 1000.0, atol=1e-6)
 
 
+def test_non_real_time_playback_waits_for_a_slow_reader_and_loops(tmp_path):
+    """Back-pressure instead of drops: with room for one frame and a reader slower than the recording, every frame
+    still comes out once, in order; with repeat it starts over and the stamps keep increasing."""
+    _record(tmp_path / "slow.db3", 5, cam=2)
+    cam = RealSenseCamera(RealSenseConfig(name="s", recording=str(tmp_path / "slow.db3"), realtime=False,
+                                          repeat=True), queue_size=1)
+    ks, stamps = [], []
+    with cam:
+        for _ in range(40):
+            f = cam.read(1000)
+            if f is not None:
+                ks.append(int(f.color[0, 0, 0]))
+                stamps.append(f.stamp_ns)
+                time.sleep(0.05)  # slower than the recording's 30 fps
+            if len(ks) == 10:
+                break
+    assert ks == [0, 1, 2, 3, 4] * 2 and cam.dropped == 0
+    assert all(b > a for a, b in itertools.pairwise(stamps))
+    assert not cam.is_open  # closed with the playback waiting for room (its callback released)
+
+
 def test_align_reprojects_depth_into_color_geometry(tmp_path):
     """Depth camera with a different focal length than color: the near square must move to where K_color puts it."""
     K_depth = np.array([[50.0, 0.0, 39.5], [0.0, 50.0, 29.5], [0.0, 0.0, 1.0]])
@@ -133,15 +154,16 @@ def test_failure_modes_give_one_line_errors(tmp_path):
         RealSenseCamera(RealSenseConfig(name="camX", recording=str(tmp_path / "missing.db3"))).open()
     junk = tmp_path / "junk.db3"
     junk.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    with pytest.raises(CameraError, match=r"junk\.db3") as err:
-        RealSenseCamera(RealSenseConfig(name="camX", recording=str(junk))).open()
-    assert "\n" not in str(err.value)
     # A truncated recording: the first half of a valid file.
     _record(tmp_path / "full.db3", 4)
     data = (tmp_path / "full.db3").read_bytes()
     (tmp_path / "cut.db3").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CameraError, match=r"cut\.db3"):
-        RealSenseCamera(RealSenseConfig(name="camX", recording=str(tmp_path / "cut.db3"))).open()
+    for realtime in (True, False):  # the pipeline, and the playback device opened directly
+        with pytest.raises(CameraError, match=r"junk\.db3") as err:
+            RealSenseCamera(RealSenseConfig(name="camX", recording=str(junk), realtime=realtime)).open()
+        assert "\n" not in str(err.value)
+        with pytest.raises(CameraError, match=r"cut\.db3"):
+            RealSenseCamera(RealSenseConfig(name="camX", recording=str(tmp_path / "cut.db3"), realtime=realtime)).open()
     # An unknown serial (CI has no camera, so nothing is connected; with hardware the message lists what is).
     with pytest.raises(CameraError, match=r"camX: no camera with serial 0000 \(connected: "):
         RealSenseCamera(RealSenseConfig(name="camX", serial="0000")).open()

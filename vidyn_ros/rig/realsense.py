@@ -1,9 +1,11 @@
 """Intel RealSense cameras (pyrealsense2) and RealSense SDK recordings, without ROS.
 
-One code path for hardware and recordings: an ``rs.pipeline`` started from an ``rs.config`` that either names a
-device serial (``enable_device``) or a recording (``enable_device_from_file``), depth aligned to color with
-``rs.align``. What comes out is a :class:`~vidyn_ros.types.CameraFrame` (color uint8 RGB, depth float32 metres in the
-color camera's geometry) and a :class:`~vidyn_ros.types.CameraModel` built from the SDK's color intrinsics.
+One code path for hardware and recordings played in real time: an ``rs.pipeline`` started from an ``rs.config``
+that either names a device serial (``enable_device``) or a recording (``enable_device_from_file``), depth aligned to
+color with ``rs.align``. Recordings played not in real time (every frame, at the reader's pace) start the recording's
+playback sensors directly instead (see ``RealSenseCamera._start_playback``). What comes out is a
+:class:`~vidyn_ros.types.CameraFrame` (color uint8 RGB, depth float32 metres in the color camera's geometry) and a
+:class:`~vidyn_ros.types.CameraModel` built from the SDK's color intrinsics.
 
 * :class:`RealSenseCamera` opens one camera / recording and reads frames; bad input raises CameraError (one line).
 * :class:`CameraSupervisor` runs N cameras, each on its own thread, reporting frames and status changes through
@@ -21,7 +23,6 @@ the tests simulate a camera coming back.
 from __future__ import annotations
 
 import collections
-import datetime
 import logging
 import os
 import threading
@@ -175,19 +176,59 @@ class RealSenseCamera:
         self._cv = threading.Condition()
         self.dropped = 0  # framesets evicted because the consumer fell behind
         self._file_sig: tuple[int, int] | None = None
-        self._poller: threading.Thread | None = None  # non-real-time playback: the thread that reads framesets
-        self._poll_stop = threading.Event()
+        self._sensors: list = []  # non-real-time playback: the playback device's started sensors (no pipeline)
+        self._device = None
+        self._rs_context = None
+        self._stopping = False  # close() under way: playback callbacks stop waiting for room in the queue
+        self._pairing = threading.Lock()  # sensors call back from their own threads
+        self._all_started = threading.Event()  # non-real-time playback: every sensor started (frames may flow)
 
     # ------------------------------------------------------------------------------------------------- open/close
     def open(self) -> None:
         rs = _rs()
         cfg = self.config
-        rs_cfg = rs.config()
         if cfg.recording:
             path = Path(cfg.recording)
             if not path.is_file():
                 raise CameraError(f"{cfg.name}: recording {path} not found")
             self._file_sig = file_signature(path)
+        with self._cv:
+            self._queue.clear()
+            self._stopping = False
+        self._latest, self._used = {}, {}
+        if cfg.recording and not cfg.realtime:
+            streams = self._start_playback(path)
+        else:
+            streams = self._start_pipeline()
+        self.model = camera_model_from_intrinsics(streams[rs.stream.color].as_video_stream_profile().get_intrinsics(),
+                                                  cfg.name, self.T_world_cam)
+        log.info("%s: opened %s (serial %s, %s)", cfg.name, cfg.source(), self.serial, self.device_name)
+
+    def _device_info(self, dev) -> None:
+        info = _rs().camera_info
+        self.serial = dev.get_info(info.serial_number) if dev.supports(info.serial_number) else ""
+        self.device_name = dev.get_info(info.name) if dev.supports(info.name) else ""
+
+    def _check_streams(self, streams: dict) -> None:
+        rs = _rs()
+        if rs.stream.color not in streams or rs.stream.depth not in streams:
+            have = ", ".join(str(s).split(".")[-1] for s in streams)
+            raise CameraError(f"{self.config.name}: {self.config.source()} needs color and depth streams (has: {have})")
+
+    def _start_aligner(self) -> None:
+        rs = _rs()
+        self._align = rs.align(rs.stream.color)
+        self._composer = rs.processing_block(self._compose)
+        self._composed = rs.frame_queue(2)
+        self._composer.start(self._composed)
+
+    def _start_pipeline(self) -> dict:
+        """Hardware, or a recording played in real time: an ``rs.pipeline``. Returns the streams by type."""
+        rs = _rs()
+        cfg = self.config
+        rs_cfg = rs.config()
+        if cfg.recording:
+            path = Path(cfg.recording)
             try:
                 rs_cfg.enable_device_from_file(str(path), repeat_playback=cfg.repeat)
             except RuntimeError as err:
@@ -207,61 +248,82 @@ class RealSenseCamera:
             rs_cfg.enable_stream(rs.stream.color, cfg.width, cfg.height, rs.format.rgb8, cfg.fps)
             rs_cfg.enable_stream(rs.stream.depth, cfg.width, cfg.height, rs.format.z16, cfg.fps)
         pipe = rs.pipeline()
-        # Non-real-time playback holds each frame until it is released: the callback below keeps frames until their
-        # partner arrives and would stall it (two frames, then nothing). It is read by polling instead, and nothing
-        # is dropped: the playback waits for the reader (the queue below gives the back-pressure).
-        poll = bool(cfg.recording) and not cfg.realtime
         try:
             # A callback, not wait_for_frames: the pipeline's own queue drops framesets whenever the consumer is a
             # little late (seen with recordings on a busy CPU); this callback only queues them (bounded, drop-oldest).
-            profile = pipe.start(rs_cfg) if poll else pipe.start(rs_cfg, self._on_frameset)
+            profile = pipe.start(rs_cfg, self._on_frameset)
         except RuntimeError as err:
             what = f"recording {cfg.recording} is not a playable RealSense recording" if cfg.recording \
                 else f"cannot start {cfg.source()} at {cfg.width}x{cfg.height}@{cfg.fps}"
             raise CameraError(f"{cfg.name}: {what} ({err})") from None
         try:
             dev = profile.get_device()
-            info = rs.camera_info
-            self.serial = dev.get_info(info.serial_number) if dev.supports(info.serial_number) else ""
-            self.device_name = dev.get_info(info.name) if dev.supports(info.name) else ""
+            self._device_info(dev)
             if cfg.recording:
                 self._playback = dev.as_playback()
-                if poll:
-                    # The playback started in real time with the pipeline: stop it, rewind, drop what it already
-                    # delivered, and let the poller resume it (every frame from the first one, none twice).
-                    self._playback.pause()
-                    self._playback.set_real_time(False)
-                    self._playback.seek(datetime.timedelta(0))
-                    while pipe.poll_for_frames():
-                        pass
-                else:
-                    self._playback.set_real_time(True)
+                self._playback.set_real_time(True)
             else:
                 self._apply_options(dev)
             streams = {s.stream_type(): s for s in profile.get_streams()}
-            if rs.stream.color not in streams or rs.stream.depth not in streams:
-                have = ", ".join(str(s).split(".")[-1] for s in streams)
-                raise CameraError(f"{cfg.name}: {cfg.source()} needs color and depth streams (has: {have})")
-            color_intr = streams[rs.stream.color].as_video_stream_profile().get_intrinsics()
+            self._check_streams(streams)
         except BaseException:
             pipe.stop()
             raise
-        self.model = camera_model_from_intrinsics(color_intr, cfg.name, self.T_world_cam)
-        self._align = rs.align(rs.stream.color)
+        self._start_aligner()
         self._pipe = pipe
-        self._latest, self._used = {}, {}
-        self._composer = rs.processing_block(self._compose)
-        self._composed = rs.frame_queue(2)
-        self._composer.start(self._composed)
-        with self._cv:
-            self._queue.clear()
-        if poll:
-            self._playback.resume()
-            self._poll_stop.clear()
-            self._poller = threading.Thread(target=self._poll_frames, args=(pipe,), name=f"rs-poll-{cfg.name}",
-                                            daemon=True)
-            self._poller.start()
-        log.info("%s: opened %s (serial %s, %s)", cfg.name, cfg.source(), self.serial, self.device_name)
+        return streams
+
+    def _start_playback(self, path: Path) -> dict:
+        """A recording played not in real time: its playback device's sensors started directly, no pipeline.
+
+        librealsense reads such a playback one frame at a time and hands the next frame over only once the callback
+        of the previous one has returned. So ``_on_sensor_frame`` waiting for room in the reader's queue stalls the
+        playback (nothing is dropped, whatever the CPU load), and once the playback reports ``stopped`` every frame
+        has been queued. (The pipeline instead starts the playback in real time before it can be switched, and its
+        syncer drops a frame it sees a second time after a rewind: frame 0 went missing on a busy CPU.)
+        """
+        rs = _rs()
+        cfg = self.config
+        ctx = rs.context()
+        try:
+            dev = ctx.load_device(str(path))
+        except RuntimeError as err:
+            raise CameraError(f"{cfg.name}: recording {path} is not a playable RealSense recording ({err})") from None
+        self._device_info(dev)
+        playback = dev.as_playback()
+        playback.set_real_time(False)  # before any sensor starts: no frame goes out at the recorded pace
+        streams: dict = {}
+        chosen: list = []  # (sensor, [profiles]) for the first color and the first depth stream
+        for sensor in dev.query_sensors():
+            mine = []
+            for prof in sensor.get_stream_profiles():
+                stype = prof.stream_type()
+                if stype in (rs.stream.color, rs.stream.depth) and stype not in streams:
+                    streams[stype] = prof
+                    mine.append(prof)
+            if mine:
+                chosen.append((sensor, mine))
+        self._check_streams(streams)
+        self._start_aligner()
+        self._rs_context, self._device, self._playback = ctx, dev, playback
+        opened = []
+        self._all_started.clear()
+        try:
+            for sensor, profiles in chosen:
+                sensor.open(profiles)
+                opened.append(sensor)
+            self._sensors = opened
+            # The playback starts reading with the first sensor started and drops frames of sensors not started yet:
+            # the callbacks hold the first frame (and with it the playback) until every sensor has started.
+            for sensor in opened:
+                sensor.start(self._on_sensor_frame)
+        except RuntimeError as err:
+            self._sensors = opened
+            self.close()
+            raise CameraError(f"{cfg.name}: cannot play recording {path}: {err}") from None
+        finally:
+            self._all_started.set()
+        return streams
 
     def _apply_options(self, dev) -> None:
         """Exposure, laser and hardware sync on a real device (recordings are read-only)."""
@@ -291,35 +353,24 @@ class RealSenseCamera:
             # Timestamps in the host clock domain, so stamps of several cameras are comparable.
             setopt(rs.option.global_time_enabled, 1)
 
-    def _poll_frames(self, pipe) -> None:
-        """Non-real-time playback: read framesets one by one, waiting while the consumer's queue is full (so the
-        recording plays at the consumer's pace and no frame is dropped)."""
-        while not self._poll_stop.is_set():
-            with self._cv:
-                if not self._cv.wait_for(lambda: len(self._queue) < self._queue.maxlen or self._poll_stop.is_set(),
-                                         timeout=0.2):
-                    continue
-            try:
-                ok, frames = pipe.try_wait_for_frames(200)
-            except RuntimeError:  # the pipeline was stopped
-                return
-            if ok:
-                self._on_frameset(frames)
-
     def close(self) -> None:
-        self._poll_stop.set()
-        if self._poller is not None:
-            with self._cv:
-                self._cv.notify_all()
-            self._poller.join(timeout=2.0)
-            self._poller = None
+        with self._cv:
+            self._stopping = True  # a playback callback waiting for room returns (its frame is not needed any more)
+            self._cv.notify_all()
+        for sensor in self._sensors:
+            for action in (sensor.stop, sensor.close):
+                try:
+                    action()
+                except RuntimeError:  # stopped already (the recording ended) or never started
+                    pass
+        self._sensors = []
         if self._pipe is not None:
             try:
                 self._pipe.stop()
             except RuntimeError:
                 pass
         self._pipe = None
-        self._playback = None
+        self._playback = self._device = self._rs_context = None
         # Drop every SDK object and kept frame now: the processing block holds a bound method of this camera (a
         # reference cycle), so without this they live until interpreter exit, where librealsense destroying them
         # after its own globals crashed the process (segfault at the end of a test run).
@@ -330,7 +381,7 @@ class RealSenseCamera:
 
     @property
     def is_open(self) -> bool:
-        return self._pipe is not None
+        return self._pipe is not None or bool(self._sensors)
 
     def __enter__(self) -> RealSenseCamera:
         self.open()
@@ -343,19 +394,26 @@ class RealSenseCamera:
     def read(self, timeout_ms: int | None = None) -> CameraFrame | None:
         """Next aligned color + depth frame, or None on timeout. Raises CameraDisconnectedError when the camera is gone
         (unplugged, or the recording ended)."""
-        if self._pipe is None:
+        if not self.is_open:
             raise CameraError(f"{self.config.name}: read() before open()")
         rs = _rs()
         timeout = int(timeout_ms if timeout_ms is not None else self.config.timeout_ms)
         with self._cv:
             self._cv.wait_for(lambda: bool(self._queue), timeout=timeout / 1000.0)
             frames = self._queue.popleft() if self._queue else None
-            self._cv.notify_all()  # room in the queue: a non-real-time playback reads the next frameset
+            self._cv.notify_all()  # room in the queue: a non-real-time playback hands over its next frame
         if frames is None:
-            if self._gone():
+            if not self._gone():
+                return None
+            with self._cv:  # queued between the wait and the check (a stopped playback queues nothing more)
+                frames = self._queue.popleft() if self._queue else None
+            if frames is None and self._sensors and self.config.repeat:
+                self.close()  # a non-real-time playback loops by starting over (the pipeline loops by itself)
+                self.open()
+                return None
+            if frames is None:
                 what = "recording ended" if self.config.recording else "camera disconnected"
                 raise CameraDisconnectedError(f"{self.config.name}: {what} ({self.config.source()})")
-            return None
         self.last_arrival_s = frames[2]  # perf_counter() when the SDK handed the pair over (for latency figures)
         self._pair = frames[:2]
         self._composer.invoke(frames[0])
@@ -386,7 +444,13 @@ class RealSenseCamera:
             depth=depth_raw_units.astype(np.float32) * np.float32(units),
         )
 
-    def _on_frameset(self, frame) -> None:
+    def _on_sensor_frame(self, frame) -> None:
+        """Playback sensor thread (non-real-time): pair and queue, waiting while the queue is full."""
+        self._all_started.wait()
+        with self._pairing:
+            self._on_frameset(frame, wait_for_room=True)
+
+    def _on_frameset(self, frame, wait_for_room: bool = False) -> None:
         """SDK thread: pair depth and color frames and queue the pairs.
 
         The pipeline's syncer does not always hand out a capture's depth and color together: on a busy CPU it emits
@@ -419,10 +483,14 @@ class RealSenseCamera:
             depth, color = (f, match) if stype == rs.stream.depth else (match, f)
             self._used = {rs.stream.depth: depth.get_frame_number(), rs.stream.color: color.get_frame_number()}
             with self._cv:
+                if wait_for_room:  # the playback waits for this callback: back-pressure, nothing dropped
+                    self._cv.wait_for(lambda: len(self._queue) < self._queue.maxlen or self._stopping)
+                    if self._stopping:
+                        return
                 if len(self._queue) == self._queue.maxlen:
                     self.dropped += 1
                 self._queue.append((depth, color, time.perf_counter()))
-                self._cv.notify()
+                self._cv.notify_all()
 
     def _compose(self, _frame, source) -> None:
         """Processing block: make one frameset out of the current (depth, color) pair, for ``rs.align``."""

@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ros_domain
 
 from vidyn_ros import msgs
 from vidyn_ros.bags import BagWriter
 from vidyn_ros.paths import config_dir
 
 REPO = Path(__file__).resolve().parent.parent
-DOMAIN = 201 + os.getpid() % 30  # 201..230
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 
 
 def _run(*argv: str, module: str = "vidyn_ros.cli") -> subprocess.CompletedProcess:

@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import ros_domain
+
 from vidyn_ros.bags import BagReader
 
 REPO = Path(__file__).resolve().parent.parent
-DOMAIN = 191 + os.getpid() % 30  # 191..220, apart from the other DDS test modules
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 
 
 def test_demo_runs_the_scene_in_lockstep_and_reports_it(tmp_path: Path) -> None:

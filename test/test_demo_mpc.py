@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import ros_domain
+
 from vidyn_ros import msgs
 from vidyn_ros.bags import BagReader
 
 REPO = Path(__file__).resolve().parent.parent
-DOMAIN = 221 + os.getpid() % 10  # 221..230 (test_cli_errors uses up to 230 only for short runs; DDS allows <= 232)
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 
 
 def test_demo_closed_loop_writes_video_and_report(tmp_path: Path) -> None:

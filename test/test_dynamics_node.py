@@ -5,7 +5,6 @@ and a bad checkpoint give diagnostics, never a dead node."""
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 
@@ -14,13 +13,14 @@ import pytest
 import torch
 
 rclpy = pytest.importorskip("rclpy")
+from conftest import ros_domain  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from vidyn_ros import msgs  # noqa: E402
 from vidyn_ros.nodes import _ros  # noqa: E402
 
-DOMAIN = 60 + os.getpid() % 10  # 60..69, apart from the other DDS test modules
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 NS = round(1e9 / 30)
 SPEED = 0.3  # object 1 slides along +x [m/s]
 

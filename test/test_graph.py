@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ros_domain
 
 from vidyn_ros import graph
 from vidyn_ros.bags import BagReader
@@ -21,7 +22,7 @@ from vidyn_ros.errors import BagError, ConfigError
 from vidyn_ros.paths import config_dir, launch_dir
 
 REPO = Path(__file__).resolve().parent.parent
-DOMAIN = 151 + os.getpid() % 50  # 151..200, apart from test_nodes_roundtrip
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 
 
 def test_shipped_graphs_load_and_use_the_shm_profile() -> None:

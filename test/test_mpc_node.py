@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import time
 from collections.abc import Iterator
 
@@ -14,13 +13,14 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from conftest import ros_domain  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from vidyn_ros import msgs  # noqa: E402
 from vidyn_ros.nodes import _ros  # noqa: E402
 
-DOMAIN = 70 + os.getpid() % 10  # 70..79, apart from the other DDS test modules
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 
 RATE_HZ = 20.0
 PERIOD = 1.0 / RATE_HZ

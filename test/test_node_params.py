@@ -4,7 +4,6 @@ settable parameter takes effect at once."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ros_domain
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -21,7 +21,7 @@ from rclpy.parameter_client import AsyncParameterClient
 from vidyn_ros import msgs
 from vidyn_ros.nodes import _ros
 
-DOMAIN = 10 + os.getpid() % 20  # 10..29, apart from the other DDS test modules
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 
 
 class Spun:

@@ -2,7 +2,8 @@
 bytes and stamps; bag_player rate / loop / filter / remap / clock; recorder closes its bag on SIGTERM; a 640x480
 image stream across two processes with the shared-memory profile.
 
-Every test runs on its own ROS domain (derived from the pid) so that parallel test runs do not hear each other.
+Every test runs on this module's ROS domain (test/conftest.py ros_domain), so that other modules and parallel test
+runs do not hear each other.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ros_domain
 from rclpy.context import Context
 from rclpy.node import Node
 
@@ -25,7 +27,7 @@ from vidyn_ros import graph, msgs
 from vidyn_ros.bags import BagReader, BagWriter
 from vidyn_ros.nodes import _ros
 
-DOMAIN = 101 + os.getpid() % 50  # 101..150
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 REPO = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")

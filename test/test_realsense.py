@@ -14,6 +14,7 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import ros_domain
 
 from vidyn_ros.errors import CameraError
 from vidyn_ros.rig.realsense import (
@@ -30,8 +31,8 @@ W, H = 80, 60
 K = np.array([[70.0, 0.0, 39.2], [0.0, 71.0, 29.7], [0.0, 0.0, 1.0]])
 COEFFS = (0.01, -0.02, 0.001, 0.0005, 0.003)
 START_MS = 1.7e12
-# DDS domain per test process (other test modules use 101..230); topic names are unique per test as well.
-DOMAIN = 40 + os.getpid() % 30
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py); topic names
+# are unique per test as well.
 
 
 def _content(n, cam=0):

@@ -3,7 +3,7 @@ live sqlite3 recording; one time base per bag; replay past an outlier stamp; /tf
 player and the recorder; two rigs side by side in two namespaces; a scenario whose cameras are not cam0..cam3; the
 scene on realsense-ros topic layouts with colour and depth stamped apart.
 
-Every test runs on this module's ROS domain (derived from the pid), apart from the other DDS test modules.
+Every test runs on this module's ROS domain (test/conftest.py ros_domain), apart from the other DDS test modules.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import ros_domain
 from rclpy.context import Context
 from rclpy.node import Node
 
@@ -23,7 +24,7 @@ from vidyn_ros import graph, msgs
 from vidyn_ros.bags import SIM_TIME_LIMIT_NS, BagReader, BagWriter, bag_summary, format_summary
 from vidyn_ros.nodes import _ros
 
-DOMAIN = 10 + os.getpid() % 25  # 10..34, apart from the other DDS test modules
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 SMALL_RIG = {"scenario": "push", "render_scale": 0.25, "realtime": False, "start_delay_s": 1.0}

@@ -12,6 +12,7 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
 rclpy = pytest.importorskip("rclpy")
+from conftest import ros_domain  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -19,7 +20,7 @@ from rclpy.node import Node  # noqa: E402
 from vidyn_ros import msgs  # noqa: E402
 from vidyn_ros.nodes import _ros  # noqa: E402
 
-DOMAIN = 80 + os.getpid() % 20  # 80..99, apart from the other DDS test modules (Fast DDS allows <= 232)
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 
 
 @contextlib.contextmanager

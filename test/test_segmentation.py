@@ -4,10 +4,11 @@ import os
 
 import numpy as np
 import pytest
+from conftest import ros_domain
 
 from vidyn_ros.rig.segmentation import InstanceSegmenter, episode_metrics
 
-DOMAIN = 40 + (os.getpid() + 15) % 30  # for the ros_context fixture (test/conftest.py)
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 

@@ -8,6 +8,7 @@ import time
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
+from conftest import ros_domain
 from rclpy.context import Context
 from rclpy.node import Node
 
@@ -15,7 +16,7 @@ from vidyn_ros import graph, msgs
 from vidyn_ros.nodes import _ros
 from vidyn_ros.nodes.recorder import header_stamp_ns
 
-DOMAIN = 151 + os.getpid() % 40  # 151..190, apart from test_nodes_roundtrip's domains
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 ACK_TOPIC = "/test_lockstep/ack"
 
 

@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ros_domain
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
 from vidyn_ros import graph
 from vidyn_ros.errors import ConfigError
 from vidyn_ros.qos import QOS_CLASSES, topic_qos
 
-DOMAIN = 30 + os.getpid() % 10  # 30..39, apart from the other DDS test modules
+DOMAIN = ros_domain(__name__)  # this module's own ROS domain in this test run (test/conftest.py)
 OVERRIDE = "qos_overrides./cam1/color/image_raw.publisher.reliability"
 
 

@@ -11,8 +11,8 @@ through backend + renderer, a final evaluation): the table reports its median wa
 after one warm-up, the rate it allows, and the time per stage. Rows: every backend that is installed, then the
 render settings that decide the cost of a replan (cost width, number of cost views, rendering every predicted step
 instead of the final one, and one render call per candidate instead of one batched call) for the first backend.
-Success rates for the settings come from ``vidyn mpc-eval``, not
-from here. Writes bench/results/mpc_rate_<device>.json and .md.
+Success rates for the settings come from ``vidyn mpc-eval``, not from here. Writes
+OUT/mpc_rate_<device>[_<renderer>].json and .md (--out, default bench/results).
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"mpc_rate_{args.device.split(':')[0]}"
+    stem += "" if args.render_backend == "auto" else f"_{args.render_backend}"
 
     def write() -> None:
         doc = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": platform.node(),

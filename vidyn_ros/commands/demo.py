@@ -29,6 +29,7 @@ NAME = "demo"
 HELP = "run the closed loop (sim rig -> scene -> visual MPC -> pusher) through the nodes; write a bag, video, report"
 DESCRIPTION = __doc__.split("\n\n")[0]
 ORDER = 10
+HOLD_AFTER_GOAL_S = 0.5  # sim time the closed loop goes on once the mpc node says the goal is reached [s]
 SIM_GRAPH_OUT = "out/sim/"  # where config/graphs/sim.yaml puts its files
 MPC_GRAPH_OUT = "out/sim_mpc/"  # ... and config/graphs/sim-mpc.yaml
 
@@ -167,6 +168,8 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
                 node.parameters[key] = str(out / value.removeprefix(graph_out))
     bar = tqdm(total=n_frames, desc="sim rig frames", unit="frame", file=sys.stderr)
     scene_t: dict[str, float] = {}  # wall times: first scene update done (initialised), latest update
+    reached: dict[str, int] = {}  # rig frame at which the mpc node said the goal is reached
+    hold = round(HOLD_AFTER_GOAL_S * scn.fps)
 
     def progress(nodes: list[Any]) -> bool:
         rig = next((n for n in nodes if n.get_name() == "sim_rig"), None)
@@ -180,10 +183,18 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
             planner = next((n for n in nodes if n.get_name() == "mpc"), None)
             if planner is not None and planner.plan is not None:
                 post += f", plans {planner.plans}, cost {planner.plan.cost:.3f}"
+            if planner is not None and rig is not None:
+                if planner.reached:
+                    reached.setdefault("frame", rig.frames)
+                    post += ", goal reached"
+                else:
+                    reached.pop("frame", None)
             bar.set_postfix_str(post, refresh=False)
         if rig is not None and rig.frames > bar.n:
             bar.update(rig.frames - bar.n)
-        return False
+        # the goal reached (by the scene's estimate) and held for a moment: the rest of the run would only film the
+        # block standing still, so the demo ends here
+        return "frame" in reached and rig is not None and rig.frames - reached["frame"] >= hold
 
     t0 = time.monotonic()
     try:
@@ -198,7 +209,10 @@ def run_sim_graph(args: argparse.Namespace, scn: Any, out: Path) -> dict[str, An
 
         name, why = next(iter(result.fatal.items()))
         raise VidynError(f"node {name}: {why}")
-    info: dict[str, Any] = {"wall_s": round(time.monotonic() - t0, 2), "reason": result.reason,
+    reason = result.reason
+    if reason == "done" and "frame" in reached:
+        reason = f"goal reached at frame {reached['frame']} (the mpc node's scene estimate), held {hold} frames"
+    info: dict[str, Any] = {"wall_s": round(time.monotonic() - t0, 2), "reason": reason,
                             "nodes": result.summaries}
     if scene_t:
         n = int(scene_t["updates"])

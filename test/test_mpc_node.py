@@ -110,7 +110,7 @@ def _enable(ex, peer, value: bool) -> None:
 def test_disabled_node_publishes_only_zero_and_limits_clamp_every_command(ros_context, tmp_path, scene_bytes):
     fields, _ = scene_bytes
     with _mpc(ros_context, tmp_path) as (node, peer, ex, got, pub_scene, pub_pose):
-        _feed(ex, node, pub_scene, pub_pose, fields, 60.0, until=lambda: node.plans >= 3)
+        _feed(ex, node, pub_scene, pub_pose, fields, 60.0, until=lambda: node.plans >= 3 and len(got) >= 10)
         disabled = list(got)
         assert node.plans >= 3  # it plans while disabled, but never commands
         assert len(disabled) >= 10, f"only {len(disabled)} commands"
@@ -161,7 +161,7 @@ def test_goal_reached_by_the_scene_stops_commands_and_replanning(ros_context, tm
     not plan and commands zero, saying why (the test above plans on the same scene with the default tolerance)."""
     fields, _ = scene_bytes
     with _mpc(ros_context, tmp_path, enabled=True, goal_tolerance=0.1) as (node, _, ex, got, pub_scene, pub_pose):
-        _feed(ex, node, pub_scene, pub_pose, fields, 30.0, until=lambda: len(got) >= 10 and node.reached)
+        _feed(ex, node, pub_scene, pub_pose, fields, 30.0, until=lambda: len(got) >= 10 and node.reached and node.last_reason == "goal reached")
         assert node.reached and node.plans == 0
         assert len(got) >= 10 and all(not np.any(v) for _, _, v in got)
         assert node.last_reason == "goal reached" and node.summary()["goal_reached"]

@@ -378,7 +378,7 @@ def test_rig_graph_plays_recordings_through_realsense_and_segmenter(tmp_path):
                                   f"realsense.calibration={calib}", f"segmenter.calibration={calib}",
                                   # every frame, however slow the shared CPU; discovery before the first frame
                                   "segmenter.queue=30", "realsense.start_delay_s=2.0",
-                                  "segmenter.stride=1"])  # the graph's stride 2 is for 640x480; these are 160x120
+                                  "realsense.realtime=false", "segmenter.stride=1"])  # the graph's stride 2 is for 640x480; these are 160x120
     got: dict = {}
 
     def listener(ctx):
@@ -392,9 +392,10 @@ def test_rig_graph_plays_recordings_through_realsense_and_segmenter(tmp_path):
                 _ros.sensor_qos(50), raw=True)
         return [node]
 
-    # Real-time playback skips frames when the process is starved of CPU, each camera different ones, and a set that
-    # lost a view is dropped by the segmenter's synchroniser: on the loaded CI box 4 of 12 sets were seen to survive.
-    min_sets = n // 3
+    # Non-real-time playback hands over every frame (real time skipped frames on a starved CPU, each camera different
+    # ones: 3 of 12 sets survived on the loaded CI box); 12 of 12 arrive here with 3 busy processes beside the test.
+    # The slack is for best-effort transport on an overloaded machine.
+    min_sets = n * 3 // 4
     run = run_graph(spec, duration_s=30, domain_id=DOMAIN,
                     install_signal_handlers=False, extra_nodes=listener,
                     until=lambda nodes: all(len(got.get(c.name, [])) >= min_sets for c in cams) and all(

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landscape", type=ranged(int, "[0, 200]"), default=0,
                    help="also sample the pixel loss at N values of each identified parameter around the estimate")
     p.add_argument("--threads", type=ranged(int, "[0, 1024]"), default=1, help="CPU threads for torch and the render")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=0, help="scene seed")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,20 +24,22 @@ from pathlib import Path
 import torch
 
 
-def _time(fn, repeats: int, device: str) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
+def _time(fn, repeats: int, device: str) -> tuple[float, float]:
+    """Median wall seconds and median process CPU seconds of ``fn()`` over ``repeats`` runs after one warm-up. On a
+    shared machine the CPU time is the load-independent figure (with 1 torch thread it is the wall time of an idle
+    core)."""
     fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
 
 
 def _bench_state(model, state, repeats: int, device: str) -> dict[str, float]:
@@ -65,9 +67,12 @@ def _bench_state(model, state, repeats: int, device: str) -> dict[str, float]:
     n = len(state)
     idx, valid = knn_indices(state.now.reshape(-1, n, 3), model.cfg.k)
     sel, _, _ = _receptive_field((state.object_ids != 0) & ~state.kinematic, idx, valid, model.cfg.network.layers)
-    return {"network_share": round(len(sel) / n, 3), "knn_ms": 1000 * _time(knn, repeats, device),
-            "forward_ms": 1000 * _time(fwd, repeats, device),
-            "forward_backward_ms": 1000 * _time(fwd_bwd, repeats, device)}
+    row: dict[str, float] = {"network_share": round(len(sel) / n, 3)}
+    for name, fn in (("knn", knn), ("forward", fwd), ("forward_backward", fwd_bwd)):
+        wall, cpu = _time(fn, repeats, device)
+        row[f"{name}_ms"] = 1000 * wall
+        row[f"{name}_cpu_ms"] = 1000 * cpu
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,16 +107,19 @@ def main(argv: list[str] | None = None) -> int:
             state = state.expand(args.batch)
         row = {"gaussians": n, "batch": args.batch, **_bench_state(model, state, args.repeats, args.device)}
         rows.append(row)
-        print(f"{n:>7} Gaussians x{args.batch}: knn {row['knn_ms']:7.1f} ms  forward {row['forward_ms']:8.1f} ms  "
-              f"forward+backward {row['forward_backward_ms']:8.1f} ms  (network on {100 * row['network_share']:.0f} %)",
+        print(f"{n:>7} Gaussians x{args.batch}: knn {row['knn_ms']:7.1f} ms  forward {row['forward_ms']:8.1f} ms "
+              f"(CPU {row['forward_cpu_ms']:.1f})  forward+backward {row['forward_backward_ms']:8.1f} ms "
+              f"(CPU {row['forward_backward_cpu_ms']:.1f})  (network on {100 * row['network_share']:.0f} %)",
               flush=True)
     dev = args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(args.device)
     tag = args.tag or (f"cpu{args.threads}t" if args.device == "cpu" else "cuda")
-    header = ("| Gaussians | batch | KNN [ms] | step forward [ms] | step forward+backward [ms] | network on |\n"
-              "| --- | --- | --- | --- | --- | --- |\n")
+    header = ("| Gaussians | batch | KNN [ms] (CPU) | step forward [ms] (CPU) | step forward+backward [ms] (CPU) "
+              "| network on |\n| --- | --- | --- | --- | --- | --- |\n")
     md = header + "".join(
-        f"| {r['gaussians']} | {r['batch']} | {r['knn_ms']:.1f} | {r['forward_ms']:.1f} "
-        f"| {r['forward_backward_ms']:.1f} | {100 * r['network_share']:.0f} % |\n" for r in rows)
+        f"| {r['gaussians']} | {r['batch']} | {r['knn_ms']:.1f} ({r['knn_cpu_ms']:.1f}) "
+        f"| {r['forward_ms']:.1f} ({r['forward_cpu_ms']:.1f}) "
+        f"| {r['forward_backward_ms']:.1f} ({r['forward_backward_cpu_ms']:.1f}) "
+        f"| {100 * r['network_share']:.0f} % |\n" for r in rows)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     meta = {"command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]), "device": dev,
             "threads": torch.get_num_threads(), "load_avg_1min": round(load, 2), "checkpoint": ckpt or None,

@@ -57,7 +57,8 @@ def _node(ctx, tmp_path, **params) -> Iterator[tuple]:
 
     cams = tabletop_cameras(64, 48, 2)
     calib = save_rig_calibration(tmp_path / "rig_calibration.yaml", {c.name: c.T_world_cam for c in cams})
-    base = {"cameras": ["cam0", "cam1"], "calibration": str(calib), "horizon": 5, "render_width": 64}
+    # no camera list: the node renders for every camera of the rig's calibration (as in the sim and replay graphs)
+    base = {"calibration": str(calib), "horizon": 5, "render_width": 64}
     base.update(params)
     ex = MultiThreadedExecutor(num_threads=4, context=ctx)
     node = create_node(context=ctx, parameter_overrides=_ros.parameter_overrides(base))

@@ -161,7 +161,8 @@ def test_goal_reached_by_the_scene_stops_commands_and_replanning(ros_context, tm
     not plan and commands zero, saying why (the test above plans on the same scene with the default tolerance)."""
     fields, _ = scene_bytes
     with _mpc(ros_context, tmp_path, enabled=True, goal_tolerance=0.1) as (node, _, ex, got, pub_scene, pub_pose):
-        _feed(ex, node, pub_scene, pub_pose, fields, 30.0, until=lambda: len(got) >= 10 and node.reached and node.last_reason == "goal reached")
+        _feed(ex, node, pub_scene, pub_pose, fields, 30.0,
+              until=lambda: len(got) >= 10 and node.reached and node.last_reason == "goal reached")
         assert node.reached and node.plans == 0
         assert len(got) >= 10 and all(not np.any(v) for _, _, v in got)
         assert node.last_reason == "goal reached" and node.summary()["goal_reached"]

@@ -378,7 +378,8 @@ def test_rig_graph_plays_recordings_through_realsense_and_segmenter(tmp_path):
                                   f"realsense.calibration={calib}", f"segmenter.calibration={calib}",
                                   # every frame, however slow the shared CPU; discovery before the first frame
                                   "segmenter.queue=30", "realsense.start_delay_s=2.0",
-                                  "realsense.realtime=false", "segmenter.stride=1"])  # the graph's stride 2 is for 640x480; these are 160x120
+                                  # every frame in order; the graph's stride 2 is for 640x480, these are 160x120
+                                  "realsense.realtime=false", "segmenter.stride=1"])
     got: dict = {}
 
     def listener(ctx):

@@ -45,7 +45,8 @@ PARAMS = [
     _ros.Param("rate_hz", 0.0, "predict at most this often [Hz]; 0 = on every scene update",
                range="[0, 1000]", dynamic=True),
     _ros.Param("device", "cpu", "torch device: cpu, cuda, cuda:1 ..."),
-    _ros.Param("cameras", ["cam0", "cam1", "cam2", "cam3"], "cameras to render predicted frames for"),
+    _ros.Param("cameras", [], "cameras to render predicted frames for (topic prefixes); empty = every camera of the "
+               "rig ('calibration' or 'scenario')", kind="string"),
     _ros.Param("calibration", "", "rig calibration YAML with each camera's pose (camera-to-world)"),
     _ros.Param("scenario", "", "simulated-rig scenario to take camera poses (and the background colour) from"),
     _ros.Param("publish_renders", True, "publish /vidyn/prediction/render/<cam>"),
@@ -82,9 +83,7 @@ class DynamicsNode(_ros.Node):
                                                _ros.reliable_qos(2))
         self.pub_paths = self.create_publisher(_ros.msg_class(msgs.MARKER_ARRAY), TRAJECTORIES_TOPIC,
                                                _ros.reliable_qos(2))
-        self.pub_render = {c: self.create_publisher(_ros.msg_class(msgs.IMAGE), RENDER_TOPIC.format(cam=c),
-                                                    _ros.sensor_qos(2))
-                           for c in p.cameras} if p.publish_renders else {}  # fmt: skip
+        self.pub_render: dict[str, Any] = {}  # per camera, once the camera set is known (_setup_renders)
         self.diag = _ros.DiagnosticsPublisher(self)
         self.rate = _ros.RateMeter()
         self._lock = threading.Lock()
@@ -95,6 +94,7 @@ class DynamicsNode(_ros.Node):
         self._command: tuple[int, np.ndarray] | None = None
         self.infos: dict[str, Any] = {}
         self.poses: dict[str, Any] | None = None
+        self._poses_warned = False
         self.scenes = 0  # scene updates processed by the worker
         self.predictions = 0
         self.skipped = 0
@@ -114,10 +114,10 @@ class DynamicsNode(_ros.Node):
                                  _ros.reliable_qos(), raw=True)
         self.create_subscription(_ros.msg_class(msgs.POSE_STAMPED), msgs.PUSHER_POSE_TOPIC, self._on_pose,
                                  _ros.reliable_qos(), raw=True)
-        if self.pub_render:
-            for cam in p.cameras:
-                self.create_subscription(_ros.msg_class(msgs.CAMERA_INFO), msgs.info_topic(cam),
-                                         lambda raw, cam=cam: self._on_info(cam, raw), _ros.sensor_qos(2), raw=True)
+        if p.publish_renders and p.cameras:
+            self._setup_renders(list(p.cameras))
+        if p.publish_renders:
+            self._resolve_poses()  # now if the rig is readable, else on the timer
         self.create_timer(1.0, self._on_timer)
         self.get_logger().info(f"dynamics: backend {p.backend}, horizon {p.horizon}, device {p.device}"
                                + (f" ({self.load_error})" if self.load_error else ""))
@@ -158,6 +158,36 @@ class DynamicsNode(_ros.Node):
             self.diag.error(f"dynamics: {self.load_error}", checkpoint=path)
             self.get_logger().error(f"dynamics: {self.load_error}")
             return False
+
+    def _setup_renders(self, cameras: list[str]) -> None:
+        """Render publishers and camera_info subscriptions for ``cameras`` (from the parameter, or from the rig once
+        its calibration is readable: the sim rig writes it when it starts)."""
+        msgs = self.msgs
+        for cam in cameras:
+            self.create_subscription(_ros.msg_class(msgs.CAMERA_INFO), msgs.info_topic(cam),
+                                     lambda raw, cam=cam: self._on_info(cam, raw), _ros.sensor_qos(2), raw=True)
+        self.pub_render = {c: self.create_publisher(_ros.msg_class(msgs.IMAGE), RENDER_TOPIC.format(cam=c),
+                                                    _ros.sensor_qos(2)) for c in cameras}
+
+    def _resolve_poses(self) -> bool:
+        """Camera poses from the rig (calibration or scenario); on the executor thread, so that an empty camera list
+        can create its publishers here. False while the rig is not readable yet (or has no pose for a camera)."""
+        if self.poses is not None:
+            return True
+        try:
+            poses = _ros.rig_camera_poses(self.diag, "dynamics", self.p.cameras, self.p.calibration, self.p.scenario)
+        except ConfigError as err:
+            if not self._poses_warned:
+                self.diag.warn(f"dynamics: no predicted frames: {err}")
+                self.get_logger().warning(f"dynamics: no predicted frames: {err}")
+                self._poses_warned = True
+            return False
+        if poses is None:
+            return False
+        if not self.pub_render:
+            self._setup_renders(list(poses))
+        self.poses = poses
+        return True
 
     # ------------------------------------------------------------------------------------------------------- inputs
     def _on_scene(self, raw: bytes) -> None:
@@ -207,6 +237,8 @@ class DynamicsNode(_ros.Node):
             self.diag.warn(f"bad camera_info for {cam} ignored: {err}")
 
     def _on_timer(self) -> None:
+        if self.p.publish_renders:
+            self._resolve_poses()
         if self.predictor is None:
             path = ""
             try:
@@ -273,7 +305,7 @@ class DynamicsNode(_ros.Node):
                          msgs.MARKER_ARRAY)
         rendered = 0
         render_s = 0.0
-        if self.pub_render and (self.predictions - 1) % self.p.render_every == 0:
+        if self.p.publish_renders and (self.predictions - 1) % self.p.render_every == 0:
             t0 = time.perf_counter()
             rendered = self._render(final, t_end)
             render_s = time.perf_counter() - t0
@@ -290,22 +322,16 @@ class DynamicsNode(_ros.Node):
     def _cameras(self) -> list[Any]:
         """Render cameras whose pose and camera_info are known, scaled to ``render_width``."""
         msgs = self.msgs
-        if self.poses is None:
-            try:
-                self.poses = _ros.rig_camera_poses(self.diag, "dynamics", self.p.cameras, self.p.calibration,
-                                                   self.p.scenario)
-            except ConfigError as err:
-                self.diag.warn(f"dynamics: no predicted frames: {err}")
-                return []
-            if self.poses is None:
-                return []
+        poses = self.poses  # set on the executor thread (_resolve_poses); none yet: nothing to render
+        if poses is None:
+            return []
         cams = []
-        for name in self.p.cameras:
+        for name in self.pub_render:
             info = self.infos.get(name)
             if info is None:
                 continue
             try:
-                cam = msgs.camera_from_info(info, name, self.poses[name])
+                cam = msgs.camera_from_info(info, name, poses[name])
             except VidynError as err:
                 self.diag.warn(f"dynamics: camera {name}: {err}")
                 continue

@@ -62,7 +62,14 @@ def summary(name: str, est: list[float], truth: list[float]) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------- self-consistent
-def self_consistent(n: int, seed: int, iterations: int) -> dict:
+PROTOCOLS = {"mass": ("mass",), "mu": ("mu",), "mass+mu": ("mass", "mu")}
+ROWS = {"pixels": "sysid: pixel loss only (sampled init on pixels, L-BFGS, polish)",
+        "track+pixels": "sysid: tracked-path init + pixel loss (the vidyn sysid default; perfect tracking here)",
+        "3d": "3D supervision (true paths)"}
+
+
+def self_consistent(n: int, seed: int, iterations: int, protocols: list[str] | None = None,
+                    rows: list[str] | None = None) -> dict:
     from vidyn_ros.physics.synthetic import SyntheticObject, synthetic_scene
     from vidyn_ros.rig.scenario import load_scenario
 
@@ -88,9 +95,9 @@ def self_consistent(n: int, seed: int, iterations: int) -> dict:
         obs = render_observation(g, model, binding, true, cams, frames=16, fps=30, wrenches=w)
         case = {"case": i, "shape": kind, "size": [float(s) for s in size], "mass": mass, "mu": mu, "v0": v0,
                 "fit": model.bodies[0].shape.kind, "runs": {}}
-        for proto, names in (("mass", ("mass",)), ("mu", ("mu",)), ("mass+mu", ("mass", "mu"))):
-            for row, init, kw in (("pixels", "pixels", {}), ("track+pixels", "track", {}),
-                                  ("3d", "track", {"true_paths": obs.tracked})):
+        for proto, names in ((p, PROTOCOLS[p]) for p in protocols or PROTOCOLS):
+            for row, init, kw in ((r, {"pixels": "pixels"}.get(r, "track"),
+                                   {"true_paths": obs.tracked} if r == "3d" else {}) for r in rows or ROWS):
                 model.params = true.replace(**{p: torch.tensor([prior_centre(p)]) for p in names})
                 cfg = SysidConfig(params=names, init=init, grid=(9 if init == "pixels" else 15) if len(names) == 1
                                   else (7 if init == "pixels" else 15), iterations=iterations, seed=seed + i)
@@ -100,14 +107,14 @@ def self_consistent(n: int, seed: int, iterations: int) -> dict:
                 case["runs"][f"{proto}/{row}"] = {"init": res.initial[1], "estimate": est,
                                                    "seconds": time.perf_counter() - t0,
                                                    "evaluations": len(res.history), "loss": res.history[-1]["loss"]}
-                if i == 0 and proto == "mass+mu" and row == "pixels":
+                if i == 0 and row == "pixels" and proto == (protocols or list(PROTOCOLS))[-1]:
                     from vidyn_ros.physics.report import convergence_figure
 
                     convergence_figure(res.history, OUT / "convergence_self.png",
-                                       title="self-consistent, mass + mu: pixel loss and parameter change")
+                                       title=f"self-consistent, {proto}: pixel loss and parameter change")
             print(f"case {i} {kind} m={mass:.4f} mu={mu:.3f} {proto}: " + "; ".join(
-                f"{row} " + ", ".join(f"{p}={case['runs'][f'{proto}/{row}']['estimate'][p]:.5g}" for p in names)
-                for row in ("pixels", "track+pixels", "3d")), flush=True)
+                f"{row} " + ", ".join(f"{p}={case['runs'][f'{proto}/{row}']['estimate'][p]:.7g}" for p in names)
+                for row in rows or ROWS), flush=True)
         cases.append(case)
         if i == 0:  # ∇Sim Fig. 2: the loss landscape in mass (0.1x-5x) and friction
             from vidyn_ros.physics.sysid import loss_curve
@@ -126,15 +133,12 @@ def self_consistent(n: int, seed: int, iterations: int) -> dict:
                              OUT / "landscape_self.png")
     out = {"cases": cases}
     tab = {}
-    for proto in ("mass", "mu", "mass+mu"):
+    for proto in protocols or PROTOCOLS:
         for p in proto.split("+"):
             t = [c[p] for c in cases]
             tab[f"{proto}:{p}"] = {
-                "sysid: pixel loss only (sampled init on pixels, L-BFGS)":
-                    summary(p, [c["runs"][f"{proto}/pixels"]["estimate"][p] for c in cases], t),
-                "sysid: tracked-path init + pixel loss (the vidyn sysid default; perfect tracking here)":
-                    summary(p, [c["runs"][f"{proto}/track+pixels"]["estimate"][p] for c in cases], t),
-                "3D supervision (true paths)": summary(p, [c["runs"][f"{proto}/3d"]["estimate"][p] for c in cases], t),
+                **{ROWS[r]: summary(p, [c["runs"][f"{proto}/{r}"]["estimate"][p] for c in cases], t)
+                   for r in rows or ROWS},
                 "average (prior centre)": summary(p, [prior_centre(p)] * len(t), t),
                 "random (uniform in the prior box)": dict(zip(("mean_abs_err", "mean_rel_err"), random_errors(p, t),
                                                               strict=True)),
@@ -256,6 +260,8 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=4, help="mujoco: episodes (3 objects each)")
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), help="self: protocols (default: all)")
+    ap.add_argument("--rows", nargs="+", choices=list(ROWS), help="self: approaches (default: all)")
     ap.add_argument("--keep-bags", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -263,7 +269,7 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     if args.part == "self":
-        doc = self_consistent(args.n, args.seed, args.iterations)
+        doc = self_consistent(args.n, args.seed, args.iterations, args.protocols, args.rows)
         name, title = "self_consistent", "Self-consistent (video of our own Newton model, ∇Sim's setting)"
     else:
         doc = mujoco(args.episodes, args.seed, args.iterations, args.keep_bags)

@@ -83,6 +83,37 @@ def test_train_resume_and_eval(trainset, tmp_path, capsys):
         assert (out / f).stat().st_size > 200, f
 
 
+def test_a_backend_that_blows_up_is_scored_frozen_and_counted(trainset):
+    """Physics through a violent contact can turn non-finite: the window is counted as diverged and scored as the
+    last finite prediction, instead of the evaluation stopping with 'x must be finite'."""
+    from dataclasses import replace
+
+    from vidyn_ros.dynamics.evaluate import aggregate, evaluate_backend, load_eval_set, results_table
+    from vidyn_ros.dynamics.state import ConstantVelocity
+
+    class BlowsUpAfterTwoSteps(ConstantVelocity):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def step(self, state, control, dt):
+            self.calls += 1
+            nxt = super().step(state, control, dt)
+            if self.calls % 3 == 0:  # the third step of every window
+                pos = nxt.positions.clone()
+                pos[..., -1, :, :] = float("nan")
+                nxt = replace(nxt, positions=pos)
+            return nxt
+
+    episodes = load_eval_set([trainset / "train"])
+    bad = evaluate_backend(BlowsUpAfterTwoSteps(), episodes, horizon=4, stride=3, render_h=(4,))
+    cv = evaluate_backend(ConstantVelocity(), episodes, horizon=4, stride=3, render_h=(4,))
+    assert bad["diverged_windows"] == bad["windows"] >= 2 and cv["diverged_windows"] == 0
+    assert np.isfinite(bad["cd_m"]).all() and np.isfinite(bad["psnr"][4])
+    assert bad["cd_m"][:2] == pytest.approx(cv["cd_m"][:2])  # identical until it blows up
+    row = {"name": "bad", "members": ["x"], "metrics": aggregate([bad])}
+    assert f"| {bad['windows']}/{bad['windows']} |" in results_table([row], [1, 4])
+
+
 @pytest.mark.parametrize("case", ["missing_config", "bad_yaml", "unknown_key", "no_data", "bad_row", "bad_ckpt"])
 def test_dynamics_commands_fail_in_one_line(tmp_path, capsys, case):
     cfg = tmp_path / "c.yaml"

@@ -94,6 +94,7 @@ class WindowMetrics:
     delta_paper: np.ndarray  # [H, 3]
     psnr: dict[int, float]
     ssim: dict[int, float]
+    diverged: bool = False  # the backend's prediction turned non-finite (scored as frozen at its last finite state)
 
 
 def _surface(ev: EvalEpisode, t: int, ids: set[int] | None, n_per_object: int) -> np.ndarray:
@@ -129,8 +130,16 @@ def evaluate_window(model: Dynamics, ev: EvalEpisode, t: int, horizon: int, rend
     with torch.no_grad():
         s = state
         for h in range(1, H + 1):
-            for _ in range(sub_steps):
-                s = model.step(s, Control(batch.controls.linear[0, h - 1]), dt)
+            if not out.diverged:
+                nxt = s
+                for _ in range(sub_steps):
+                    nxt = model.step(nxt, Control(batch.controls.linear[0, h - 1]), dt)
+                # a prediction that blew up (physics through a violent contact) is what a node would refuse: the
+                # rest of the window is scored as the last finite prediction, and the window is counted
+                if bool(torch.isfinite(nxt.now).all()):
+                    s = nxt
+                else:
+                    out.diverged = True
             p = s.now.detach().numpy()
             pred = p[pred_sel]
             ref = _surface(ev, t + h, None, n_per_object)
@@ -173,6 +182,7 @@ def evaluate_backend(model: Dynamics, episodes: Sequence[EvalEpisode], horizon: 
     for key in ("psnr", "ssim"):
         res[key] = {int(h): float(np.mean([getattr(w, key)[h] for w in wins])) for h in render_h if h <= horizon}
     res["moving_windows"] = int(sum(np.isfinite(w.cd_moving).any() for w in wins))
+    res["diverged_windows"] = int(sum(w.diverged for w in wins))
     return res
 
 
@@ -208,7 +218,9 @@ def make_dynamics(spec: str, device: str = "cpu") -> tuple[Dynamics, dict[str, A
 
 def aggregate(per_member: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and std (over a row's members: training seeds) of every per-horizon metric."""
-    out: dict[str, Any] = {"members": len(per_member)}
+    out: dict[str, Any] = {"members": len(per_member),
+                           "diverged_windows": int(sum(m.get("diverged_windows", 0) for m in per_member)),
+                           "windows": int(sum(m.get("windows", 0) for m in per_member))}
     for key in ("cd_m", "cd_moving_m", "delta_avg_tabletop", "delta_avg_paper"):
         a = np.array([m[key] for m in per_member], dtype=np.float64)
         out[key] = np.nanmean(a, axis=0).tolist()
@@ -231,7 +243,8 @@ def results_table(rows: list[dict[str, Any]], horizons: Sequence[int]) -> str:
     """Markdown: CD [cm] at ``horizons``, CD moving at the last, δ_avg (1/2/4 cm and 5/10/20 cm), PSNR / SSIM."""
     H = max(horizons)
     head = ["row", "n"] + [f"CD@{h} [cm]" for h in horizons] + [
-        f"CD moving@{H} [cm]", f"δ_avg 1/2/4 cm @{H}", f"δ_avg 5/10/20 cm @{H}", f"PSNR@{H} [dB]", f"SSIM@{H}"]
+        f"CD moving@{H} [cm]", f"δ_avg 1/2/4 cm @{H}", f"δ_avg 5/10/20 cm @{H}", f"PSNR@{H} [dB]", f"SSIM@{H}",
+        "diverged"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         a = r["metrics"]
@@ -242,6 +255,7 @@ def results_table(rows: list[dict[str, Any]], horizons: Sequence[int]) -> str:
         cells.append(fmt_pm(a["delta_avg_paper"][H - 1], a["delta_avg_paper_std"][H - 1], 100, 1) + " %")
         cells.append(fmt_pm(a["psnr"].get(H, float("nan")), a["psnr_std"].get(H, 0.0)))
         cells.append(fmt_pm(a["ssim"].get(H, float("nan")), a["ssim_std"].get(H, 0.0), 1, 3))
+        cells.append(f"{a.get('diverged_windows', 0)}/{a.get('windows', 0)}")  # non-finite predictions (frozen)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -1,15 +1,16 @@
 """Accuracy of system identification (vidyn_ros.physics.sysid) with ∇Sim's Table-1 baselines.
 
-    python bench/sysid_accuracy.py self   [--n 10]      # ∇Sim's setting: video of our own Newton model
+    python bench/sysid_accuracy.py self   [--n 10] [--protocols mass mu mass+mu] [--rows pixels track+pixels 3d]
     python bench/sysid_accuracy.py mujoco [--episodes 4] # cross-engine: MuJoCo bags through the deployed perception
 
 **self** (self-consistent): N boxes / cylinders of random size, mass (log-uniform 0.05-1 kg) and friction (0.35-1.0)
 each get a known impulse (0.5-1 m/s) on the table; the "video" is our Newton model rendered by our renderer (2
 cameras, 80x60, 16 frames); identification starts from a sampling initialisation on the pixel loss over the whole
-prior box (no knowledge of the truth), then L-BFGS on the pixel loss; and as ``vidyn sysid`` does, first a fit on
-the tracked paths (perfect tracking: the simulated paths), then the pixel loss. Protocols: mass only (μ known,
-∇Sim Table 1), μ only, and both. Baselines: "average" (the prior box's centre), "random" (mean error of uniform
-draws in the box) and the 3D-supervised fit on the true body paths (∇Sim's "diffphysics").
+prior box (no knowledge of the truth), then L-BFGS and the derivative-free polish on the pixel loss; and as
+``vidyn sysid`` does, first a fit on the tracked paths (perfect tracking: the simulated paths), then the pixel
+loss. Protocols: mass only (μ known, ∇Sim Table 1), μ only, and both. Baselines: "average" (the prior box's
+centre), "random" (mean error of uniform draws in the box) and the 3D-supervised fit on the true body paths (∇Sim's
+"diffphysics").
 
 **mujoco** (cross-engine): variants of config/scenarios/sysid.yaml with random masses and frictions are rendered by
 the MuJoCo rig (``vidyn make-dataset``); ``vidyn sysid``'s path reads each bag (segmenter masks, tracked scene, the

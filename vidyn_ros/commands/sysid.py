@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cameras", nargs="+", default=None, help="camera names (default: every camera in the bag)")
     p.add_argument("--iterations", type=ranged(int, "[0, 10000]"), default=30,
                    help="loss + gradient evaluations of the refinement")
+    p.add_argument("--polish", type=ranged(int, "[0, 10000]"), default=40,
+                   help="loss evaluations of the derivative-free last stage per motion window (0 = none)")
     p.add_argument("--init", choices=["track", "pixels", "prior", "random"], default="track",
                    help="initial values: grid on the tracked paths (default), grid on the pixel loss, prior centre, "
                         "random in the prior box")
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{out}: cannot create output directory ({err.strerror})") from None
     model, binding = build_from_scene(rec.gaussians, rec.pusher_id)
     cfg = SysidConfig(params=tuple(args.params), iterations=args.iterations, init=args.init, grid=args.grid,
-                      max_frames=args.max_frames, depth_weight=args.depth_weight, seed=args.seed)
+                      polish=args.polish, max_frames=args.max_frames, depth_weight=args.depth_weight, seed=args.seed)
     print("physics kernels compile on first use (about 1-2 min on 2 cores, then cached in ~/.cache/warp)")
     res = identify(rec.gaussians, model, binding, rec.observation, cfg, progress=True)
     doc = {

@@ -83,13 +83,14 @@ def test_train_resume_and_eval(trainset, tmp_path, capsys):
         assert (out / f).stat().st_size > 200, f
 
 
-def test_a_backend_that_blows_up_is_scored_frozen_and_counted(trainset):
+@pytest.mark.parametrize("how", ["nan", "raise"])
+def test_a_backend_that_blows_up_is_scored_frozen_and_counted(trainset, how):
     """Physics through a violent contact can turn non-finite: the window is counted as diverged and scored as the
     last finite prediction, instead of the evaluation stopping with 'x must be finite'."""
     from dataclasses import replace
 
     from vidyn_ros.dynamics.evaluate import aggregate, evaluate_backend, load_eval_set, results_table
-    from vidyn_ros.dynamics.state import ConstantVelocity
+    from vidyn_ros.dynamics.state import ConstantVelocity, InvalidStateError
 
     class BlowsUpAfterTwoSteps(ConstantVelocity):
         def __init__(self) -> None:
@@ -99,6 +100,8 @@ def test_a_backend_that_blows_up_is_scored_frozen_and_counted(trainset):
             self.calls += 1
             nxt = super().step(state, control, dt)
             if self.calls % 3 == 0:  # the third step of every window
+                if how == "raise":  # a backend that checks its own output
+                    raise InvalidStateError("particle state: 52 non-finite positions entries")
                 pos = nxt.positions.clone()
                 pos[..., -1, :, :] = float("nan")
                 nxt = replace(nxt, positions=pos)

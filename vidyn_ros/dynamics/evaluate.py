@@ -34,7 +34,7 @@ from vidyn_ros import metrics
 from vidyn_ros.types import ObjectPose
 
 from .data import SOURCE_FILE, DataError, Episode, find_episodes, make_batch
-from .state import Control, Dynamics
+from .state import Control, Dynamics, InvalidStateError
 
 PAPER = metrics.DELTA_THRESHOLDS_PAPER
 TABLETOP = metrics.DELTA_THRESHOLDS_TABLETOP
@@ -131,14 +131,17 @@ def evaluate_window(model: Dynamics, ev: EvalEpisode, t: int, horizon: int, rend
         s = state
         for h in range(1, H + 1):
             if not out.diverged:
-                nxt = s
-                for _ in range(sub_steps):
-                    nxt = model.step(nxt, Control(batch.controls.linear[0, h - 1]), dt)
                 # a prediction that blew up (physics through a violent contact) is what a node would refuse: the
                 # rest of the window is scored as the last finite prediction, and the window is counted
-                if bool(torch.isfinite(nxt.now).all()):
-                    s = nxt
-                else:
+                try:
+                    nxt = s
+                    for _ in range(sub_steps):
+                        nxt = model.step(nxt, Control(batch.controls.linear[0, h - 1]), dt)
+                    if bool(torch.isfinite(nxt.now).all()):
+                        s = nxt
+                    else:
+                        out.diverged = True
+                except InvalidStateError:  # a backend that checks its own output (non-finite state)
                     out.diverged = True
             p = s.now.detach().numpy()
             pred = p[pred_sel]

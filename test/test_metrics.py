@@ -63,8 +63,12 @@ def test_true_ids_are_the_nearest_true_surface_and_surface_points_follow_the_pos
         [0.3, 0.3, 0.001],     # on the table, far from everything: 0
         [0.2, 0.0, 0.07],      # 1 cm above the sphere: the sphere
         [0.0, 0.0, 0.5],       # in the air, 0.46 m from the box: background
-        [0.2, 0.0, 0.004],     # under the sphere, nearer the table plane than the sphere: 0
+        [0.22, 0.0, 0.001],    # on the table beside the sphere's contact, nearer the table plane than the sphere: 0
+        [0.2, 0.0, 0.004],     # inside the sphere 4 mm above its contact point: the table is covered there
+        [0.0, 0.0, 0.001],     # on the box's contact face, 1 mm inside its solid (ties with the table plane): the box
+        [0.0, 0.0, -0.002],    # 2 mm under the box's contact face: the box, not the table it covers
+        [-0.0177, 0.0177, 0.001],  # on the table 5 mm beside the box's long side: 0
     ])  # fmt: skip
-    assert true_object_ids(probes, shapes, poses).tolist() == [1, 0, 2, 0, 0]
+    assert true_object_ids(probes, shapes, poses).tolist() == [1, 0, 2, 0, 0, 2, 1, 1, 0]
     # the box's samples rotate with its pose (45 degrees): its x extent shrinks from 5 cm to (5 + 2) / sqrt(2) cm
     assert surf[1][:, 0].max() == pytest.approx(0.07 / np.sqrt(2), abs=0.002)

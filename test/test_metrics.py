@@ -5,6 +5,7 @@ import pytest
 
 from vidyn_ros.metrics import (
     chamfer_distance,
+    contact_band,
     delta_within,
     object_surface_points,
     sample_surface,
@@ -72,3 +73,32 @@ def test_true_ids_are_the_nearest_true_surface_and_surface_points_follow_the_pos
     assert true_object_ids(probes, shapes, poses).tolist() == [1, 0, 2, 0, 0, 2, 1, 1, 0]
     # the box's samples rotate with its pose (45 degrees): its x extent shrinks from 5 cm to (5 + 2) / sqrt(2) cm
     assert surf[1][:, 0].max() == pytest.approx(0.07 / np.sqrt(2), abs=0.002)
+
+
+def test_a_contact_face_is_the_objects_and_the_tables():
+    """A cube lying on the table: Gaussians on its contact face belong to it (true_object_ids), and a table Gaussian
+    it slid over is right too (contact_band); beside the cube the table alone is right, above it the cube alone."""
+    import torch
+
+    from vidyn_ros.scene.metrics import IdAssociation, truth_metrics
+    from vidyn_ros.types import GaussianSet
+
+    shapes = {1: ("box", np.array([0.025, 0.025, 0.025]))}
+    poses = [ObjectPose(1, np.array([0.0, 0.0, 0.025]), np.array([1.0, 0, 0, 0]))]
+    pts = np.array([
+        [0.0, 0.01, 0.004],   # the cube's contact face, 4 mm inside (cube id: right; table id: right)
+        [0.01, 0.0, 0.001],   # a table Gaussian under the cube (table id: right)
+        [0.04, 0.0, 0.001],   # the table 15 mm beside the cube (cube id: wrong)
+        [0.0, 0.0, 0.049],    # the cube's top face (table id: wrong)
+    ])  # fmt: skip
+    assert true_object_ids(pts, shapes, poses).tolist() == [1, 1, 0, 1]
+    assert contact_band(pts, shapes, poses).tolist() == [True, True, False, False]
+    n = len(pts)
+    g = GaussianSet(torch.as_tensor(pts, dtype=torch.float32), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                    torch.full((n, 3), -5.0), torch.full((n, 3), 0.5), torch.zeros(n),
+                    torch.tensor([1, 0, 1, 0]))
+    s = truth_metrics(g, shapes, poses, IdAssociation(oracle=True), n_surface=200)
+    assert s["id_accuracy"] == pytest.approx(2 / 4)  # contact face (cube id), under the cube (table id)
+    g.object_ids = torch.tensor([0, 1, 0, 1])
+    s = truth_metrics(g, shapes, poses, IdAssociation(oracle=True), n_surface=200)
+    assert s["id_accuracy"] == pytest.approx(1.0)

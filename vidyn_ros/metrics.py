@@ -8,7 +8,7 @@ Ground truth is the simulated rig's: object shapes (``SimRig.object_shapes``: id
 - :func:`delta_within`: fractions of predicted points within thresholds of the reference (the paper's δ).
 - :func:`true_object_ids`: per point, the true object whose surface it lies on (the nearest true surface, the table
   plane included where no object covers it; 0 = table / background); the reference for id accuracy (not the masks
-  the scene was given).
+  the scene was given). :func:`contact_band`: points on an object's contact face, where the table's id is right too.
 """
 
 from __future__ import annotations
@@ -163,11 +163,27 @@ def true_object_ids(points: np.ndarray, shapes: ObjectShapes, poses: Sequence[Ob
     """[N] the true object each world point lies on: whichever true surface is nearest, the objects' or the table
     plane z = 0 (id 0); points farther than ``max_distance`` from every surface are background (0) too.
 
-    The table plane is a surface only where no object stands on it: where an object's solid reaches down to within
-    ``cover_height`` of the table at a point's (x, y), the table does not compete there. Otherwise a Gaussian on an
-    object's contact face (a cube toppled onto a face that had Gaussians: they are the cube's, inside its solid by
-    a few mm) ties with the table plane at equal distance and was counted as table (cube_stack: 6 % of all
-    Gaussians after the topple)."""
+    The table plane competes only where no object stands on it: where an object's solid reaches down to within
+    ``cover_height`` of the table at a point's (x, y), that object's contact face is the surface there. Otherwise a
+    Gaussian on a contact face (a cube toppled onto a face that had Gaussians: inside its solid by a few mm) ties
+    with the table plane and was counted as table (cube_stack: 6 % of all Gaussians after the topple). Where a
+    table Gaussian lies under an object that moved onto it, both surfaces coincide: :func:`contact_band` marks
+    these points, where the table (0) is right as well."""
+    return _true_ids(points, shapes, poses, max_distance, cover_height)[0]
+
+
+def contact_band(points: np.ndarray, shapes: ObjectShapes, poses: Sequence[ObjectPose], band: float = 0.01,
+                 cover_height: float = 0.003) -> np.ndarray:
+    """[N] bool: the point lies within ``band`` of the table plane where an object covers the table (its contact
+    face). There the object's surface and the table's coincide, so either id is the true one: :func:`true_object_ids`
+    gives the object's, the table (0) is right too (a table Gaussian an object slid over)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return _true_ids(pts, shapes, poses, np.inf, cover_height)[1] & (np.abs(pts[:, 2]) < band)
+
+
+def _true_ids(points: np.ndarray, shapes: ObjectShapes, poses: Sequence[ObjectPose], max_distance: float,
+              cover_height: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ids [N], covered [N]: an object's solid reaches to ``cover_height`` above the table at the point's x, y)."""
     from vidyn_ros.rig.scenario import shape_sdf
 
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
@@ -193,4 +209,4 @@ def true_object_ids(points: np.ndarray, shapes: ObjectShapes, poses: Sequence[Ob
     best[on_table] = table[on_table]
     ids[on_table] = 0
     ids[best > max_distance] = 0
-    return ids
+    return ids, covered

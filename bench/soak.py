@@ -15,7 +15,10 @@ scene id changes), ghosts (a scene object seen in this frame that is no true obj
 true object; held objects are the scene's memory of unseen ones and are not ghosts), true objects in view that the
 scene does not track.
 
-    nice -n 10 .venv/bin/python bench/soak.py --minutes 30          # bench/results/soak/soak.{json,png,md}
+    nice -n 10 .venv/bin/python bench/soak.py --minutes 30          # bench/results/soak.{json,png,md}
+
+soak.json holds the summary, the last 500 events and the per-update rows thinned to at most 600 (every n-th), so
+that it stays small enough to commit; the PNG plots every row.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -152,7 +157,7 @@ class Recorder:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=30.0, help="wall-clock duration")
-    p.add_argument("--out", default="bench/results/soak")
+    p.add_argument("--out", default="bench/results", help="directory for soak.{json,png,md}")
     p.add_argument("--domain-id", type=int, default=97)
     args = p.parse_args(argv)
 
@@ -164,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    scenario = soak_scenario(out)
-    calib = out / "rig_calibration.yaml"
+    work = Path(tempfile.mkdtemp(prefix="vidyn_soak_"))  # the run's scenario and calibration: not results
+    scenario = soak_scenario(work)
+    calib = work / "rig_calibration.yaml"
     spec = graph.load_graph("sim")
     spec.nodes = [n for n in spec.nodes if n.node != "recorder"]
     spec = graph.apply_overrides(spec, [
@@ -220,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = graph.run_graph(spec, until=until, domain_id=args.domain_id, on_started=started,
                              extra_nodes=lambda ctx: [Harness(ctx)])
+    shutil.rmtree(work, ignore_errors=True)
     report(rec.rows, out, result.reason, args, rec.events)
     return 0
 
@@ -252,9 +259,11 @@ def report(rows: list[dict[str, float]], out: Path, reason: str, args: argparse.
         "load_average_at_end": os.getloadavg(), "updates": len(rows), "wall_min": round(float(t_min[-1]), 2),
         "sim_s": round(float(col["sim_s"][-1] - col["sim_s"][0]), 1),
         "episodes": int((col["sim_s"][-1] - col["sim_s"][0]) // EPISODE_S) + 1,
+        "rss_mb_start": round(float(col["rss_mb"][0]), 1),
         "rss_mb_after_1min": round(float(col["rss_mb"][after][0]), 1),
         "rss_mb_end": round(float(col["rss_mb"][-1]), 1),
         "rss_mb_per_10min_after_1min": round(slope_per_10min(col["rss_mb"]), 2),
+        "gaussians_min_after_1min": int(col["gaussians"][after].min()),
         "gaussians_max": int(col["gaussians"].max()), "gaussians_end": int(col["gaussians"][-1]),
         "update_ms_per_10min_after_1min": round(slope_per_10min(col["update_ms"]), 2),
         "update_ms_median": round(float(np.median(col["update_ms"])), 1),
@@ -263,8 +272,12 @@ def report(rows: list[dict[str, float]], out: Path, reason: str, args: argparse.
         "objects_removed": int(col["removed"].sum()), "objects_reassociated": int(col["reassociated"].sum()),
         "per_5min": per_window,
     }
-    (out / "soak.json").write_text(json.dumps({"summary": summary, "events": (events or [])[-5000:], "rows": rows},
-                                              indent=1, default=str))
+    step = max(1, -(-len(rows) // 600))  # thinned rows: the file stays small (the PNG has every row)
+    summary["rows_every"] = step
+    summary["events_total"] = len(events or [])
+    (out / "soak.json").write_text(json.dumps(
+        {"summary": summary, "events": (events or [])[-500:],
+         "rows": [{k: round(v, 3) for k, v in r.items()} for r in rows[::step]]}, default=str, indent=None))
     lines = [f"Command: `{summary['command']}`", "",
              "| minutes | updates | RSS [MB] | Gaussians | update median [ms] | frames with a ghost |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]

@@ -18,7 +18,8 @@ scene does not track.
     nice -n 10 .venv/bin/python bench/soak.py --minutes 30          # bench/results/soak.{json,png,md}
 
 soak.json holds the summary, the last 500 events and the per-update rows thinned to at most 600 (every n-th), so
-that it stays small enough to commit; the PNG plots every row.
+that it stays small enough to commit; the PNG plots every row (`--replot soak.json` redraws it from the thinned
+rows).
 """
 
 from __future__ import annotations
@@ -159,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=30.0, help="wall-clock duration")
     p.add_argument("--out", default="bench/results", help="directory for soak.{json,png,md}")
     p.add_argument("--domain-id", type=int, default=97)
+    p.add_argument("--replot", metavar="SOAK_JSON", help="only redraw soak.png from the rows of SOAK_JSON")
     args = p.parse_args(argv)
+    if args.replot:
+        doc = json.loads(Path(args.replot).read_text())
+        every = int(doc["summary"].get("rows_every", 1))
+        print(plot(doc["rows"], Path(args.replot).parent / "soak.png", window=max(3, 201 // every)))
+        return 0
 
     from rclpy.node import Node
 
@@ -234,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
 def report(rows: list[dict[str, float]], out: Path, reason: str, args: argparse.Namespace,
            events: list[dict] | None = None) -> None:
     from vidyn_ros.scene.evaluate import versions
-    from vidyn_ros.viz import image_grid, line_plot
 
     if not rows:
         raise SystemExit("soak: no scene update was recorded")
@@ -285,22 +291,43 @@ def report(rows: list[dict[str, float]], out: Path, reason: str, args: argparse.
               f"{w['ghost_frames']} |" for w in per_window]
     lines += ["", json.dumps({k: v for k, v in summary.items() if k not in ("per_5min", "versions")}, default=str)]
     (out / "soak.md").write_text("\n".join(lines) + "\n")
-    plots = [line_plot(t_min, {"RSS [MB]": col["rss_mb"]}, out / "_rss.png", title="process RSS [MB]",
-                       xlabel="wall time [min]"),
-             line_plot(t_min, {"Gaussians": col["gaussians"]}, out / "_g.png", title="Gaussians",
-                       xlabel="wall time [min]"),
-             line_plot(t_min, {"update [ms]": col["update_ms"]}, out / "_u.png", title="scene update [ms]",
-                       xlabel="wall time [min]"),
-             line_plot(t_min, {"id switches": col["id_switches"], "ghosts": col["ghosts"],
-                               "objects seen": col["visible"]}, out / "_ids.png",
-                       title="id switches (cumulative), ghosts, objects seen", xlabel="wall time [min]")]
+    plot(rows, out / "soak.png")
+    print((out / "soak.md").read_text())
+
+
+def rolling(y: np.ndarray, q: float, n: int) -> np.ndarray:
+    """The q-th percentile of each window of ``n`` consecutive values (centred; shorter at the ends)."""
+    h = n // 2
+    return np.array([np.percentile(y[max(0, i - h):i + h + 1], q) for i in range(len(y))])
+
+
+def plot(rows: list[dict[str, float]], path: Path, window: int = 201) -> Path:
+    """soak.png: RSS, Gaussian count, update time (rolling median and 90th percentile over ``window`` updates: one
+    update's time varies tenfold with what it does, relocalisation or maintenance, and with the machine's load) and
+    id switches / ghosts / objects seen, over wall time."""
     from PIL import Image
 
+    from vidyn_ros.viz import image_grid, line_plot
+
+    t_min = np.array([r["wall_s"] for r in rows]) / 60.0
+    col = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    w = max(1, min(window, len(rows)))
+    tmp = path.parent
+    plots = [line_plot(t_min, {"RSS [MB]": col["rss_mb"]}, tmp / "_rss.png", title="process RSS [MB]",
+                       xlabel="wall time [min]"),
+             line_plot(t_min, {"Gaussians": col["gaussians"]}, tmp / "_g.png", title="Gaussians",
+                       xlabel="wall time [min]"),
+             line_plot(t_min, {"median": rolling(col["update_ms"], 50, w), "90th percentile":
+                               rolling(col["update_ms"], 90, w)}, tmp / "_u.png",
+                       title=f"scene update [ms], over {w} updates", xlabel="wall time [min]"),
+             line_plot(t_min, {"id switches": col["id_switches"], "ghosts": col["ghosts"],
+                               "objects seen": col["visible"]}, tmp / "_ids.png",
+                       title="id switches (cumulative), ghosts, objects seen", xlabel="wall time [min]")]
     imgs = [np.asarray(Image.open(p).convert("RGB")) for p in plots]
-    image_grid([imgs[:2], imgs[2:]], out / "soak.png", max_tile_width=640)
+    image_grid([imgs[:2], imgs[2:]], path, max_tile_width=640)
     for p in plots:
         p.unlink()
-    print((out / "soak.md").read_text())
+    return path
 
 
 if __name__ == "__main__":

@@ -215,3 +215,101 @@ def test_push_proposal_goes_behind_the_object_then_pushes_it_to_the_goal(p0, det
     # it stops where the object would be at its goal (contact point + 5 cm)
     assert torch.allclose(path[-1], torch.tensor([0.0, 0.0]), atol=1e-4)
     assert float(speed[-1]) == 0.0
+
+
+def test_push_proposal_approach_goes_round_a_bystander():
+    """A bystander on the straight line from the pusher to the contact point: the proposal's approach keeps clear
+    of its disc (a straight approach knocked bystanders off their goals in mpc-eval), then pushes as before."""
+    from vidyn_ros.control.cost import ReachTarget
+    from vidyn_ros.control.planner import push_proposal
+
+    p0 = torch.tensor([-0.20, 0.0])
+    obj = torch.tensor([0.0, 0.0])
+    target = ReachTarget(1, torch.arange(4), torch.tensor([0.05, 0.0]), standoff=0.04)
+    bystander = (torch.tensor([-0.12, 0.003]), 0.045)
+    straight = push_proposal(p0, obj, target, 40, 0.1, 0.2, 0.1, 0.015)
+    u = push_proposal(p0, obj, target, 40, 0.1, 0.2, 0.1, 0.015, [bystander])
+
+    def dense(v):  # positions every 1/50 of a control period (the path between samples too)
+        fine = v.repeat_interleave(50, 0) * (0.1 / 50)
+        return p0 + torch.cumsum(fine, 0)
+
+    def clearance(v):
+        return float((dense(v) - bystander[0]).norm(dim=1).min())
+
+    assert clearance(straight) < 0.01  # without it the approach runs through the bystander
+    assert clearance(u) >= bystander[1] - 1e-4
+    assert float(u.norm(dim=1).max()) <= 0.2 + 1e-6
+    path = p0 + torch.cumsum(u * 0.1, 0)
+    assert torch.allclose(path[-1], torch.tensor([0.01, 0.0]), atol=1e-4)  # contact + 5 cm: object at its goal
+
+
+def test_reach_target_stays_on_until_below_the_reach_tolerance():
+    """The reach target (and so the proposal) exists while the object is farther than reach_tolerance from its goal:
+    the default is below the node's 8 mm goal tolerance (a 1 cm cut-off left 8-10 mm with nothing pulling)."""
+    from vidyn_ros.control.cost import reach_target
+    from vidyn_ros.control.goal import Goal
+
+    pos = torch.tensor([[0.0, 0.0, 0.0], [0.01, 0.0, 0.0], [0.0, 0.01, 0.0]])
+    ids = torch.tensor([1, 1, 1])
+    c = pos[:, :2].mean(0)
+    for dist, expect in ((0.009, True), (0.004, False)):
+        goal = Goal(cameras=[], rgb=torch.zeros(1, 1, 1, 3), centroids={1: torch.tensor([c[0] + dist, c[1], 0.0])})
+        t = reach_target(pos, ids, goal, None, 0.015, tolerance=PlannerConfig().reach_tolerance)
+        assert (t is not None) == expect
+    assert PlannerConfig().reach_tolerance < 0.008
+
+
+class _CountingStatic(Static):
+    """The static backend, counting its steps (a real backend: the planner's calls are what is counted)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def step(self, state, control, dt):
+        self.steps += 1
+        return super().step(state, control, dt)
+
+
+def test_without_adam_steps_one_rollout_per_replan_and_the_same_scores():
+    """grad_iters 0: the best sample's rollout is reused for the final evaluation (one dynamics rollout per replan
+    instead of three: the physics rollouts dominate a CPU replan); its cost and the cost of doing nothing are what
+    a fresh evaluation gives."""
+    kw = dict(horizon=3, samples=6, sample_iters=1, width=40, sample_width=20, include_pusher=True,
+              weights=PlannerConfig().weights.__class__(reach=0.0))
+    planner, state = _setup(PlannerConfig(grad_iters=0, **kw))
+    model = _CountingStatic()
+    planner.set_model(model)
+    res = planner.plan(state, [*PUSHER_XY, 0.04])
+    assert model.steps == 2 * 3  # "do nothing" once for the normalisation, then one batched rollout
+    model.steps = 0
+    res2 = planner.plan(state, [*PUSHER_XY, 0.04], stamp_s=state.time_s + 0.1)
+    assert model.steps == 3
+    assert not res.diverged and np.isfinite(res.cost) and res.cost <= res.cost_zero + 1e-6
+    assert res2.predicted_rgb.shape[0] == 2
+    # the same goal and state through the full path (Adam stage, fresh rollouts): "do nothing" scores the same
+    full, _ = _setup(PlannerConfig(grad_iters=1, **kw))
+    ref = full.plan(state, [*PUSHER_XY, 0.04])
+    assert abs(ref.cost_zero - res.cost_zero) < 1e-5
+
+
+def test_push_proposal_does_not_back_off_within_the_slack_and_pushes_extra():
+    """A pusher behind the object but closer than the standoff (which overestimates contact) pushes from where it
+    is, never backing off; ``extra`` pushes that much past "the object at its goal". Without slack the proposal
+    backs off to the standoff first and pushes only the goal distance: it stopped short (stalls in mpc-eval)."""
+    from vidyn_ros.control.cost import ReachTarget
+    from vidyn_ros.control.planner import push_proposal
+
+    obj = torch.tensor([0.0, 0.0])
+    target = ReachTarget(1, torch.arange(4), torch.tensor([0.02, 0.0]), standoff=0.06)
+    p0 = torch.tensor([-0.05, 0.0])  # 1 cm closer than the standoff
+    old = push_proposal(p0, obj, target, 10, 0.1, 0.2, 0.1, 0.015)
+    assert float(old[0, 0]) < 0  # backs off first
+    u = push_proposal(p0, obj, target, 10, 0.1, 0.2, 0.1, 0.015, slack=0.015, extra=0.01)
+    assert bool((u[:, 0] >= -1e-7).all())  # never backs off
+    end = p0 + (u * 0.1).sum(0)
+    assert torch.allclose(end, torch.tensor([-0.05 + 0.02 + 0.01, 0.0]), atol=1e-5)
+    far = push_proposal(torch.tensor([-0.09, 0.0]), obj, target, 10, 0.1, 0.2, 0.1, 0.015, slack=0.015)
+    path = torch.tensor([-0.09, 0.0]) + torch.cumsum(far * 0.1, 0)
+    # from farther away than the standoff: the push starts at the standoff (the slack does not shorten it)
+    assert float(path[:, 0].max()) == pytest.approx(-0.06 + 0.02, abs=1e-5)

@@ -126,6 +126,8 @@ class MpcNode(_ros.Node):
             max_accel=p.max_accel, workspace=workspace, views=tuple(p.views), width=p.width,
             sample_width=p.sample_width, diverge_factor=p.diverge_factor, device=p.device, seed=p.seed,
             weights=CostWeights(reach=p.reach_weight),
+            # the reach shaping and the push proposal act until below the goal tolerance (no gap to stall in)
+            reach_tolerance=0.6 * p.goal_tolerance if p.goal_tolerance > 0 else PlannerConfig.reach_tolerance,
         ).check()  # fmt: skip
         self.period_s = 1.0 / p.control_rate_hz
         self.filter = CommandFilter(CommandLimits(p.max_speed, p.max_accel, workspace, self.period_s))

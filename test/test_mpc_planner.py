@@ -313,3 +313,29 @@ def test_push_proposal_does_not_back_off_within_the_slack_and_pushes_extra():
     path = torch.tensor([-0.09, 0.0]) + torch.cumsum(far * 0.1, 0)
     # from farther away than the standoff: the push starts at the standoff (the slack does not shorten it)
     assert float(path[:, 0].max()) == pytest.approx(-0.06 + 0.02, abs=1e-5)
+
+
+def test_sampling_stage_goal_is_rendered_at_its_width():
+    """The sampling stage's goal (sample_width) is a render of the goal's Gaussians at that width, so the goal
+    configuration scores 0 there too (the cost-width goal resampled scored 0.78-0.98 of "do nothing" at the goal
+    on the push scene: the sampling stage was nearly blind)."""
+    from vidyn_ros.control.cost import visual_terms
+    from vidyn_ros.control.goal import moving_mask
+
+    cfg = PlannerConfig(horizon=2, samples=3, sample_iters=1, grad_iters=0, width=80, sample_width=40)
+    g = synthetic_scene(per_object=24, table=100)
+    state = ParticleState.at_rest(g, 10**9, 1 / 30, pusher_id=PUSHER_ID)
+    planner = Planner(Static(), cfg, background=(0.3, 0.3, 0.3))
+    fine, coarse = planner.cameras(synthetic_cameras(2, 160, 120))
+    static = g.subset(g.object_ids == 0)
+    goal, goal_g = goal_from_moves(g, [GoalMove((0.0, 0.0), (0.05, 0.0))],
+                                   LayeredRenderer(fine, static, planner.background), pusher_id=PUSHER_ID)
+    assert goal.moving is not None
+    planner.set_goal(goal)
+    planner.plan(state, [*PUSHER_XY, 0.04])
+    rc = LayeredRenderer(coarse, static, planner.background)
+    at = visual_terms(*rc(goal_g.subset(moving_mask(goal_g.object_ids, PUSHER_ID))), planner._goal_coarse, (1, 4, 8))
+    now = visual_terms(*rc(g.subset(moving_mask(g.object_ids, PUSHER_ID))), planner._goal_coarse, (1, 4, 8))
+    assert planner._goal_coarse.rgb.shape[1:3] == (coarse[0].height, coarse[0].width)
+    assert float(at["pixel"]) < 1e-8 and float(at["depth"]) < 1e-6
+    assert float(now["pixel"]) > 1e-5 and float(now["depth"]) > 1e-3

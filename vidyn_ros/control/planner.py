@@ -136,6 +136,8 @@ class PlanResult:
     # which candidate the returned plan is: mean (warm start / MPPI mean), zero, proposal, sample, or grad
     winner: str = ""
     proposal: np.ndarray | None = None  # [H, 2] the straight-push proposal of this replan (None: none)
+    # coarse costs of the fixed candidates in the last sampling round: mean, zero, proposal0.. (diagnostics)
+    candidate_costs: dict[str, float] = field(default_factory=dict)
 
 
 def clamp_actions(u: torch.Tensor, max_speed: float, max_accel: float, dt: float,
@@ -214,6 +216,9 @@ class Planner:
         static = g_now.subset(g_now.object_ids == 0)
         fine = LayeredRenderer(self.goal.cameras, static, self.background, cfg.render_backend, dev)
         coarse = LayeredRenderer(self._goal_coarse.cameras, static, self.background, cfg.render_backend, dev)
+        if self._refs is None and self.goal.moving is not None:
+            # the sampling stage's goal rendered at its width (not the cost-width goal resampled), once per goal
+            self._goal_coarse = with_resolution(self.goal, self._goal_coarse.cameras, coarse)
         dyn = state if cfg.dynamics_particles == "all" else state.subset(state.object_ids > 0)
         render_sel = moving_mask(dyn.object_ids, pusher_id, cfg.include_pusher)
         moving = _gaussians_of(dyn, None, render_sel)  # scales, colours, opacities of what the cost renders
@@ -325,6 +330,7 @@ class Planner:
         best_states: list[ParticleState] | None = None  # the rollout of the best round's candidates (reuse)
         best_i = 0
         winner = "mean"
+        candidate_costs: dict[str, float] = {}
         if cfg.method != "none" and cfg.samples > 0:
             for _ in range(max(cfg.sample_iters, 1)):
                 n = cfg.samples
@@ -339,6 +345,8 @@ class Planner:
                 with torch.no_grad():
                     c, _, states = evaluate(cand, "coarse", False)
                 c = torch.where(torch.isfinite(c), c, torch.full_like(c, 1e9))
+                names = ["mean", "zero", *(f"proposal{j}" for j in range(len(proposals)))][:n]
+                candidate_costs = {k: float(c[j]) for j, k in enumerate(names)}
                 i = int(torch.argmin(c))
                 history.append(("sample", float(c[i])))
                 if float(c[i]) < best_c:
@@ -436,6 +444,7 @@ class Planner:
             terms={k: float(v) for k, v in terms[pick].items()},
             reach_object=None if target is None else target.object_id, predicted_centroids=centroids,
             winner=winner, proposal=None if proposal is None else proposal.cpu().numpy(),
+            candidate_costs=candidate_costs,
         )  # fmt: skip
 
     def goal_distance(self, state: ParticleState) -> float | None:

@@ -140,13 +140,23 @@ def test_safety_stop_within_two_control_periods(ros_context, tmp_path, scene_byt
                      until=lambda: sum(bool(np.any(v)) for _, _, v in got) >= 5)
         assert any(np.any(v) for _, _, v in got), "no moving command before the fault: the test would prove nothing"
         n_before = len(got)
+
+        def zero_after(deadline: int, later: float) -> bool:
+            # a zero command stamped after the fault, and a few control periods more (to check it stays zero)
+            zeros = [s for _, s, v in got[n_before:] if s >= deadline and not np.any(v)]
+            return bool(zeros) and max(s for _, s, _ in got[n_before:]) >= zeros[0] + round(later * 1e9)
+
         if cause == "stale":
             deadline = last + round(0.3e9)  # the scene is stale from here on (scene_timeout_s)
-            _feed(ex, node, pub_scene, pub_pose, fields, 0.8, send_scene=False)
+            _feed(ex, node, pub_scene, pub_pose, fields, 10.0, send_scene=False,
+                  until=lambda: zero_after(deadline, 3 * PERIOD))
         else:
             deadline = _ros.now_ns(node)
             pub_scene.publish(msgs.serialize(msgs.pointcloud2_msg(bad, deadline, "world"), msgs.POINTCLOUD2))
-            _feed(ex, node, pub_scene, pub_pose, fields, 0.4, send_scene=False)  # well before the scene is stale
+            # waits for the zero (a loaded machine can take longer than the 0.3 s until the scene would be stale,
+            # which then also gives zero: the 2-period latency below tells the two apart)
+            _feed(ex, node, pub_scene, pub_pose, fields, 10.0, send_scene=False,
+                  until=lambda: zero_after(deadline, 3 * PERIOD))
     after = [(s, v) for _, s, v in got[n_before:] if s >= deadline]
     assert after, "no command after the fault"
     first_zero = next((s for s, v in after if not np.any(v)), None)

@@ -287,6 +287,7 @@ def test_without_adam_steps_one_rollout_per_replan_and_the_same_scores():
     assert model.steps == 3
     assert not res.diverged and np.isfinite(res.cost) and res.cost <= res.cost_zero + 1e-6
     assert res2.predicted_rgb.shape[0] == 2
+    assert res.winner in ("mean", "zero", "sample") and set(res.candidate_costs) == {"mean", "zero"}  # no reach
     # the same goal and state through the full path (Adam stage, fresh rollouts): "do nothing" scores the same
     full, _ = _setup(PlannerConfig(grad_iters=1, **kw))
     ref = full.plan(state, [*PUSHER_XY, 0.04])

@@ -84,7 +84,7 @@ def test_train_resume_and_eval(trainset, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("how", ["nan", "raise"])
-def test_a_backend_that_blows_up_is_scored_frozen_and_counted(trainset, how):
+def test_a_backend_that_blows_up_is_scored_frozen_and_counted(trainset, how, tmp_path):
     """Physics through a violent contact can turn non-finite: the window is counted as diverged and scored as the
     last finite prediction, instead of the evaluation stopping with 'x must be finite'."""
     from dataclasses import replace
@@ -113,6 +113,12 @@ def test_a_backend_that_blows_up_is_scored_frozen_and_counted(trainset, how):
     assert bad["diverged_windows"] == bad["windows"] >= 2 and cv["diverged_windows"] == 0
     assert np.isfinite(bad["cd_m"]).all() and np.isfinite(bad["psnr"][4])
     assert bad["cd_m"][:2] == pytest.approx(cv["cd_m"][:2])  # identical until it blows up
+    # and the figures, which roll the same backends out
+    from vidyn_ros.dynamics.evaluate import frames_figure, paths_figure
+
+    model = BlowsUpAfterTwoSteps()
+    assert paths_figure([("bad", model)], episodes[0], 2, 4, tmp_path / "paths.png").stat().st_size > 1000
+    assert frames_figure(model, episodes[0], 2, [1, 4], tmp_path / "frames.png").stat().st_size > 1000
     row = {"name": "bad", "members": ["x"], "metrics": aggregate([bad])}
     assert f"| {bad['windows']}/{bad['windows']} |" in results_table([row], [1, 4])
 

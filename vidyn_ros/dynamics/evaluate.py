@@ -107,6 +107,22 @@ def _centroids(poses: list[ObjectPose]) -> dict[int, np.ndarray]:
     return {int(p.object_id): np.asarray(p.position, dtype=np.float64) for p in poses}
 
 
+def step_or_hold(model: Dynamics, state: Any, control: Control, dt: float, sub_steps: int = 1) -> tuple[Any, bool]:
+    """One step (``sub_steps`` model steps); (state, False), or (the input state, True) when the prediction blew up.
+
+    A prediction that turned non-finite (physics through a violent contact) is what a node would refuse: the
+    evaluation holds the last finite prediction for the rest of the window and counts the window as diverged."""
+    try:
+        nxt = state
+        for _ in range(sub_steps):
+            nxt = model.step(nxt, control, dt)
+    except InvalidStateError:  # a backend that checks its own output
+        return state, True
+    if not bool(torch.isfinite(nxt.now).all()):
+        return state, True
+    return nxt, False
+
+
 def evaluate_window(model: Dynamics, ev: EvalEpisode, t: int, horizon: int, render_h: Sequence[int] = (),
                     moving_m: float = 0.01, n_per_object: int = 600, sub_steps: int = 1) -> WindowMetrics:
     """Roll ``model`` from the tracked state at frame t for ``horizon`` steps and score every step."""
@@ -131,18 +147,7 @@ def evaluate_window(model: Dynamics, ev: EvalEpisode, t: int, horizon: int, rend
         s = state
         for h in range(1, H + 1):
             if not out.diverged:
-                # a prediction that blew up (physics through a violent contact) is what a node would refuse: the
-                # rest of the window is scored as the last finite prediction, and the window is counted
-                try:
-                    nxt = s
-                    for _ in range(sub_steps):
-                        nxt = model.step(nxt, Control(batch.controls.linear[0, h - 1]), dt)
-                    if bool(torch.isfinite(nxt.now).all()):
-                        s = nxt
-                    else:
-                        out.diverged = True
-                except InvalidStateError:  # a backend that checks its own output (non-finite state)
-                    out.diverged = True
+                s, out.diverged = step_or_hold(model, s, Control(batch.controls.linear[0, h - 1]), dt, sub_steps)
             p = s.now.detach().numpy()
             pred = p[pred_sel]
             ref = _surface(ev, t + h, None, n_per_object)
@@ -298,7 +303,7 @@ def paths_figure(rows: list[tuple[str, Dynamics]], ev: EvalEpisode, t: int, hori
         pos = [s.now.numpy()]
         with torch.no_grad():
             for h in range(horizon):
-                s = model.step(s, Control(batch.controls.linear[0, h]), batch.dt)
+                s, _ = step_or_hold(model, s, Control(batch.controls.linear[0, h]), batch.dt)
                 pos.append(s.now.numpy())
         pos = np.stack(pos)  # [H+1, N, 3]
         for k in labels:
@@ -324,7 +329,7 @@ def frames_figure(model: Dynamics, ev: EvalEpisode, t: int, horizons: Sequence[i
     rows, labels = [], []
     with torch.no_grad():
         for h in range(1, H + 1):
-            s = model.step(s, Control(batch.controls.linear[0, h - 1]), batch.dt)
+            s, _ = step_or_hold(model, s, Control(batch.controls.linear[0, h - 1]), batch.dt)
             if h not in horizons:
                 continue
             rgb = render(s.to_gaussians(), [ep.cameras[camera]], background=torch.from_numpy(ep.background)).rgb[0]

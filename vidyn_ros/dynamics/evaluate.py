@@ -107,11 +107,15 @@ def _centroids(poses: list[ObjectPose]) -> dict[int, np.ndarray]:
     return {int(p.object_id): np.asarray(p.position, dtype=np.float64) for p in poses}
 
 
+MAX_SPEED_M_S = 50.0  # no tabletop particle moves this fast: a prediction that does has blown up
+
+
 def step_or_hold(model: Dynamics, state: Any, control: Control, dt: float, sub_steps: int = 1) -> tuple[Any, bool]:
     """One step (``sub_steps`` model steps); (state, False), or (the input state, True) when the prediction blew up.
 
-    A prediction that turned non-finite (physics through a violent contact) is what a node would refuse: the
-    evaluation holds the last finite prediction for the rest of the window and counts the window as diverged."""
+    A prediction that turned non-finite, or moves a particle faster than ``MAX_SPEED_M_S`` (physics through
+    interpenetrating bodies), is what a node would refuse: the evaluation holds the last sane prediction for the rest
+    of the window and counts the window as diverged."""
     try:
         nxt = state
         for _ in range(sub_steps):
@@ -119,6 +123,8 @@ def step_or_hold(model: Dynamics, state: Any, control: Control, dt: float, sub_s
     except InvalidStateError:  # a backend that checks its own output
         return state, True
     if not bool(torch.isfinite(nxt.now).all()):
+        return state, True
+    if float((nxt.now - state.now).norm(dim=-1).max()) > MAX_SPEED_M_S * dt:
         return state, True
     return nxt, False
 

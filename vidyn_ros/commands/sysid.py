@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="loss + gradient evaluations of the refinement")
     p.add_argument("--polish", type=ranged(int, "[0, 10000]"), default=40,
                    help="loss evaluations of the derivative-free last stage per motion window (0 = none)")
+    p.add_argument("--polish-scan", type=ranged(int, "[0, 1000]"), default=12,
+                   help="one free value per window: probe N points each side of the polish's result (0 = none)")
     p.add_argument("--init", choices=["track", "pixels", "prior", "random"], default="track",
                    help="initial values: grid on the tracked paths (default), grid on the pixel loss, prior centre, "
                         "random in the prior box")
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{out}: cannot create output directory ({err.strerror})") from None
     model, binding = build_from_scene(rec.gaussians, rec.pusher_id)
     cfg = SysidConfig(params=tuple(args.params), iterations=args.iterations, init=args.init, grid=args.grid,
-                      polish=args.polish, max_frames=args.max_frames, depth_weight=args.depth_weight, seed=args.seed)
+                      polish=args.polish, polish_scan=args.polish_scan, max_frames=args.max_frames,
+                      depth_weight=args.depth_weight, seed=args.seed)
     print("physics kernels compile on first use (about 1-2 min on 2 cores, then cached in ~/.cache/warp)")
     res = identify(rec.gaussians, model, binding, rec.observation, cfg, progress=True)
     doc = {

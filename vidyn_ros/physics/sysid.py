@@ -89,6 +89,9 @@ class SysidConfig:
         polish_radius: half-width of the polish's search box around the gradient stage's best point, in the
             normalised parameter space (the prior box is [0, 1]; the sampled initialisation's last grid spacing is
             ~0.07, so 0.05 covers a gradient stage that never moved).
+        polish_scan: (one free value only; 0 = off) after Brent, probe this many points on each side of its result at
+            spacings of 2.5e-4 of the box and run Brent again in the cell of the lowest: where a body comes to rest
+            the true basin can be narrow (±3e-4 of μ for a box) behind a bump, and Brent stops in a dip next to it.
         frame_stride: use every n-th frame of a motion window in the pixel loss.
         max_frames: at most this many rendered frames in the loss (evenly spread over the motion windows).
         depth_weight: weight of the depth term (|rendered - observed depth|² [m²], where both exist; 0 = colour only).
@@ -107,6 +110,7 @@ class SysidConfig:
     grid_levels: int = 3
     polish: int = 40
     polish_radius: float = 0.05
+    polish_scan: int = 12
     frame_stride: int = 1
     max_frames: int = 12
     depth_weight: float = 0.0
@@ -824,18 +828,33 @@ def _polish(start: dict[str, torch.Tensor], bodies: Sequence[int], free: dict[st
     lo = np.clip(x0 - cfg.polish_radius, 0.0, 1.0)
     hi = np.clip(x0 + cfg.polish_radius, 0.0, 1.0)
 
+    seen: list[tuple[float, float]] = []
+
     def f(x: np.ndarray) -> float:
         x = np.clip(np.atleast_1d(np.asarray(x, dtype=np.float64)), lo, hi)
         z = {n: v.clone() for n, v in start.items()}
         for (n, k), v in zip(slots, x, strict=True):
             z[n][k] = float(v)
         with torch.no_grad():
-            return float(evaluate(z))
+            fx = float(evaluate(z))
+        seen.append((fx, float(x[0])))
+        return fx
 
     if len(slots) == 1:
         # Brent's golden-section / parabolic steps; xatol 1e-8 of the box: mass to ~5e-8 relative (log box ~4.6)
         minimize_scalar(f, bounds=(float(lo[0]), float(hi[0])), method="bounded",
                         options={"xatol": 1e-8, "maxiter": cfg.polish})
+        if cfg.polish_scan > 0:
+            xb = min(seen)[1]
+            h = 2.5e-4
+            for k in range(1, cfg.polish_scan + 1):
+                for sgn in (-1.0, 1.0):
+                    if lo[0] <= xb + sgn * k * h <= hi[0]:
+                        f(np.array([xb + sgn * k * h]))
+            x2 = min(seen)[1]
+            if x2 != xb:
+                minimize_scalar(f, bounds=(max(float(lo[0]), x2 - h), min(float(hi[0]), x2 + h)), method="bounded",
+                                options={"xatol": 1e-8, "maxiter": cfg.polish})
     else:
         step = 0.2 * cfg.polish_radius
         simplex = np.vstack([x0] + [x0 + step * np.eye(len(x0))[i] * (1 if x0[i] + step <= hi[i] else -1)

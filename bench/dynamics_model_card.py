@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval", nargs="*", default=[], help="eval.json files of vidyn eval runs on held-out episodes")
     p.add_argument("--row", default="", help="the eval row of this checkpoint (default: the one that lists it)")
     p.add_argument("--hardware", default="2 shared CPU cores (no GPU), torch 1 thread")
+    p.add_argument("--recipe", default="config/dynamics/shipped.yaml (its header lists the make-dataset / "
+                   "make-trainset commands and seeds of the training and held-out episodes)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     from vidyn_ros.dynamics.checkpoint import load_checkpoint_with_info
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                       "(vidyn track): pseudo position labels; frames at 160x120 for the rendering loss; pusher "
                       "commands from /vidyn/cmd. Simulator ground truth was not used for training.",
             "training_sets": cfg.get("data"),
+            "recipe": args.recipe,
         },
         "training": {
             "command": train.get("command"),

@@ -130,9 +130,14 @@ def _hard_exit(why: str, code: int) -> None:
 
 
 def init_rclpy(args: Sequence[str] | None = None, context: Any = None, domain_id: int | None = None) -> Any:
-    """rclpy.init with the SHM profile and without rclpy's own signal handlers (we install ``Shutdown``)."""
+    """rclpy.init with the SHM profile and without rclpy's own signal handlers (we install ``Shutdown``); caps the
+    process's malloc arenas first (``workers.limit_malloc_arenas``: flat memory over hours), before DDS starts its
+    threads."""
     from rclpy.signals import SignalHandlerOptions
 
+    from vidyn_ros.workers import limit_malloc_arenas
+
+    limit_malloc_arenas()
     setup_fastdds_env()
     kwargs: dict[str, Any] = {"args": list(args) if args is not None else None, "context": context,
                               "signal_handler_options": SignalHandlerOptions.NO}

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stride", type=int, default=8)
     p.add_argument("--out", required=True, help="evaluation output directory")
     p.add_argument("--eval-only", action="store_true", help="do not train; evaluate the finished runs")
+    p.add_argument("--train-only", action="store_true", help="train the missing runs, do not evaluate")
     args = p.parse_args(argv)
     vidyn = [sys.executable, "-m", "vidyn_ros.cli"]
     runs = Path(args.runs)
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             subprocess.run(cmd, check=True)
             timings[f"{slug(name)}_s{seed}"] = round(time.monotonic() - t0, 1)
+    if args.train_only:
+        return 0
     cmd = [*vidyn, "eval", "--test", *args.test, "--horizon", str(args.horizon), "--stride", str(args.stride),
            "--out", args.out, "--row", "constant velocity=constant_velocity"]
     for name in args.rows:

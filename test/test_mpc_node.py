@@ -100,10 +100,15 @@ def _enable(ex, peer, value: bool) -> None:
 
     cli = peer.create_client(SetBool, "/mpc/enable")
     assert cli.wait_for_service(timeout_sec=5.0)
-    fut = cli.call_async(SetBool.Request(data=value))
-    t_end = time.monotonic() + 5.0
-    while not fut.done() and time.monotonic() < t_end:
-        ex.spin_once(timeout_sec=0.02)
+    # wait_for_service sees the request channel only: a response sent before the client's response reader is matched
+    # is lost (Fast DDS), and the call never completes (seen once on a quiet machine). SetBool is idempotent: ask again.
+    for _attempt in range(3):
+        fut = cli.call_async(SetBool.Request(data=value))
+        t_end = time.monotonic() + 3.0
+        while not fut.done() and time.monotonic() < t_end:
+            ex.spin_once(timeout_sec=0.02)
+        if fut.done():
+            break
     assert fut.done() and fut.result().success
 
 

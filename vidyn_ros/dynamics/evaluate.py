@@ -94,7 +94,7 @@ class WindowMetrics:
     delta_paper: np.ndarray  # [H, 3]
     psnr: dict[int, float]
     ssim: dict[int, float]
-    diverged: bool = False  # the backend's prediction turned non-finite (scored as frozen at its last finite state)
+    diverged: bool = False  # the prediction blew up (step_or_hold): scored as its last sane state from there on
 
 
 def _surface(ev: EvalEpisode, t: int, ids: set[int] | None, n_per_object: int) -> np.ndarray:
@@ -269,7 +269,7 @@ def results_table(rows: list[dict[str, Any]], horizons: Sequence[int]) -> str:
         cells.append(fmt_pm(a["delta_avg_paper"][H - 1], a["delta_avg_paper_std"][H - 1], 100, 1) + " %")
         cells.append(fmt_pm(a["psnr"].get(H, float("nan")), a["psnr_std"].get(H, 0.0)))
         cells.append(fmt_pm(a["ssim"].get(H, float("nan")), a["ssim_std"].get(H, 0.0), 1, 3))
-        cells.append(f"{a.get('diverged_windows', 0)}/{a.get('windows', 0)}")  # non-finite predictions (frozen)
+        cells.append(f"{a.get('diverged_windows', 0)}/{a.get('windows', 0)}")  # windows that blew up (step_or_hold)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -114,9 +114,9 @@ class DynamicsNode(_ros.Node):
                                  _ros.reliable_qos(), raw=True)
         self.create_subscription(_ros.msg_class(msgs.POSE_STAMPED), msgs.PUSHER_POSE_TOPIC, self._on_pose,
                                  _ros.reliable_qos(), raw=True)
-        if p.publish_renders and p.cameras:
-            self._setup_renders(list(p.cameras))
         if p.publish_renders:
+            if p.cameras:
+                self._setup_renders(list(p.cameras))
             self._resolve_poses()  # now if the rig is readable, else on the timer
         self.create_timer(1.0, self._on_timer)
         self.get_logger().info(f"dynamics: backend {p.backend}, horizon {p.horizon}, device {p.device}"
@@ -169,11 +169,11 @@ class DynamicsNode(_ros.Node):
         self.pub_render = {c: self.create_publisher(_ros.msg_class(msgs.IMAGE), RENDER_TOPIC.format(cam=c),
                                                     _ros.sensor_qos(2)) for c in cameras}
 
-    def _resolve_poses(self) -> bool:
+    def _resolve_poses(self) -> None:
         """Camera poses from the rig (calibration or scenario); on the executor thread, so that an empty camera list
-        can create its publishers here. False while the rig is not readable yet (or has no pose for a camera)."""
+        can create its publishers here. Poses stay None while the rig is not readable yet (or lacks a camera)."""
         if self.poses is not None:
-            return True
+            return
         try:
             poses = _ros.rig_camera_poses(self.diag, "dynamics", self.p.cameras, self.p.calibration, self.p.scenario)
         except ConfigError as err:
@@ -181,13 +181,12 @@ class DynamicsNode(_ros.Node):
                 self.diag.warn(f"dynamics: no predicted frames: {err}")
                 self.get_logger().warning(f"dynamics: no predicted frames: {err}")
                 self._poses_warned = True
-            return False
+            return
         if poses is None:
-            return False
+            return
         if not self.pub_render:
             self._setup_renders(list(poses))
         self.poses = poses
-        return True
 
     # ------------------------------------------------------------------------------------------------------- inputs
     def _on_scene(self, raw: bytes) -> None:

@@ -180,6 +180,7 @@ class MpcNode(_ros.Node):
         self.commands = 0
         self.zero_commands = 0
         self.last_reason = ""
+        self.invalid_scene_ns: int | None = None  # node clock when the last NaN / empty scene arrived
         self.cost_history: list[tuple[float, float]] = []  # (stamp s, cost of the plan)
         self._t0_ns: int | None = None
         self.worker = _ros.Worker(self._process, maxsize=1, name="mpc-worker", on_error=self._on_error)
@@ -201,10 +202,14 @@ class MpcNode(_ros.Node):
             self.diag.warn(f"bad scene message ignored: {err}")
             return
         finite = bool(np.isfinite(g.means.numpy()).all() and np.isfinite(g.quats.numpy()).all())
+        valid = finite and len(g) > 0
         with self._lock:
-            self.watchdog.scene(stamp_ns * 1e-9, finite and len(g) > 0,
-                                "NaN / inf in the scene" if not finite else "empty scene")
-        self.worker.submit((stamp_ns, g if finite and len(g) else None))
+            self.watchdog.scene(stamp_ns * 1e-9, valid, "NaN / inf in the scene" if not finite else "empty scene")
+            if not valid:
+                self.invalid_scene_ns = _ros.now_ns(self)
+        if not valid and not self.p.lockstep:
+            self._send()  # stop now, not at the next timer period (which a busy machine can delay)
+        self.worker.submit((stamp_ns, g if valid else None))
 
     def _on_pose(self, raw: bytes) -> None:
         msgs = self.msgs
@@ -274,7 +279,7 @@ class MpcNode(_ros.Node):
                         self._replan(stamp_ns)
         finally:
             if self.p.lockstep:  # every scene message gets exactly one command (zero if anything failed)
-                self._send(now_s, stamp_ns)
+                self._send(stamp_ns)
 
     def _ensure_planner(self, g: Any) -> None:
         """Cameras, goal and planner on the first usable scene; the physics backend is rebuilt when objects change."""
@@ -417,12 +422,16 @@ class MpcNode(_ros.Node):
 
     # ------------------------------------------------------------------------------------------------------- output
     def _on_timer(self) -> None:
-        now_ns = _ros.now_ns(self)
-        self._send(now_ns * 1e-9, now_ns)
+        self._send()
 
-    def _send(self, now_s: float, stamp_ns: int) -> None:
-        """Publish the command for time ``now_s``: the plan's action through the filter, or zero when unsafe."""
+    def _send(self, stamp_ns: int | None = None) -> None:
+        """Publish the command for ``stamp_ns`` (default: the node's clock now, read under the lock so that
+        commands from the timer and from a fault go out with increasing stamps): the plan's action through the
+        filter, or zero when unsafe."""
         with self._lock:
+            if stamp_ns is None:
+                stamp_ns = _ros.now_ns(self)
+            now_s = stamp_ns * 1e-9
             status = self.watchdog.check(now_s)
             reason = "" if status.ok else status.reason
             if not reason and not self.enabled:

@@ -16,7 +16,8 @@ Wiring:
 
 Safety (vidyn_ros.control.safety): each control period the watchdog checks the scene's age by its header stamp
 against the node clock (sim time under use_sim_time), NaN in the last input, a diverging cost and the enable switch;
-any of them gives an exact zero command at that period, i.e. within 2 control periods of the cause. Every command
+any of them gives an exact zero command at that period, i.e. within 2 control periods of the cause (a NaN or empty
+scene sends its zero at once, on arrival). Every command
 passes the filter (max speed, max acceleration, workspace box around the measured pusher position).
 
 Planning runs on a worker thread (drop-oldest queue of one) whenever a scene arrives and ``replan_period_s`` has

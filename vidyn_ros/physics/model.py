@@ -63,6 +63,12 @@ class PhysicsConfig:
             Semi-implicit Euler is explicit in the contact forces: at 1/600 s the default contact is stable but a
             pushed block rocks on its corners (velocity jitter of ~30 %, jagged gradients); at 1/1200 s a push at
             0.3 m/s settles within 30 ms (measured, docs/physics.md).
+        stability: a step is also at most what explicit contact integration allows for the lightest body of the
+            model's own parameters (:meth:`PhysicsModel.stable_dt`): ``k_e·dt² + 2·k_d·dt ≤ 4·stability·m_eff``.
+            Light bodies fitted to thin, partly seen clouds (a 5 g box for a 50 g bowling pin) blew up at dt_max
+            (docs/physics.md, "Physics as a predictor"); 0.6 still let one blow up in a pile of pins, 0.3 none of
+            the 20 bowling windows. At 0.3 a body above 60 g (m_eff 15 g) keeps dt_max.
+        max_refine: at most this many times more steps than dt_max gives (a floor on the step for absurd bodies).
         collide_every: contact detection (Newton's narrow phase) every n physics steps; in between, the contact
             points found are kept (in body frames) and their forces follow the bodies.
         contact_gap: contacts are detected this far before touching [m] (covers the motion between detections).
@@ -71,6 +77,8 @@ class PhysicsConfig:
     """
 
     dt_max: float = 1.0 / 1200.0
+    stability: float = 0.3
+    max_refine: int = 64
     collide_every: int = 4
     contact_gap: float = 0.02
     angular_damping: float = 0.0
@@ -152,6 +160,18 @@ class BodyTrajectory:
     pusher_quat: torch.Tensor
 
 
+def _lever_ratio(shape: ShapeSpec) -> float:
+    """max_j R_j² / i_j of a shape (R_j its reach off principal axis j, i_j its unit-mass inertia about it): how much
+    lighter than its mass a body feels to a contact at its worst point (see PhysicsModel.stable_dt)."""
+    if shape.kind == "sphere":
+        return 0.0
+    s = shape.size
+    ext = np.array(s[:3] if shape.kind == "box" else (s[0], s[0], s[1] + (s[0] if shape.kind == "capsule" else 0)))
+    i = np.diag(unit_inertia(shape))
+    reach = np.array([ext[1] ** 2 + ext[2] ** 2, ext[0] ** 2 + ext[2] ** 2, ext[0] ** 2 + ext[1] ** 2])
+    return float(np.max(reach / np.maximum(i, 1e-12)))
+
+
 def _wxyz_to_xyzw(q: torch.Tensor) -> torch.Tensor:
     return torch.cat([q[..., 1:], q[..., :1]], dim=-1)
 
@@ -178,9 +198,14 @@ class PhysicsModel:
         if params is None:
             params = PhysicsParams.defaults([DEFAULT_DENSITY * b.volume for b in self.bodies])
         self.params = params
-        self._worlds: dict[int, WarpWorld] = {}
+        # the longest step, fixed when the model is made (from the parameters it is made with), not per call: the
+        # discretisation must not change while sysid varies the parameters, or the loss jumps (and a clip generated
+        # with one model is not reproduced by the same model at the truth). After replacing ``params`` with very
+        # different masses, set it again: ``model.step_dt = model.stable_dt()``.
         self._unit_inertia = torch.tensor(np.stack([unit_inertia(b.shape) for b in self.bodies]) if self.bodies
                                           else np.zeros((0, 3, 3)), dtype=torch.float32)
+        self.step_dt = self.stable_dt()
+        self._worlds: dict[int, WarpWorld] = {}
 
     @property
     def object_ids(self) -> list[int]:
@@ -229,8 +254,46 @@ class PhysicsModel:
         return [body_mass, body_inv_mass, body_inertia, body_inv_inertia, *shape]
 
     # ------------------------------------------------------------------------------------------------ simulation
+    def stable_dt(self, params: PhysicsParams | None = None) -> float:
+        """Longest step [s] at which the explicit (semi-implicit Euler) contact integration is stable for every body
+        with ``params`` (default: the model's own).
+
+        One contact with stiffness k and damping c on an effective mass m_eff, integrated by semi-implicit Euler,
+        is stable iff ``k·dt²/m_eff + 2·c·dt/m_eff < 4`` (the update matrix's Jury conditions). m_eff is the mass
+        a contact at the worst lever arm sees: ``m / (1 + max_j R_j²·m / I_j)`` (R_j the shape's reach off its
+        principal axis j; m/4 for every box, m for a sphere, whose contact normals pass through its centre); k and
+        c are the largest the body can meet (the table, another object; not the pusher, whose damping was chosen at
+        dt_max for the blocks it pushes). ``config.stability`` < 1 is the margin for several contacts at once.
+        """
+        p = params or self.params
+        c = self.config
+        K = len(self.bodies)
+        if K == 0:
+            return c.dt_max
+
+        def per_body(v: torch.Tensor) -> np.ndarray:
+            v = v.detach().to(torch.float64).cpu()
+            return (v.reshape(-1, K).min(0).values if v.dim() > 1 else v.expand(K)).numpy()
+
+        def worst(name: str, v: torch.Tensor) -> np.ndarray:
+            pair = v.detach().to(torch.float64).cpu()
+            pair = (pair.reshape(-1, K).max(0).values if pair.dim() > 1 else pair.expand(K)).numpy()
+            own = np.maximum(2.0 * pair - TABLE[name], 1e-3 * TABLE[name])
+            out = np.maximum(pair, (own + own.max()) / 2)  # the table; the stiffest other object
+            return out  # not the pusher's damping: chosen for dt_max and measured there (PUSHER_MATERIAL)
+
+        mass = np.maximum(per_body(p.mass), 1e-4)
+        ke, kd = worst("ke", p.ke), worst("kd", p.kd)
+        dts = []
+        for k, b in enumerate(self.bodies):
+            meff = mass[k] / (1.0 + _lever_ratio(b.shape))
+            a, bb, cc = ke[k], 2.0 * kd[k], -4.0 * c.stability * meff  # a dt² + bb dt + cc <= 0
+            dts.append((-bb + math.sqrt(bb * bb - 4 * a * cc)) / (2 * a))
+        return float(max(min(c.dt_max, min(dts)), c.dt_max / c.max_refine))
+
     def steps_for(self, dt: float) -> int:
-        return max(1, math.ceil(dt / self.config.dt_max - 1e-9))
+        """Physics steps for a call of ``dt`` seconds: equal steps no longer than ``self.step_dt``."""
+        return max(1, math.ceil(dt / self.step_dt - 1e-9))
 
     def simulate(
         self,

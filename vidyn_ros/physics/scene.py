@@ -17,8 +17,9 @@ import torch
 
 from vidyn_ros.geometry import quat_wxyz_to_matrix
 from vidyn_ros.geometry_torch import quat_mul, quat_normalize, quat_to_matrix
+from vidyn_ros.physics._warp_sim import ShapeSpec
 from vidyn_ros.physics.model import Body, PhysicsConfig, PhysicsModel, PhysicsParams
-from vidyn_ros.physics.shapes import fit_shape
+from vidyn_ros.physics.shapes import fit_shape, separate
 from vidyn_ros.types import GaussianSet
 
 __all__ = ["STATIC", "ParticleBinding", "build_from_scene", "quat_conj"]
@@ -91,6 +92,7 @@ def build_from_scene(
     config: PhysicsConfig | None = None,
     min_particles: int = 10,
     shapes: dict[int, tuple[str, tuple[float, ...], np.ndarray, np.ndarray]] | None = None,
+    separate_overlaps: bool = True,
 ) -> tuple[PhysicsModel, ParticleBinding]:
     """One rigid body per object id of ``gaussians`` (id 0 = table/background stays static), the pusher kinematic.
 
@@ -101,6 +103,10 @@ def build_from_scene(
         min_particles: objects with fewer Gaussians stay static (too few to fit a shape), with a warning.
         shapes: optional known shapes per object id (kind, size, centre, wxyz) instead of fitting (an oracle for
             evaluation, e.g. the simulator's true shapes; never the default).
+        separate_overlaps: translate the fitted shapes (not the pusher's) out of each other and out of the table
+            before the bodies are made (:func:`~vidyn_ros.physics.shapes.separate`; the Gaussians stay where they
+            are and ride the moved bodies): penalty contact turns an initial overlap into a launch
+            (docs/physics.md).
     Returns:
         (model, binding): the physics model and where each Gaussian sits on its body.
     """
@@ -113,6 +119,7 @@ def build_from_scene(
     local_q = quats.clone()
     bodies: list[Body] = []
     pusher: Body | None = None
+    fits: list[tuple[int, ShapeSpec, np.ndarray, np.ndarray]] = []
     for oid in sorted(int(k) for k in torch.unique(oids).tolist() if k != 0):
         sel = oids == oid
         pts = means[sel].numpy()
@@ -122,14 +129,24 @@ def build_from_scene(
             continue
         if shapes is not None and oid in shapes:
             kind, size, centre, qwxyz = shapes[oid]
-            from vidyn_ros.physics._warp_sim import ShapeSpec
-
             shape, centre, qwxyz = ShapeSpec(kind, tuple(float(s) for s in size)), np.asarray(centre), np.asarray(qwxyz)
         else:
             fit = fit_shape(pts)
             shape, centre, qwxyz = fit.shape, fit.center, fit.quat_wxyz
-        b = Body(object_id=oid, shape=shape, position=np.asarray(centre, dtype=np.float64),
-                 quat_wxyz=np.asarray(qwxyz, dtype=np.float64), kinematic=oid == pusher_id)
+        fits.append((oid, shape, np.asarray(centre, dtype=np.float64), np.asarray(qwxyz, dtype=np.float64)))
+    free = [k for k, f in enumerate(fits) if f[0] != pusher_id]
+    if separate_overlaps and free:
+        # the shapes move, the Gaussians stay where they were seen (they are bound to the moved body below). Not
+        # the pusher: it is where the robot put it, and pressing into a block is how it pushes
+        centres, before, after = separate([fits[k][1] for k in free], np.stack([fits[k][2] for k in free]),
+                                          np.stack([fits[k][3] for k in free]), np.ones(len(free), dtype=bool))
+        if before > 1e-4:
+            log.debug("fitted shapes overlapped by up to %.1f mm: separated (%.2f mm left)", before * 1e3, after * 1e3)
+        for i, k in enumerate(free):
+            fits[k] = (fits[k][0], fits[k][1], centres[i], fits[k][3])
+    for oid, shape, centre, qwxyz in fits:
+        sel = oids == oid
+        b = Body(object_id=oid, shape=shape, position=centre, quat_wxyz=qwxyz, kinematic=oid == pusher_id)
         R = torch.tensor(quat_wxyz_to_matrix(b.quat_wxyz), dtype=torch.float64)
         local_p[sel] = (means[sel] - torch.tensor(b.position)) @ R
         qb = torch.tensor(b.quat_wxyz, dtype=torch.float64)

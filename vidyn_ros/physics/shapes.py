@@ -27,7 +27,7 @@ from vidyn_ros.geometry import matrix_to_quat_wxyz
 from vidyn_ros.physics._warp_sim import ShapeSpec
 from vidyn_ros.rig.scenario import shape_sdf
 
-__all__ = ["Fit", "fit_shape", "min_area_rectangle", "surface_points"]
+__all__ = ["Fit", "fit_shape", "lowest_point", "min_area_rectangle", "separate", "surface_points"]
 
 
 @dataclass(frozen=True)
@@ -94,14 +94,27 @@ def _sphere_fit(p: np.ndarray) -> tuple[np.ndarray, float]:
     return c, r
 
 
+def _resting_sphere_fit(p: np.ndarray) -> tuple[np.ndarray, float]:
+    """Algebraic sphere fit with its bottom on the table (centre z = radius): |p|² = 2 p_x c_x + 2 p_y c_y + 2 p_z r
+    - (c_x² + c_y²), linear in (c_x, c_y, r, c_x² + c_y²)."""
+    A = np.c_[2 * p, -np.ones(len(p))]
+    b = (p**2).sum(axis=1)
+    sol, *_ = np.linalg.lstsq(A, b, rcond=None)
+    return np.array([sol[0], sol[1], sol[2]]), float(sol[2])
+
+
 def fit_shape(
     points: np.ndarray,
     floor_tolerance: float = 0.015,
     percentile: float = 1.0,
     prefer_box: float = 0.0005,
     min_size: float = 0.003,
+    max_reach: float = 1.25,
 ) -> Fit:
-    """Fit a box, cylinder or sphere to one object's Gaussian centres [N, 3] (world frame, table at z = 0)."""
+    """Fit a box, cylinder or sphere to one object's Gaussian centres [N, 3] (world frame, table at z = 0).
+
+    Candidates that no object could be are dropped: a cylinder or sphere wider than ``max_reach`` x the points'
+    own half-extent (a flat arc or cap fits a huge circle), a sphere or tilted box reaching through the table."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     if len(p) < 4:
         raise ValueError(f"need at least 4 points to fit a shape, got {len(p)}")
@@ -133,15 +146,23 @@ def fit_shape(
     r = max(float(np.percentile(np.linalg.norm(ring[:, :2] - cxy, axis=1), hi_q)), min_size)
     centre = np.array([cxy[0], cxy[1], zc])
     cyl = ShapeSpec("cylinder", (float(r), float(hz)))
-    cands.append(Fit(cyl, centre, np.array([1.0, 0.0, 0.0, 0.0]), _score(p - centre, cyl)))
+    # a short, flat arc of a partly seen object fits any big circle well: no wider than the footprint it came from
+    if r <= max_reach * float(half.max()):
+        cands.append(Fit(cyl, centre, np.array([1.0, 0.0, 0.0, 0.0]), _score(p - centre, cyl)))
 
-    # sphere (resting on the table when its bottom is near it)
+    # sphere (resting on the table when its bottom is near it, or when a free fit would reach through the table:
+    # a shallow cap of points -- the top of a partly seen object -- fits a big sphere centred below the table)
     cs, rs = _sphere_fit(p)
     rs = max(rs, min_size)
-    if resting and abs(cs[2] - rs) < floor_tolerance:
+    if cs[2] - rs < -floor_tolerance:
+        cs, rs = _resting_sphere_fit(p)
+        rs = max(rs, min_size)
+        cs[2] = rs
+    elif resting and abs(cs[2] - rs) < floor_tolerance:
         cs = np.array([cs[0], cs[1], rs])
     sph = ShapeSpec("sphere", (float(rs),))
-    cands.append(Fit(sph, cs, np.array([1.0, 0.0, 0.0, 0.0]), _score(p - cs, sph)))
+    if rs <= max_reach * max(float(half.max()), hz):
+        cands.append(Fit(sph, cs, np.array([1.0, 0.0, 0.0, 0.0]), _score(p - cs, sph)))
 
     # box in principal axes (not upright)
     mean = p.mean(axis=0)
@@ -154,7 +175,8 @@ def fit_shape(
     half3 = np.maximum((hi3 - lo3) / 2, min_size)
     centre = mean + Rp @ ((lo3 + hi3) / 2)
     pbox = ShapeSpec("box", tuple(float(h) for h in half3))
-    cands.append(Fit(pbox, centre, matrix_to_quat_wxyz(Rp), _score((p - centre) @ Rp, pbox)))
+    if centre[2] - np.abs(Rp[2]) @ half3 >= -floor_tolerance:  # a tilted box reaching through the table is no object
+        cands.append(Fit(pbox, centre, matrix_to_quat_wxyz(Rp), _score((p - centre) @ Rp, pbox)))
 
     best = min(c.residual for c in cands)
     boxes = [c for c in cands if c.shape.kind == "box" and c.residual <= best + prefer_box]
@@ -201,3 +223,105 @@ def surface_points(shape: ShapeSpec, n: int, rng: np.random.Generator, bottom: b
             pts.append(np.c_[rr * np.cos(aa), rr * np.sin(aa), np.full(m, z)])
         return np.concatenate(pts)
     raise ValueError(f"unknown shape kind {shape.kind!r}")
+
+
+def lowest_point(shape: ShapeSpec, center: np.ndarray, quat_wxyz: np.ndarray) -> float:
+    """z [m] of a posed shape's lowest point (exact for box, sphere, cylinder, capsule)."""
+    from vidyn_ros.geometry import quat_wxyz_to_matrix
+
+    R = quat_wxyz_to_matrix(np.asarray(quat_wxyz, dtype=np.float64))
+    s = shape.size
+    z = float(center[2])
+    if shape.kind == "box":
+        return z - float(np.abs(R[2]) @ np.asarray(s[:3]))
+    if shape.kind == "sphere":
+        return z - s[0]
+    axis_z = abs(float(R[2, 2]))  # cos of the axis' tilt: the rim (cylinder) / the end caps (capsule) reach lowest
+    if shape.kind == "cylinder":
+        return z - s[1] * axis_z - s[0] * math.sqrt(max(1.0 - axis_z**2, 0.0))
+    return z - s[1] * axis_z - s[0]  # capsule
+
+
+def _probe_points(shape: ShapeSpec) -> np.ndarray:
+    """Points on a shape's surface (body frame) to test overlaps with: an even sample plus a box's corners."""
+    pts = surface_points(shape, 256, np.random.default_rng(0), bottom=True)
+    if shape.kind == "box":
+        corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]) * np.asarray(shape.size)
+        pts = np.concatenate([pts, corners])
+    return pts
+
+
+def separate(shapes: list[ShapeSpec], centers: np.ndarray, quats_wxyz: np.ndarray, movable: np.ndarray,
+             tol: float = 1e-4, iterations: int = 50) -> tuple[np.ndarray, float, float]:
+    """Translate posed shapes out of each other and out of the table (z < 0) before a simulation starts.
+
+    Shapes fitted to tracked, partly seen clouds overlap (a few mm between neighbouring pins, centimetres into the
+    table); penalty contact turns an overlap d into a force k_e·d that launches a light body at metres per second
+    in the first frame. Each iteration lifts every movable shape out of the table and pushes every overlapping pair
+    apart along the deeper shape's surface normal (half each; all of it for a pair with a fixed shape, e.g. the
+    kinematic pusher), until no overlap exceeds ``tol`` [m].
+
+    Args:
+        shapes: [K]; centers [K, 3]; quats_wxyz [K, 4]; movable [K] bool.
+    Returns:
+        (new centres [K, 3], the deepest overlap before [m], the deepest left after [m]).
+    """
+    from vidyn_ros.geometry import quat_wxyz_to_matrix
+    from vidyn_ros.rig.scenario import shape_sdf
+
+    c = np.asarray(centers, dtype=np.float64).copy()
+    K = len(shapes)
+    R = [quat_wxyz_to_matrix(np.asarray(q, dtype=np.float64)) for q in quats_wxyz]
+    probes = [_probe_points(s) for s in shapes]
+    reach = [float(np.linalg.norm(p, axis=1).max()) for p in probes]
+
+    def overlap(i: int, j: int) -> tuple[float, np.ndarray]:
+        """How deep shape i's surface reaches into shape j, and the direction (world) that moves i out of j."""
+        pts = probes[i] @ R[i].T + c[i]
+        loc = (pts - c[j]) @ R[j]
+        d = shape_sdf(loc, shapes[j].kind, shapes[j].size)
+        m = int(np.argmin(d))
+        if d[m] >= 0:
+            return 0.0, np.zeros(3)
+        e = 1e-5
+        g = np.array([(shape_sdf(loc[m] + e * ax, shapes[j].kind, shapes[j].size)[0]
+                       - shape_sdf(loc[m] - e * ax, shapes[j].kind, shapes[j].size)[0]) / (2 * e) for ax in np.eye(3)])
+        n = R[j] @ g
+        norm = float(np.linalg.norm(n))
+        n = n / norm if norm > 1e-9 else (c[i] - c[j]) / max(float(np.linalg.norm(c[i] - c[j])), 1e-9)
+        return float(-d[m]), n
+
+    def deepest() -> float:
+        worst = 0.0
+        for i in range(K):
+            if movable[i]:
+                worst = max(worst, -lowest_point(shapes[i], c[i], quats_wxyz[i]))
+            for j in range(K):
+                if i != j and (movable[i] or movable[j]) and np.linalg.norm(c[i] - c[j]) < reach[i] + reach[j]:
+                    worst = max(worst, overlap(i, j)[0])
+        return worst
+
+    before = deepest()
+    for _ in range(iterations):
+        moved = 0.0
+        for i in range(K):
+            for j in range(i + 1, K):
+                if not (movable[i] or movable[j]) or np.linalg.norm(c[i] - c[j]) >= reach[i] + reach[j]:
+                    continue
+                dij, nij = overlap(i, j)
+                dji, nji = overlap(j, i)
+                d, n = (dij, nij) if dij >= dji else (dji, -nji)  # n moves i away from j
+                if d <= tol:
+                    continue
+                share_i = 0.5 if movable[i] and movable[j] else float(movable[i])
+                c[i] += n * d * share_i
+                c[j] -= n * d * (1.0 - share_i)
+                moved = max(moved, d)
+        for i in range(K):
+            low = lowest_point(shapes[i], c[i], quats_wxyz[i])
+            if movable[i] and low < 0.0:
+                c[i, 2] -= low
+                moved = max(moved, -low)
+        if moved <= tol:
+            break
+    return c, before, deepest()

@@ -415,3 +415,22 @@ def test_shape_fit_of_a_partly_seen_object_stays_above_the_table():
     cap = cap[cap[:, 2] > 0]
     fit = fit_shape(cap)
     assert lowest_point(fit.shape, fit.center, fit.quat_wxyz) > -0.0151  # at most the floor tolerance
+
+
+def test_separate_pushes_overlapping_blocks_apart_sideways_not_into_the_table():
+    """Two blocks fitted side by side on the table, 13 mm into each other (bowling, episode 1, frame 58): pushing
+    along the nearest face of the deepest point pushed one down into the table and the table lifted it back, for ever
+    (the overlap stayed 12.9 mm and the pins launched at 5 m/s); the shortest sideways separating axis moves them
+    apart (not up: stacking two blocks that lie side by side)."""
+    from vidyn_ros.physics.shapes import lowest_point, separate
+
+    shapes = [ShapeSpec("box", (0.0395, 0.0203, 0.0137)), ShapeSpec("box", (0.0394, 0.0300, 0.0120))]
+    centres = np.array([[0.2636, 0.0556, 0.0137], [0.3010, 0.0574, 0.0120]])
+    quats = np.array([[0.96294, 0.0, 0.0, 0.26973], [0.98602, 0.0, 0.0, 0.16661]])
+    out, before, after = separate(shapes, centres, quats, np.ones(2, dtype=bool))
+    assert before > 0.01 and after < 2e-4, (before, after)
+    np.testing.assert_allclose(out[:, 2], centres[:, 2], atol=1e-6)  # sideways: both still rest on the table
+    assert min(lowest_point(s, c, q) for s, c, q in zip(shapes, out, quats, strict=True)) > -1e-6
+    # half each of the shortest sideways move (4.0 cm: their long sides overlap; the deepest surface point is only
+    # 13 mm in), not across the table
+    np.testing.assert_allclose(np.linalg.norm(out - centres, axis=1), 0.020, atol=0.001)

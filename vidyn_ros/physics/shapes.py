@@ -242,6 +242,19 @@ def lowest_point(shape: ShapeSpec, center: np.ndarray, quat_wxyz: np.ndarray) ->
     return z - s[1] * axis_z - s[0]  # capsule
 
 
+def _half_width(shape: ShapeSpec, R: np.ndarray, n: np.ndarray) -> float:
+    """Half the extent of a posed shape (rotation R) projected on the unit direction n (its support function)."""
+    s = shape.size
+    if shape.kind == "box":
+        return float(np.abs(R.T @ n) @ np.asarray(s[:3]))
+    if shape.kind == "sphere":
+        return float(s[0])
+    a = abs(float(R[:, 2] @ n))
+    if shape.kind == "cylinder":
+        return float(s[1] * a + s[0] * math.sqrt(max(1.0 - a * a, 0.0)))
+    return float(s[1] * a + s[0])  # capsule
+
+
 def _probe_points(shape: ShapeSpec) -> np.ndarray:
     """Points on a shape's surface (body frame) to test overlaps with: an even sample plus a box's corners."""
     pts = surface_points(shape, 256, np.random.default_rng(0), bottom=True)
@@ -258,8 +271,10 @@ def separate(shapes: list[ShapeSpec], centers: np.ndarray, quats_wxyz: np.ndarra
     Shapes fitted to tracked, partly seen clouds overlap (a few mm between neighbouring pins, centimetres into the
     table); penalty contact turns an overlap d into a force k_e·d that launches a light body at metres per second
     in the first frame. Each iteration lifts every movable shape out of the table and pushes every overlapping pair
-    apart along the deeper shape's surface normal (half each; all of it for a pair with a fixed shape, e.g. the
-    kinematic pusher), until no overlap exceeds ``tol`` [m].
+    apart along the axis that separates them with the shortest move (half each; all of it for a pair with a fixed
+    shape), until no overlap (sampled: the probes of one shape inside the other) exceeds ``tol`` [m]. The axis is
+    not the nearest face of the deepest point: two blocks side by side on the table would be pushed down and
+    lifted back for ever.
 
     Args:
         shapes: [K]; centers [K, 3]; quats_wxyz [K, 4]; movable [K] bool.
@@ -275,21 +290,30 @@ def separate(shapes: list[ShapeSpec], centers: np.ndarray, quats_wxyz: np.ndarra
     probes = [_probe_points(s) for s in shapes]
     reach = [float(np.linalg.norm(p, axis=1).max()) for p in probes]
 
-    def overlap(i: int, j: int) -> tuple[float, np.ndarray]:
-        """How deep shape i's surface reaches into shape j, and the direction (world) that moves i out of j."""
-        pts = probes[i] @ R[i].T + c[i]
-        loc = (pts - c[j]) @ R[j]
-        d = shape_sdf(loc, shapes[j].kind, shapes[j].size)
-        m = int(np.argmin(d))
-        if d[m] >= 0:
-            return 0.0, np.zeros(3)
-        e = 1e-5
-        g = np.array([(shape_sdf(loc[m] + e * ax, shapes[j].kind, shapes[j].size)[0]
-                       - shape_sdf(loc[m] - e * ax, shapes[j].kind, shapes[j].size)[0]) / (2 * e) for ax in np.eye(3)])
-        n = R[j] @ g
-        norm = float(np.linalg.norm(n))
-        n = n / norm if norm > 1e-9 else (c[i] - c[j]) / max(float(np.linalg.norm(c[i] - c[j])), 1e-9)
-        return float(-d[m]), n
+    def overlap(i: int, j: int) -> float:
+        """How deep shape i's surface reaches into shape j (sampled)."""
+        loc = (probes[i] @ R[i].T + c[i] - c[j]) @ R[j]
+        return float(max(-shape_sdf(loc, shapes[j].kind, shapes[j].size).min(), 0.0))
+
+    def push(i: int, j: int) -> tuple[float, np.ndarray]:
+        """The shortest translation of i away from j along candidate separating axes (both shapes' axes, the line
+        between the centres, horizontal and not, and the vertical): the projections' overlap along each axis, the
+        smallest wins. Exact for spheres and for boxes whose closest features are faces; never pushes along a
+        direction the shapes are already apart on."""
+        d = c[i] - c[j]
+        axes = [a / np.linalg.norm(a) for a in (*R[i].T, *R[j].T, np.array([0.0, 0.0, 1.0]), d,
+                                                 np.array([d[0], d[1], 0.0])) if np.linalg.norm(a) > 1e-9]
+        if max(lowest_point(shapes[k], c[k], quats_wxyz[k]) for k in (i, j)) < 1e-3:
+            # both rest on the table: they are side by side, not one on the other (lifting one by its height can
+            # be shorter than the sideways move, but it stacks two pins that lay next to each other)
+            flat = [a * np.array([1.0, 1.0, 0.0]) for a in axes]
+            axes = [a / np.linalg.norm(a) for a in flat if np.linalg.norm(a) > 0.3]
+        best, best_n = math.inf, np.zeros(3)
+        for n in axes:
+            o = _half_width(shapes[i], R[i], n) + _half_width(shapes[j], R[j], n) - abs(float(d @ n))
+            if o < best:
+                best, best_n = o, (n if d @ n >= 0 else -n)
+        return best, best_n
 
     def deepest() -> float:
         worst = 0.0
@@ -298,7 +322,7 @@ def separate(shapes: list[ShapeSpec], centers: np.ndarray, quats_wxyz: np.ndarra
                 worst = max(worst, -lowest_point(shapes[i], c[i], quats_wxyz[i]))
             for j in range(K):
                 if i != j and (movable[i] or movable[j]) and np.linalg.norm(c[i] - c[j]) < reach[i] + reach[j]:
-                    worst = max(worst, overlap(i, j)[0])
+                    worst = max(worst, overlap(i, j))
         return worst
 
     before = deepest()
@@ -308,10 +332,10 @@ def separate(shapes: list[ShapeSpec], centers: np.ndarray, quats_wxyz: np.ndarra
             for j in range(i + 1, K):
                 if not (movable[i] or movable[j]) or np.linalg.norm(c[i] - c[j]) >= reach[i] + reach[j]:
                     continue
-                dij, nij = overlap(i, j)
-                dji, nji = overlap(j, i)
-                d, n = (dij, nij) if dij >= dji else (dji, -nji)  # n moves i away from j
-                if d <= tol:
+                if max(overlap(i, j), overlap(j, i)) <= tol:
+                    continue
+                d, n = push(i, j)  # n moves i away from j
+                if d <= 0:
                     continue
                 share_i = 0.5 if movable[i] and movable[j] else float(movable[i])
                 c[i] += n * d * share_i

@@ -167,15 +167,12 @@ class PhysicsDynamics:
                     raise ValueError(f"body {k} has no particles in this state")
                 w = (valid[sel] | ~valid[sel].any()).float()
                 R1, t1 = fit_rigid(binding.local_position[sel], pos[:, -1, sel], w)
-                R0, t0 = fit_rigid(binding.local_position[sel], pos[:, -2, sel], w)
+                R0, _ = fit_rigid(binding.local_position[sel], pos[:, -2, sel], w)
                 wn = (w / w.sum().clamp_min(1e-12))[:, None]
                 drift = ((pos[:, -1, sel] - pos[:, -3, sel]) * wn).sum(-2)  # of the particles' centroid [W, 3]
-                poses[k] = (R0, t0, R1, t1, drift)
+                poses[k] = (R0, R1, t1, drift)
             if K:
-                R0 = torch.stack([poses[k][0] for k in range(K)], 1)
-                drift = torch.stack([poses[k][4] for k in range(K)], 1)
-                R1 = torch.stack([poses[k][2] for k in range(K)], 1)
-                t1 = torch.stack([poses[k][3] for k in range(K)], 1)
+                R0, R1, t1, drift = (torch.stack([poses[k][i] for k in range(K)], 1) for i in range(4))
                 # the particles' centroid over both intervals of the history: tracked poses jitter by millimetres per
                 # frame and a fitted rotation's jitter moves a fitted centre off the centroid. Against the true
                 # velocities of the held-out bowling windows (220 bodies): Kabsch centres over the last interval
@@ -191,7 +188,7 @@ class PhysicsDynamics:
                 t1 = lin = ang = torch.zeros(W, 0, 3)
                 quat = torch.zeros(W, 0, 4)
             if PUSHER in poses:
-                pp, pq = poses[PUSHER][3], matrix_to_quat(poses[PUSHER][2])
+                pp, pq = poses[PUSHER][2], matrix_to_quat(poses[PUSHER][1])
             else:
                 pp = binding.pusher_position.expand(W, 3)
                 pq = binding.pusher_quat.expand(W, 4)

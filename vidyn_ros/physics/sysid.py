@@ -90,9 +90,11 @@ class SysidConfig:
             normalised parameter space (the prior box is [0, 1]; the sampled initialisation's last grid spacing is
             ~0.07, so 0.05 covers a gradient stage that never moved).
         polish_scan: (one free value only; 0 = off) after Brent, probe this many points on each side of its result at
-            spacings of 2.5e-4 of the box and run Brent again in the cell of the lowest: where a body comes to rest
-            the true basin can be narrow (±3e-4 of μ for a box) behind a bump, and Brent stops in a dip next to it.
-        polish_scan_levels: scan spacings used, coarse to fine (2.5e-4, then 2.5e-5 of the box around the new best).
+            each spacing of ``polish_scan_steps`` in turn (fractions of the box, around the best point so far) and run
+            Brent again in the cell of the lowest: where a body comes to rest the true basin can be narrow (±3e-4 of
+            μ for a box, narrower than 2.5e-4 for a tipped cylinder) behind a bump, and Brent stops in a dip next to
+            it.
+        polish_scan_steps: the scan's spacings, coarse to fine.
         frame_stride: use every n-th frame of a motion window in the pixel loss.
         max_frames: at most this many rendered frames in the loss (evenly spread over the motion windows).
         depth_weight: weight of the depth term (|rendered - observed depth|² [m²], where both exist; 0 = colour only).
@@ -112,7 +114,7 @@ class SysidConfig:
     polish: int = 40
     polish_radius: float = 0.05
     polish_scan: int = 12
-    polish_scan_levels: int = 2
+    polish_scan_steps: tuple[float, ...] = (2.5e-4, 2.5e-5)
     frame_stride: int = 1
     max_frames: int = 12
     depth_weight: float = 0.0
@@ -846,8 +848,7 @@ def _polish(start: dict[str, torch.Tensor], bodies: Sequence[int], free: dict[st
         # Brent's golden-section / parabolic steps; xatol 1e-8 of the box: mass to ~5e-8 relative (log box ~4.6)
         minimize_scalar(f, bounds=(float(lo[0]), float(hi[0])), method="bounded",
                         options={"xatol": 1e-8, "maxiter": cfg.polish})
-        # scans at two spacings: a tipped cylinder's basin can be narrower than the coarse one (±1e-4 of the box)
-        for h in (2.5e-4, 2.5e-5)[:max(0, cfg.polish_scan_levels)] if cfg.polish_scan > 0 else ():
+        for h in cfg.polish_scan_steps if cfg.polish_scan > 0 else ():
             xb = min(seen)[1]
             for k in range(1, cfg.polish_scan + 1):
                 for sgn in (-1.0, 1.0):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidyn_ros.geometry import matrix_to_quat_wxyz
+from vidyn_ros.geometry import matrix_to_quat_wxyz, quat_wxyz_to_matrix
 from vidyn_ros.physics._warp_sim import ShapeSpec
 from vidyn_ros.rig.scenario import shape_sdf
 
@@ -175,8 +175,9 @@ def fit_shape(
     half3 = np.maximum((hi3 - lo3) / 2, min_size)
     centre = mean + Rp @ ((lo3 + hi3) / 2)
     pbox = ShapeSpec("box", tuple(float(h) for h in half3))
-    if centre[2] - np.abs(Rp[2]) @ half3 >= -floor_tolerance:  # a tilted box reaching through the table is no object
-        cands.append(Fit(pbox, centre, matrix_to_quat_wxyz(Rp), _score((p - centre) @ Rp, pbox)))
+    qbox = matrix_to_quat_wxyz(Rp)
+    if lowest_point(pbox, centre, qbox) >= -floor_tolerance:  # a tilted box reaching through the table is no object
+        cands.append(Fit(pbox, centre, qbox, _score((p - centre) @ Rp, pbox)))
 
     best = min(c.residual for c in cands)
     boxes = [c for c in cands if c.shape.kind == "box" and c.residual <= best + prefer_box]
@@ -227,8 +228,6 @@ def surface_points(shape: ShapeSpec, n: int, rng: np.random.Generator, bottom: b
 
 def lowest_point(shape: ShapeSpec, center: np.ndarray, quat_wxyz: np.ndarray) -> float:
     """z [m] of a posed shape's lowest point (exact for box, sphere, cylinder, capsule)."""
-    from vidyn_ros.geometry import quat_wxyz_to_matrix
-
     R = quat_wxyz_to_matrix(np.asarray(quat_wxyz, dtype=np.float64))
     s = shape.size
     z = float(center[2])
@@ -281,9 +280,6 @@ def separate(shapes: list[ShapeSpec], centers: np.ndarray, quats_wxyz: np.ndarra
     Returns:
         (new centres [K, 3], the deepest overlap before [m], the deepest left after [m]).
     """
-    from vidyn_ros.geometry import quat_wxyz_to_matrix
-    from vidyn_ros.rig.scenario import shape_sdf
-
     c = np.asarray(centers, dtype=np.float64).copy()
     K = len(shapes)
     R = [quat_wxyz_to_matrix(np.asarray(q, dtype=np.float64)) for q in quats_wxyz]
